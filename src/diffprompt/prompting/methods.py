@@ -1,0 +1,196 @@
+"""The five methods, their default templates and verbalizers per data set, and the run config.
+
+| method      | template          | trained parameters                     | paper                       |
+| ----------- | ----------------- | -------------------------------------- | --------------------------- |
+| `zero-shot` | hard              | none                                   | GPT-3 style / LM-BFF's "prompt-based zero-shot" |
+| `prompt-ft` | hard              | all (backbone + MLM head)              | PET (Schick & Schütze 2021), LM-BFF (Gao et al. 2021) |
+| `soft`      | soft tokens       | the soft tokens only, backbone frozen  | prompt tuning (Lester et al. 2021), P-tuning (Liu et al. 2021) |
+| `hybrid`    | hard words + soft | the soft tokens (or all, `--train all`) | P-tuning's anchors, PTR / OptiPrompt style |
+| `finetune`  | none              | all + a new classification head        | standard fine-tuning (LM-BFF's baseline) |
+
+Default templates (LM-BFF's manual prompts where it has one, adapted to an uncased BERT):
+
+| data set | hard                  | soft                          | hybrid                          | verbalizer |
+| -------- | --------------------- | ----------------------------- | ------------------------------- | ---------- |
+| mr, cr   | `{x} It was {mask}.`  | `{x} {soft=It was} {mask}`    | `{x} {soft*2} It was {mask}.`   | terrible / great |
+| subj     | `{x} This is {mask}.` | `{x} {soft=This is} {mask}`   | `{x} {soft*2} This is {mask}.`  | subjective / objective |
+| trec     | `{mask} : {x}`        | `{soft=question about} {mask} : {x}` | `{soft*2} {mask} : {x}` | expression / description / entity / human / location / number |
+| other    | `{x} It was {mask}.`  | `{x} {soft*4} {mask}`         | `{x} {soft*2} It was {mask}.`   | `Verbalizer.default_for` |
+
+The soft templates start their tokens from the hard template's words (`{soft=...}`, Lester et
+al.'s "initialise from vocabulary" variant): with a frozen BERT-tiny and 16 examples per class,
+randomly initialised soft tokens start far from anything the model has seen (see the README
+section for the measured comparison). `--template` overrides any of these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import UserError
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    kind: str  # "prompt" (MLM head at the mask) or "finetune" (classification head)
+    style: str | None  # template style: "hard", "soft", "hybrid"; None for finetune
+    train: str | None  # "all", "prompt", or None (no training)
+    lr: float  # default learning rate (AdamW)
+    summary: str
+    paper: str
+
+    @property
+    def trains(self) -> bool:
+        return self.train is not None
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("zero-shot", "prompt", "hard", None, 0.0,
+               "hard template, no training: the pre-trained MLM head scores the label words at the mask",
+               "LM-BFF (Gao et al. 2021) zero-shot prompting"),
+        Method("prompt-ft", "prompt", "hard", "all", 1e-4,
+               "hard template, every parameter trained on the label-word log-probabilities",
+               "PET (Schick & Schuetze 2021), LM-BFF (Gao et al. 2021)"),
+        Method("soft", "prompt", "soft", "prompt", 3e-2,
+               "soft template: only the soft-token embeddings are trained, the backbone is frozen",
+               "prompt tuning (Lester et al. 2021), P-tuning (Liu et al. 2021)"),
+        Method("hybrid", "prompt", "hybrid", "prompt", 3e-2,
+               "hard words plus soft tokens; soft tokens trained, backbone frozen (--train all allowed)",
+               "P-tuning (Liu et al. 2021) with anchor words"),
+        Method("finetune", "finetune", None, "all", 1e-4,
+               "a new classification head on the first token; every parameter trained",
+               "standard fine-tuning (Devlin et al. 2019), LM-BFF's baseline"),
+    )
+}
+
+METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
+
+
+def get_method(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise UserError(f"unknown method {name!r}; choose from: {', '.join(METHODS)}") from None
+
+
+def parse_methods(text: str) -> list[str]:
+    names = [s.strip() for s in str(text).split(",") if s.strip()]
+    if not names:
+        raise UserError("no method given; choose from: " + ", ".join(METHODS))
+    for n in names:
+        get_method(n)
+    return names
+
+
+# Templates per data set and style.
+TEMPLATES: dict[str, dict[str, str]] = {
+    "mr": {"hard": "{x} It was {mask}.", "soft": "{x} {soft=It was} {mask}", "hybrid": "{x} {soft*2} It was {mask}."},
+    "cr": {"hard": "{x} It was {mask}.", "soft": "{x} {soft=It was} {mask}", "hybrid": "{x} {soft*2} It was {mask}."},
+    "subj": {"hard": "{x} This is {mask}.", "soft": "{x} {soft=This is} {mask}", "hybrid": "{x} {soft*2} This is {mask}."},
+    "trec": {"hard": "{mask} : {x}", "soft": "{soft=question about} {mask} : {x}", "hybrid": "{soft*2} {mask} : {x}"},
+}
+GENERIC_TEMPLATES = {"hard": "{x} It was {mask}.", "soft": "{x} {soft*4} {mask}", "hybrid": "{x} {soft*2} It was {mask}."}
+PAIR_TEMPLATES = {"hard": "{x} ? {mask} , {x2}", "soft": "{x} {soft*2} {mask} {soft*2} {x2}", "hybrid": "{x} ? {soft*2} {mask} , {x2}"}
+
+# Label words by label name (lower case). LM-BFF's words; TREC's coarse classes by their meaning.
+_SENTIMENT = {"negative": "terrible", "neg": "terrible", "rotten": "terrible",
+              "positive": "great", "pos": "great", "fresh": "great"}
+_SUBJ = {"subjective": "subjective", "subj": "subjective", "review": "subjective", "opinion": "subjective",
+         "objective": "objective", "obj": "objective", "plot": "objective", "fact": "objective"}
+_TREC = {"abbr": "expression", "abbreviation": "expression", "desc": "description", "description": "description",
+         "enty": "entity", "entity": "entity", "hum": "human", "human": "human",
+         "loc": "location", "location": "location", "num": "number", "numeric": "number", "number": "number"}
+LABEL_WORDS: dict[str, dict[str, str]] = {"mr": _SENTIMENT, "cr": _SENTIMENT, "subj": _SUBJ, "trec": _TREC}
+
+
+def dataset_key(dataset: str) -> str | None:
+    """The built-in data set name (`mr`, `cr`, `subj`, `trec`) or None for a file."""
+    key = str(dataset).strip().lower()
+    return key if key in TEMPLATES else None
+
+
+def default_template(dataset: str, style: str, pair: bool = False) -> str:
+    if style not in ("hard", "soft", "hybrid"):
+        raise ValueError(style)
+    key = dataset_key(dataset)
+    if key is not None:
+        return TEMPLATES[key][style]
+    return (PAIR_TEMPLATES if pair else GENERIC_TEMPLATES)[style]
+
+
+def default_verbalizer_spec(dataset: str, label_names: list[str]) -> dict[str, list[str]] | None:
+    """{label name: [word]} for a built-in data set whose label names we know; else None."""
+    key = dataset_key(dataset)
+    table = LABEL_WORDS.get(key) if key else None
+    if not table:
+        return None
+    spec = {}
+    for name in label_names:
+        word = table.get(str(name).strip().lower())
+        if word is None:
+            return None
+        spec[str(name)] = [word]
+    return spec
+
+
+@dataclass
+class RunConfig:
+    """Everything one prompting run needs; saved as the run's config.json ("kind": "prompting-train")."""
+
+    dataset: str = "mr"
+    method: str = "prompt-ft"
+    shots: int = 16  # K per class; 0 = use the whole train split (no few-shot sampling)
+    seed: int = 42  # data seed (few-shot draw) and training seed
+    template: str | None = None  # None: the method's default for the data set
+    verbalizer: str | None = None  # "0:terrible;1:great" style; None: the data set's default
+    backbone: str | None = None  # None: the packaged BERT-tiny
+    train: str | None = None  # override: "all" or "prompt" (hybrid allows both)
+    prompt_encoder: str | None = None  # None, "lstm", "mlp"
+    lr: float | None = None  # None: the method's default
+    steps: int = 150  # optimiser steps
+    batch_size: int = 8
+    eval_every: int = 15  # steps between dev evaluations (early stopping / model choice)
+    patience: int = 0  # stop after this many dev evaluations without improvement; 0 = never
+    weight_decay: float = 0.0
+    warmup: float = 0.0  # fraction of steps of linear warm-up
+    max_length: int = 128
+    eval_batch_size: int = 64
+    limit_test: int | None = None  # evaluate on the first N test examples only (quick runs)
+    device: str = "auto"
+    num_examples: int = 8  # test examples written to examples.json
+    save_model: bool = True  # write the trained prompt / model into the run folder
+    kind: str = field(default="prompting-train")
+
+    def resolved(self, label_names: list[str] | None = None, pair: bool = False) -> "RunConfig":
+        """A copy with the method's defaults filled in (template, lr, train)."""
+        m = get_method(self.method)
+        cfg = RunConfig(**asdict(self))
+        if m.kind == "prompt" and cfg.template is None:
+            cfg.template = default_template(self.dataset, m.style, pair=pair)
+        if cfg.lr is None:
+            cfg.lr = m.lr
+        if cfg.train is None:
+            cfg.train = m.train
+        if m.name == "zero-shot":
+            cfg.train = None
+        elif cfg.train not in ("all", "prompt"):
+            raise UserError(f"--train must be 'all' or 'prompt', got {cfg.train!r}")
+        if m.name == "finetune" and cfg.train != "all":
+            raise UserError("finetune trains every parameter; --train prompt applies to soft and hybrid only")
+        if m.name == "prompt-ft" and cfg.train != "all":
+            raise UserError("prompt-ft trains every parameter; for a frozen backbone use --method soft or hybrid")
+        if self.prompt_encoder not in (None, "lstm", "mlp"):
+            raise UserError(f"--prompt-encoder must be lstm or mlp, got {self.prompt_encoder!r}")
+        for name in ("steps", "batch_size", "eval_every", "max_length", "eval_batch_size"):
+            if getattr(cfg, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+        if cfg.shots < 0:
+            raise UserError(f"--shots must be >= 0, got {cfg.shots}")
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
