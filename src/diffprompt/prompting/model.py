@@ -1,0 +1,394 @@
+"""The prompt model: a masked LM scoring label words at the mask of a filled-in template.
+
+The input embeddings are the backbone's word embeddings with the soft tokens spliced in at
+their positions; the backbone's encoder runs on them and the MLM prediction head runs only on
+the hidden states at the mask positions ([B, H] instead of [B, L, H]), so the vocabulary
+projection costs B rows instead of B x L.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..errors import UserError
+from .backbone import DEFAULT_BACKBONE, backbone_id, load_backbone
+from .prompt_encoder import make_prompt_encoder
+from .template import Template, check_texts
+from .verbalizer import Verbalizer
+
+TRAIN_MODES = ("all", "prompt")
+FORMAT = "diffprompt-prompt-v1"
+
+
+# ---------------------------------------------------------------------------- backbone adapters
+def base_model(model: nn.Module) -> nn.Module:
+    """The encoder inside an *ForMaskedLM model (model.bert, model.roberta, ...)."""
+    prefix = getattr(model, "base_model_prefix", "")
+    enc = getattr(model, prefix, None) if prefix else None
+    if not isinstance(enc, nn.Module):
+        raise UserError(f"cannot find the encoder inside {type(model).__name__}; use a Hugging Face "
+                        "AutoModelForMaskedLM (BERT, RoBERTa, DistilBERT, ALBERT, ELECTRA generator, DeBERTa-v2/v3)")
+    return enc
+
+
+def mlm_head(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function mapping final hidden states [..., H] to vocabulary logits [..., V].
+
+    It is exactly the prediction head the model's own forward applies to its sequence output.
+    """
+    name = type(model).__name__
+    if hasattr(model, "lm_predictions") and not getattr(getattr(model, "config", None), "legacy", True):
+        # DeBERTa-v2/v3 (non-legacy head): needs the word embeddings for the tied projection
+        enc = base_model(model)
+        return lambda h: model.lm_predictions(h, enc.embeddings.word_embeddings)
+    if hasattr(model, "generator_predictions") and hasattr(model, "generator_lm_head"):  # ELECTRA generator
+        return lambda h: model.generator_lm_head(model.generator_predictions(h))
+    if all(hasattr(model, a) for a in ("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector")):
+        return lambda h: model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(h))))  # DistilBERT
+    for attr in ("cls", "lm_head", "predictions"):  # BERT / DeBERTa legacy, RoBERTa family, ALBERT
+        head = getattr(model, attr, None)
+        if isinstance(head, nn.Module):
+            return head
+    raise UserError(f"{name} is not a supported masked LM (no known prediction head); use BERT, RoBERTa, "
+                    "DistilBERT, ALBERT, an ELECTRA generator or DeBERTa-v2/v3")
+
+
+class _HybridMethod:
+    """`Class.load_prompt(path)` builds a new model; `instance.load_prompt(path)` loads into it."""
+
+    def __init__(self, cls_fn, inst_fn):
+        self.cls_fn, self.inst_fn = cls_fn, inst_fn
+
+    def __get__(self, obj, owner):
+        if obj is None:
+            return self.cls_fn.__get__(owner, type(owner))
+        return self.inst_fn.__get__(obj, owner)
+
+
+def _dedupe_shared(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Drop tensors that share storage with an earlier key (tied weights); return {dropped: kept}."""
+    seen: dict[tuple, str] = {}
+    out, tied = {}, {}
+    for k, v in state.items():
+        key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), tuple(v.stride())) if v.numel() else None
+        if key is not None and key in seen:
+            tied[k] = seen[key]
+            continue
+        if key is not None:
+            seen[key] = k
+        out[k] = v
+    return out, tied
+
+
+# ---------------------------------------------------------------------------- the model
+class PromptClassifier(nn.Module):
+    """Classify by filling a template and scoring verbalizer words at the mask.
+
+    train="all": every parameter is trained (backbone, soft tokens, prompt encoder).
+    train="prompt": the backbone is frozen (requires_grad False) and kept in eval mode even when
+    the module is in training mode, so it is deterministic (no dropout); only the soft tokens and
+    the prompt encoder train.
+    """
+
+    def __init__(self, backbone: nn.Module, tokenizer, template, verbalizer, train: str = "all",
+                 prompt_encoder: str | None = None, max_length: int = 128, check_head: bool = True):
+        super().__init__()
+        if train not in TRAIN_MODES:
+            raise UserError(f"unknown train mode {train!r}; use 'all' (whole model) or 'prompt' (frozen backbone)")
+        self.template = template if isinstance(template, Template) else Template(template)
+        self.verbalizer = Verbalizer.parse(verbalizer)
+        if train == "prompt" and self.template.num_soft == 0:
+            raise UserError(f"train='prompt' freezes the backbone but template {self.template.text!r} has no soft tokens "
+                            "to train; add {soft*N} or use train='all'")
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.train_mode = train
+        self.max_length = int(max_length)
+        self.prompt_encoder_kind = None if prompt_encoder in (None, "", "none") else str(prompt_encoder).lower()
+        # plain attributes (not registered submodules): they are parts of self.backbone
+        object.__setattr__(self, "_encoder", base_model(backbone))
+        object.__setattr__(self, "_head", mlm_head(backbone))
+        emb = backbone.get_input_embeddings()
+        self.embed_dim = int(emb.embedding_dim)
+
+        self.soft_embeddings = nn.Parameter(self._init_soft(emb), requires_grad=True)
+        self.prompt_encoder = make_prompt_encoder(self.prompt_encoder_kind, self.embed_dim)
+
+        # label word ids, padded: word_ids [W, T], word_tok_mask [W, T], word_label [W]
+        ids = self.verbalizer.label_word_ids(tokenizer)
+        flat = [(li, w if self.verbalizer.aggregation == "mean" else w[:1]) for li, ws in enumerate(ids) for w in ws]
+        t = max(len(w) for _, w in flat)
+        word_ids = torch.zeros(len(flat), t, dtype=torch.long)
+        tok_mask = torch.zeros(len(flat), t)
+        for i, (_, w) in enumerate(flat):
+            word_ids[i, :len(w)] = torch.tensor(w)
+            tok_mask[i, :len(w)] = 1.0
+        label_of = torch.tensor([li for li, _ in flat])
+        label_word_mask = (label_of.unsqueeze(0) == torch.arange(self.verbalizer.num_labels).unsqueeze(1))  # [C, W]
+        self.register_buffer("word_ids", word_ids, persistent=False)
+        self.register_buffer("word_tok_mask", tok_mask, persistent=False)
+        self.register_buffer("label_word_mask", label_word_mask, persistent=False)
+        self.register_buffer("log_words_per_label", label_word_mask.sum(1).float().log(), persistent=False)
+
+        if train == "prompt":
+            for p in self.backbone.parameters():
+                p.requires_grad_(False)
+            self.backbone.eval()
+        if check_head:
+            self._check_head()
+        # start in the backbone's mode (load_backbone returns it in eval mode): call .train() to train
+        self.train(backbone.training)
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _init_soft(self, emb: nn.Embedding) -> torch.Tensor:
+        weight = emb.weight.detach()
+        n = self.template.num_soft
+        out = torch.empty(n, weight.shape[1], dtype=weight.dtype)
+        specials = set(getattr(self.tokenizer, "all_special_ids", []) or [])
+        # random soft tokens start as the embeddings of random ordinary vocabulary tokens (Lester et al. 2021)
+        pool = [i for i in range(min(weight.shape[0], 5000 + len(specials) + 1000)) if i not in specials]
+        for i, word in enumerate(self.template.soft_init_words):
+            if word:
+                ids = list(self.tokenizer(" " + word, add_special_tokens=False)["input_ids"])
+                if not ids or self.tokenizer.unk_token_id in ids:
+                    raise UserError(f"soft token init word {word!r} is not in the backbone's vocabulary; choose another word")
+                out[i] = weight[ids].float().mean(0).to(weight.dtype)
+            else:
+                j = pool[int(torch.randint(len(pool), ()).item())]
+                out[i] = weight[j]
+        return out.cpu().to(weight.device)
+
+    def _check_head(self) -> None:
+        """Compare our mask-only head with the model's full forward on one short input."""
+        batch = self.template.encode(self.tokenizer, ["a short example ."],
+                                     ["another one ."] if self.template.uses_x2 else None, max_length=self.max_length)
+        was_training = self.backbone.training
+        self.backbone.eval()
+        try:
+            with torch.no_grad():
+                dev = self.soft_embeddings.device
+                ids = batch["input_ids"].to(dev)
+                att = batch["attention_mask"].to(dev)
+                full = self.backbone(input_ids=ids, attention_mask=att).logits[0, batch["mask_positions"][0]]
+                hidden = self._encoder(input_ids=ids, attention_mask=att)[0]
+                ours = self._head(hidden[:, batch["mask_positions"][0]])[0]
+        finally:
+            self.backbone.train(was_training)
+        if full.shape != ours.shape or not torch.allclose(full.float(), ours.float(), atol=1e-4, rtol=1e-4):
+            raise UserError(f"{type(self.backbone).__name__}: the mask-only prediction head does not reproduce the "
+                            "model's own MLM logits; this architecture is not supported")
+
+    # ------------------------------------------------------------------ modes and parameters
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.train_mode == "prompt":
+            self.backbone.eval()
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    @property
+    def device(self) -> torch.device:
+        return self.soft_embeddings.device
+
+    @property
+    def num_labels(self) -> int:
+        return self.verbalizer.num_labels
+
+    def soft_prompt(self) -> torch.Tensor:
+        """The soft token embeddings fed to the model [num_soft, D] (after the prompt encoder)."""
+        if self.prompt_encoder is None or self.template.num_soft == 0:
+            return self.soft_embeddings
+        return self.prompt_encoder(self.soft_embeddings)
+
+    # ------------------------------------------------------------------ computing
+    def encode(self, texts, texts_b=None) -> dict[str, torch.Tensor]:
+        return self.template.encode(self.tokenizer, texts, texts_b, max_length=self.max_length)
+
+    def mask_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Vocabulary logits at the mask [B, V], from a batch made by `Template.encode`."""
+        dev = self.device
+        ids = batch["input_ids"].to(dev)
+        att = batch["attention_mask"].to(dev)
+        mask_pos = batch["mask_positions"].to(dev)
+        embeds = self.backbone.get_input_embeddings()(ids)
+        if self.template.num_soft:
+            soft_pos = batch["soft_positions"].to(dev)
+            rows = torch.arange(ids.shape[0], device=dev).unsqueeze(1).expand_as(soft_pos)
+            values = self.soft_prompt().to(embeds.dtype).unsqueeze(0).expand(ids.shape[0], -1, -1)
+            embeds = embeds.index_put((rows, soft_pos), values)
+        hidden = self._encoder(inputs_embeds=embeds, attention_mask=att)[0]
+        at_mask = hidden[torch.arange(ids.shape[0], device=dev), mask_pos]  # [B, H]
+        return self._head(at_mask.unsqueeze(1)).squeeze(1)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Label scores [B, num_labels] for a batch made by `Template.encode` (see `label_logits`)."""
+        logp = F.log_softmax(self.mask_logits(batch).float(), dim=-1)  # [B, V]
+        tok = logp[:, self.word_ids]  # [B, W, T]
+        word = (tok * self.word_tok_mask).sum(-1) / self.word_tok_mask.sum(-1)  # [B, W]
+        per_label = word.unsqueeze(1).masked_fill(~self.label_word_mask.unsqueeze(0), float("-inf"))  # [B, C, W]
+        return torch.logsumexp(per_label, dim=-1) - self.log_words_per_label
+
+    def label_logits(self, texts, texts_b=None) -> torch.Tensor:
+        """[B, num_labels] log-scores: per label, log of the mean probability of its words at the mask.
+
+        For one single-token word per label this is exactly log_softmax over the vocabulary of
+        the MLM logits at the mask, taken at the label words' ids.
+        """
+        return self(self.encode(texts, texts_b))
+
+    def loss(self, texts, labels, texts_b=None) -> torch.Tensor:
+        """Cross-entropy of the labels under softmax(label_logits) (label words renormalised)."""
+        logits = self.label_logits(texts, texts_b)
+        labels = torch.as_tensor(labels, dtype=torch.long, device=logits.device)
+        return F.cross_entropy(logits, labels)
+
+    @torch.no_grad()
+    def predict(self, texts, texts_b=None, batch_size: int = 32) -> torch.Tensor:
+        """Predicted label indices (LongTensor on the CPU), computed in eval mode."""
+        texts = check_texts(texts, "texts")
+        if texts_b is not None:
+            texts_b = check_texts(texts_b, "texts_b")
+        was = self.training
+        self.eval()
+        try:
+            out = []
+            for i in range(0, len(texts), max(1, int(batch_size))):
+                b = texts_b[i:i + batch_size] if texts_b is not None else None
+                out.append(self.label_logits(texts[i:i + batch_size], b).argmax(-1).cpu())
+        finally:
+            self.train(was)
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+    # ------------------------------------------------------------------ saving and loading
+    def _meta(self) -> dict:
+        return {
+            "format": FORMAT,
+            "kind": "prompt-classifier",
+            "train": self.train_mode,
+            "template": self.template.text,
+            "verbalizer": self.verbalizer.to_dict(),
+            "backbone": backbone_id(self.backbone),
+            "num_soft": self.template.num_soft,
+            "hidden_size": self.embed_dim,
+            "prompt_encoder": self.prompt_encoder_kind,
+            "max_length": self.max_length,
+        }
+
+    def _prompt_state(self) -> dict[str, torch.Tensor]:
+        state = {"soft_embeddings": self.soft_embeddings.detach()}
+        if self.prompt_encoder is not None:
+            state.update({f"prompt_encoder.{k}": v.detach() for k, v in self.prompt_encoder.state_dict().items()})
+        return state
+
+    def save_prompt(self, path) -> Path:
+        """Save to `path` (.safetensors + .json sidecar).
+
+        train="prompt": only the soft embeddings and the prompt encoder (a small file);
+        train="all": the backbone too (tied weights stored once).
+        """
+        tensors = self._prompt_state()
+        meta = self._meta()
+        if self.train_mode == "all":
+            bb, tied = _dedupe_shared(self.backbone.state_dict())
+            tensors.update({f"backbone.{k}": v for k, v in bb.items()})
+            meta["tied"] = {f"backbone.{k}": f"backbone.{v}" for k, v in tied.items()}
+        return save_checkpoint(path, tensors, meta)
+
+    @staticmethod
+    def _read(path) -> tuple[dict, dict]:
+        tensors, meta = load_checkpoint(path)
+        if meta.get("format") != FORMAT or "soft_embeddings" not in tensors:
+            raise UserError(f"{path} is not a prompt file written by PromptClassifier.save_prompt "
+                            "(its .json sidecar must sit beside it)")
+        return tensors, meta
+
+    def _load_into(self, path) -> "PromptClassifier":
+        tensors, meta = self._read(path)
+        mine = backbone_id(self.backbone)
+        if meta.get("hidden_size") != self.embed_dim:
+            raise UserError(f"prompt file {path} was trained on backbone {meta.get('backbone')!r} with embedding size "
+                            f"{meta.get('hidden_size')}, but this backbone {mine!r} has {self.embed_dim}; load it with "
+                            "the backbone it was trained on")
+        if meta.get("backbone") != mine:
+            raise UserError(f"prompt file {path} was trained on backbone {meta.get('backbone')!r}, not on {mine!r}; "
+                            "load it with the backbone it was trained on")
+        if meta.get("num_soft") != self.template.num_soft:
+            raise UserError(f"prompt file {path} has {meta.get('num_soft')} soft tokens but template "
+                            f"{self.template.text!r} has {self.template.num_soft}; use the template saved in the file "
+                            f"({meta.get('template')!r})")
+        if (meta.get("prompt_encoder") or None) != self.prompt_encoder_kind:
+            raise UserError(f"prompt file {path} uses prompt encoder {meta.get('prompt_encoder')!r} but this model "
+                            f"uses {self.prompt_encoder_kind!r}; build the model with the same prompt encoder")
+        if tuple(tensors["soft_embeddings"].shape) != tuple(self.soft_embeddings.shape):
+            raise UserError(f"prompt file {path} has soft embeddings of shape {tuple(tensors['soft_embeddings'].shape)}, "
+                            f"this model {tuple(self.soft_embeddings.shape)}; use the matching backbone and template")
+        with torch.no_grad():
+            self.soft_embeddings.copy_(tensors["soft_embeddings"].to(self.soft_embeddings))
+            if self.prompt_encoder is not None:
+                enc = {k[len("prompt_encoder."):]: v for k, v in tensors.items() if k.startswith("prompt_encoder.")}
+                from ..checkpoint import check_state_dict_compatible
+                check_state_dict_compatible(self.prompt_encoder.state_dict(), enc, what=f"prompt file {path}")
+                self.prompt_encoder.load_state_dict(enc)
+            bb = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
+            if bb:
+                tied = {k[len("backbone."):] for k in meta.get("tied", {})}
+                want = {k: v for k, v in self.backbone.state_dict().items() if k not in tied}
+                from ..checkpoint import check_state_dict_compatible
+                check_state_dict_compatible(want, bb, what=f"prompt file {path}")
+                missing, unexpected = self.backbone.load_state_dict(bb, strict=False)
+                left = set(missing) - tied
+                if left or unexpected:
+                    raise UserError(f"prompt file {path} does not fit this backbone (missing {sorted(left)[:5]}, "
+                                    f"unexpected {sorted(unexpected)[:5]})")
+        return self
+
+    @classmethod
+    def _load_new(cls, path, backbone=None, tokenizer=None, **overrides) -> "PromptClassifier":
+        _, meta = cls._read(path)
+        if backbone is None:
+            name = meta.get("backbone")
+            backbone, tok = load_backbone(None if name == DEFAULT_BACKBONE else name)
+            tokenizer = tokenizer or tok
+        elif tokenizer is None:
+            raise UserError("load_prompt got a backbone but no tokenizer; pass both, or neither to load the saved backbone")
+        verbalizer = overrides.pop("verbalizer", None) or Verbalizer.from_dict(meta["verbalizer"])
+        model = cls(backbone, tokenizer, overrides.pop("template", meta["template"]), verbalizer,
+                    train=overrides.pop("train", meta.get("train", "prompt")),
+                    prompt_encoder=meta.get("prompt_encoder"),
+                    max_length=overrides.pop("max_length", meta.get("max_length", 128)), **overrides)
+        return model._load_into(path)
+
+    load_prompt = _HybridMethod(_load_new, _load_into)
+    load_prompt.__doc__ = ("PromptClassifier.load_prompt(path, backbone=None, tokenizer=None) builds a model from a "
+                           "prompt file (loading the saved backbone when none is given); model.load_prompt(path) "
+                           "loads the file into an existing model. Mismatching backbone, embedding size or number "
+                           "of soft tokens is a UserError naming both values.")
+
+
+def full_vocab_label_logits(model: PromptClassifier, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Reference path (what OpenPrompt/PET do): full-vocabulary MLM logits at every position,
+    then gather the mask. Same result as `model(batch)`; used for speed comparisons and tests."""
+    dev = model.device
+    ids = batch["input_ids"].to(dev)
+    embeds = model.backbone.get_input_embeddings()(ids)
+    if model.template.num_soft:
+        soft_pos = batch["soft_positions"].to(dev)
+        rows = torch.arange(ids.shape[0], device=dev).unsqueeze(1).expand_as(soft_pos)
+        values = model.soft_prompt().to(embeds.dtype).unsqueeze(0).expand(ids.shape[0], -1, -1)
+        embeds = embeds.index_put((rows, soft_pos), values)
+    logits = model.backbone(inputs_embeds=embeds, attention_mask=batch["attention_mask"].to(dev)).logits  # [B, L, V]
+    at_mask = logits[torch.arange(ids.shape[0], device=dev), batch["mask_positions"].to(dev)]
+    logp = F.log_softmax(at_mask.float(), dim=-1)
+    tok = logp[:, model.word_ids]
+    word = (tok * model.word_tok_mask).sum(-1) / model.word_tok_mask.sum(-1)
+    per_label = word.unsqueeze(1).masked_fill(~model.label_word_mask.unsqueeze(0), float("-inf"))
+    return torch.logsumexp(per_label, dim=-1) - model.log_words_per_label
