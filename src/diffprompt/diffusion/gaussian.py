@@ -22,15 +22,15 @@ def mean_flat(x: torch.Tensor) -> torch.Tensor:
 def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
     """KL( N(mean1, exp(logvar1)) || N(mean2, exp(logvar2)) ) elementwise, in nats.
 
-    = 1/2 [ logvar2 - logvar1 + (exp(logvar1) + (mean1 - mean2)^2) / exp(logvar2) - 1 ].
+    = 1/2 [ logvar2 - logvar1 + (exp(logvar1) + (mean1 - mean2)^2) / exp(logvar2) - 1 ],
+    computed as 1/2 [ expm1(d) - d + (mean1 - mean2)^2 exp(-logvar2) ] with d = logvar1 - logvar2,
+    which never goes below zero by round-off (the variance part is exactly 0 when d = 0).
     Arguments broadcast; scalars are accepted for any of them.
     """
     ref = next(a for a in (mean1, logvar1, mean2, logvar2) if isinstance(a, torch.Tensor))
     logvar1, logvar2 = (torch.as_tensor(v, dtype=ref.dtype, device=ref.device) for v in (logvar1, logvar2))
-    return 0.5 * (
-        -1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2)
-        + (mean1 - mean2) ** 2 * torch.exp(-logvar2)
-    )
+    d = logvar1 - logvar2
+    return 0.5 * (torch.expm1(d) - d + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
 
 
 def standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
