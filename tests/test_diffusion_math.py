@@ -560,3 +560,34 @@ def test_module_holds_float32_buffers_and_no_state():
     # the float32 constants were computed in float64: sqrt(1 - alpha-bar_0) is accurate to float32 precision
     ab0 = 1 - d.schedule.betas[0].item()
     assert d.sqrt_one_minus_alphas_cumprod[0].item() == pytest.approx(math.sqrt(1 - ab0), rel=1e-7)
+
+
+def test_model_kwargs_reach_the_model_in_every_path():
+    """Class labels (any batch-shaped keyword) follow their images, also when t_batch stacks timesteps."""
+    sched = NoiseSchedule.linear_scaled(12)
+    d = GaussianDiffusion(sched, prediction="x0")
+    centers = torch.tensor([-0.5, 0.5])
+    seen = []
+
+    def model(x_t, t, y):
+        seen.append(y.shape[0] == x_t.shape[0])
+        return centers[y].view(-1, 1, 1, 1).expand_as(x_t)  # predicts x0 = the class center
+
+    y = torch.tensor([0, 1, 1])
+    x0 = centers[y].view(-1, 1, 1, 1).expand(3, 1, 2, 2).contiguous()
+    terms = d.nll_terms(model, x0, model_kwargs={"y": y}, t_batch=5, generator=gen(26))
+    assert terms["vb_bpd"][:, 1:].abs().max() < 1e-9  # each image got its own label: the oracle again
+    out, chain = d.sample(model, (3, 1, 2, 2), sampler="ddim", steps=4, model_kwargs={"y": y},
+                          generator=gen(27), return_chain=True)
+    assert torch.allclose(out, x0, atol=1e-6) and len(chain) == 5
+    loss = d.training_loss(model, x0, model_kwargs={"y": y}, generator=gen(28))["loss"]
+    assert loss.max() < 1e-12 and all(seen)
+
+
+def test_x_T_starts_the_chain():
+    d = GaussianDiffusion(NoiseSchedule.linear(20))
+    x_T = torch.randn(2, 1, 3, 3, generator=gen(29))
+    _, chain = d.sample(smooth_model(), (2, 1, 3, 3), sampler="ddim", steps=3, x_T=x_T, return_chain=True)
+    assert torch.equal(chain[0], x_T)
+    with pytest.raises(UserError, match="shape"):
+        d.sample(smooth_model(), (3, 1, 3, 3), x_T=x_T)

@@ -198,6 +198,9 @@ class GaussianDiffusion(nn.Module):
         return torch.randint(0, self.T, (batch_size,), generator=generator, device=gen_device).to(device)
 
     def _check_t(self, t, x: torch.Tensor) -> torch.Tensor:
+        """t as a LongTensor [B] on x's device (a scalar is broadcast); moves the buffers to x's device."""
+        if x.device != self.betas.device:
+            self.to(x.device)
         t = torch.as_tensor(t, device=x.device).long()
         if t.ndim == 0:
             t = t.expand(x.shape[0])
@@ -312,8 +315,11 @@ class GaussianDiffusion(nn.Module):
         t = self._check_t(t, x_t)
         true_mean, _, true_log_variance = self.q_posterior(x0, x_t, t)
         kl = mean_flat(normal_kl(true_mean, true_log_variance, mean, log_variance)) / LN2
+        first = t == 0
+        if not bool(first.any()):  # skip the (costlier) decoder when no example is at t = 0
+            return kl
         decoder_nll = -mean_flat(discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_variance)) / LN2
-        return torch.where(t == 0, decoder_nll, kl)
+        return torch.where(first, decoder_nll, kl)
 
     @torch.no_grad()
     def nll_terms(self, model, x0: torch.Tensor, clip_denoised: bool = True, progress: bool = False,
