@@ -398,7 +398,7 @@ def test_fixed_variances():
     small = GaussianDiffusion(sched, variance="fixed_small").p_mean_variance(lambda x, tt: x, x_t, t)["variance"]
     large = GaussianDiffusion(sched, variance="fixed_large").p_mean_variance(lambda x, tt: x, x_t, t)["variance"]
     b = sched.betas
-    tilde1 = (b[1] * (1 - b[0]) * 0 + b[1] * b[0] / (1 - (1 - b[0]) * (1 - b[1]))).item()  # beta-tilde at index 1
+    tilde1 = (b[1] * b[0] / (1 - (1 - b[0]) * (1 - b[1]))).item()  # beta-tilde_1 = beta_1 (1 - ab_0) / (1 - ab_1)
     assert small[0].flatten()[0].item() == pytest.approx(tilde1, rel=1e-5)
     assert large[0].flatten()[0].item() == pytest.approx(tilde1, rel=1e-5)  # improved-diffusion's index-0 choice
     assert large[1].flatten()[0].item() == pytest.approx(b[10].item(), rel=1e-6)
