@@ -11,3 +11,4 @@ from .parameterization import (
 from .process import GaussianDiffusion, LossType, ModelMeanType, Prediction, VarianceType
 from .samplers import DDIMSampler, DDPMSampler, Sampler
 from .schedule import NoiseSchedule
+from .unet import UNet, UNetConfig
