@@ -591,3 +591,8 @@ def test_x_T_starts_the_chain():
     assert torch.equal(chain[0], x_T)
     with pytest.raises(UserError, match="shape"):
         d.sample(smooth_model(), (3, 1, 3, 3), x_T=x_T)
+
+
+def test_steps_none_means_all_T_for_both_samplers():
+    d = GaussianDiffusion(NoiseSchedule.linear(25))
+    assert d.sampling_timesteps("ddim") == d.sampling_timesteps("ddpm") == list(range(24, -1, -1))

@@ -436,7 +436,7 @@ class GaussianDiffusion(nn.Module):
         """Draw samples of `shape` [B, C, H, W] from the reverse process.
 
         sampler="ddpm": ancestral over all T steps with the model's variance, no noise at t = 0.
-        sampler="ddim": over `steps` (default 50, at most T) evenly spaced indices (both T-1 and 0 included), with `eta`
+        sampler="ddim": over `steps` (None: all T) evenly spaced indices (both T-1 and 0 included), with `eta`
         (0 = deterministic DDIM, 1 = DDPM-like posterior variance). A `samplers.Sampler` instance works too.
         Randomness comes only from `generator` when given. `x_T` starts from given noise.
 

@@ -5,7 +5,7 @@ A `Sampler` says which timesteps it visits (`timesteps(T)`, high to low) and how
 
 - `DDPMSampler` ("ddpm"): Ho et al.'s ancestral sampler over all T steps,
   x_{t-1} = mu_theta(x_t, t) + Sigma_t^{1/2} z, with no noise at t = 0.
-- `DDIMSampler` ("ddim", Song et al. 2021): `steps` indices evenly spaced over [0, T-1], both ends
+- `DDIMSampler` ("ddim", Song et al. 2021): `steps` (None: all T) indices evenly spaced over [0, T-1], both ends
   included (diffusers' "linspace" spacing: round(linspace(0, T-1, steps))), so the chain starts at
   t = T-1 from pure noise and its last step, from t = 0, lands on x0 (alpha-bar = 1). Update:
   x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - s^2) eps_hat + s z,
@@ -23,9 +23,6 @@ import math
 import torch
 
 from diffprompt.errors import UserError
-
-DEFAULT_DDIM_STEPS = 50
-
 
 class Sampler:
     """Base class: subclasses define `timesteps(T)` and `step(...)`."""
@@ -95,7 +92,7 @@ class DDIMSampler(Sampler):
         self.eta = _check_eta(eta)
 
     def timesteps(self, T: int) -> list[int]:
-        steps = min(DEFAULT_DDIM_STEPS, T) if self.steps is None else _check_steps(self.steps, T, "ddim")
+        steps = T if self.steps is None else _check_steps(self.steps, T, "ddim")  # None: all T, as ddpm
         return evenly_spaced_timesteps(T, steps)
 
     def step(self, diffusion, model, x_t, t, t_prev, generator=None, clip_denoised=True, model_kwargs=None):
