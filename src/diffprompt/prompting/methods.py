@@ -12,10 +12,15 @@ Default templates (LM-BFF's manual prompts where it has one, adapted to an uncas
 
 | data set | hard                  | soft                          | hybrid                          | verbalizer |
 | -------- | --------------------- | ----------------------------- | ------------------------------- | ---------- |
-| mr, cr   | `{x} It was {mask}.`  | `{x} {soft=It was} {mask}`    | `{x} {soft*2} It was {mask}.`   | terrible / great |
+| mr, cr   | `{x} It was {mask}.`  | `{x} {soft=It was} {mask}`    | `{x} {soft*2} It was {mask}.`   | bad / good |
 | subj     | `{x} This is {mask}.` | `{x} {soft=This is} {mask}`   | `{x} {soft*2} This is {mask}.`  | subjective / objective |
 | trec     | `{mask} : {x}`        | `{soft=question about} {mask} : {x}` | `{soft*2} {mask} : {x}` | expression / description / entity / human / location / number |
 | other    | `{x} It was {mask}.`  | `{x} {soft*4} {mask}`         | `{x} {soft*2} It was {mask}.`   | `Verbalizer.default_for` |
+
+Sentiment uses bad / good rather than LM-BFF's terrible / great: on this SPLADE-tuned BERT-tiny,
+great / terrible scores below the majority class zero-shot on the MR dev split, bad / good
+about 4 points above it (measured on 600 MR dev examples with five templates; the README
+section gives the numbers). The template is LM-BFF's.
 
 The soft templates start their tokens from the hard template's words (`{soft=...}`, Lester et
 al.'s "initialise from vocabulary" variant): with a frozen BERT-tiny and 16 examples per class,
@@ -97,8 +102,8 @@ GENERIC_TEMPLATES = {"hard": "{x} It was {mask}.", "soft": "{x} {soft*4} {mask}"
 PAIR_TEMPLATES = {"hard": "{x} ? {mask} , {x2}", "soft": "{x} {soft*2} {mask} {soft*2} {x2}", "hybrid": "{x} ? {soft*2} {mask} , {x2}"}
 
 # Label words by label name (lower case). LM-BFF's words; TREC's coarse classes by their meaning.
-_SENTIMENT = {"negative": "terrible", "neg": "terrible", "rotten": "terrible",
-              "positive": "great", "pos": "great", "fresh": "great"}
+_SENTIMENT = {"negative": "bad", "neg": "bad", "rotten": "bad",
+              "positive": "good", "pos": "good", "fresh": "good"}
 _SUBJ = {"subjective": "subjective", "subj": "subjective", "review": "subjective", "opinion": "subjective",
          "objective": "objective", "obj": "objective", "plot": "objective", "fact": "objective"}
 _TREC = {"abbr": "expression", "abbreviation": "expression", "desc": "description", "description": "description",
