@@ -41,6 +41,8 @@ class FineTuneClassifier(nn.Module):
         self.head = nn.Linear(hidden, self.num_labels)
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
+        # start in the backbone's mode (load_backbone returns it in eval mode): call .train() to train
+        self.train(backbone.training)
 
     @property
     def device(self) -> torch.device:

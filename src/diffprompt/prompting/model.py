@@ -68,7 +68,7 @@ class _HybridMethod:
 
     def __get__(self, obj, owner):
         if obj is None:
-            return self.cls_fn.__get__(owner, type(owner))
+            return self.cls_fn.__get__(None, owner)
         return self.inst_fn.__get__(obj, owner)
 
 
