@@ -59,7 +59,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output file: .png (images or text), .md/.txt (text)")
     p.add_argument("--n", type=int, default=64, help="number of images in the grid")
     p.add_argument("--per-class", type=int, default=3, help="text: examples per class")
-    p.add_argument("--split", choices=["train", "dev", "test"], default=None, help="preview one split (default: the whole set)")
+    p.add_argument("--split", choices=["train", "dev", "test"], default=None, help="preview one split instead of the whole set")
     p.add_argument("--size", type=int, default=None, help="image folders: resize every image to SIZE x SIZE")
     p.set_defaults(func=cmd_show)
 

@@ -352,7 +352,7 @@ def load_image_folder(path: str | Path, size: int | tuple[int, int] | None = Non
             desc = "; ".join(f"{w}x{h}: {len(ps)} (e.g. {ps[0].relative_to(root)})" for (w, h), ps in common[:3])
             raise UserError(
                 f"images in {root} have {len(sizes)} different sizes ({desc}); resize them to one size, "
-                f"or pass size=(H, W) to load_images (CLI: --size H)"
+                f"or pass size=(H, W) to load_images (CLI: --size N for N x N)"
             )
         target = next(iter(sizes))
     want_rgb = any(not _is_grey(im) for _, im in loaded)
