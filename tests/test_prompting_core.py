@@ -423,3 +423,47 @@ def test_finetune_classifier_shapes_learning_and_save(bert, tmp_path):
         assert torch.equal(back.logits(texts), ft2.logits(texts))
     with pytest.raises(UserError, match="UTF-8"):
         ft2.logits([b"abc"])
+
+
+# ---------------------------------------------------------------------------- other architectures
+def _tiny(arch, vocab):
+    import transformers as tf
+
+    common = dict(vocab_size=vocab, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                  max_position_embeddings=160)
+    if arch == "distilbert":
+        return tf.DistilBertForMaskedLM(tf.DistilBertConfig(vocab_size=vocab, dim=16, n_layers=1, n_heads=2,
+                                                            hidden_dim=32, max_position_embeddings=160))
+    if arch == "electra":
+        return tf.ElectraForMaskedLM(tf.ElectraConfig(embedding_size=8, hidden_size=16, **common))
+    if arch == "albert":
+        return tf.AlbertForMaskedLM(tf.AlbertConfig(embedding_size=8, hidden_size=16, **common))
+    if arch == "deberta-v2":
+        return tf.DebertaV2ForMaskedLM(tf.DebertaV2Config(hidden_size=16, legacy=False, **common))
+    if arch == "deberta-v2-legacy":
+        return tf.DebertaV2ForMaskedLM(tf.DebertaV2Config(hidden_size=16, legacy=True, **common))
+    raise AssertionError(arch)
+
+
+@pytest.mark.parametrize("arch", ["distilbert", "electra", "albert", "deberta-v2", "deberta-v2-legacy"])
+def test_other_architectures_match_their_mlm(bert, arch):
+    _, tok = bert
+    torch.manual_seed(0)
+    model = _tiny(arch, len(tok)).eval()
+    clf = PromptClassifier(model, tok, "{x} It was {mask}.", "0:terrible;1:great")  # self-checks the head
+    batch = clf.encode(REVIEWS)
+    with torch.no_grad():
+        ours = clf.label_logits(REVIEWS)
+    assert torch.allclose(ours, _hf_label_logprobs(model, batch, [6659, 2307]), atol=1e-5, rtol=0)
+    soft = PromptClassifier(model, tok, "{x} {soft*2} {mask}.", "0:terrible;1:great", train="prompt")
+    soft.loss(REVIEWS, [1, 0, 1, 0]).backward()
+    assert soft.soft_embeddings.grad is not None and soft.soft_embeddings.grad.abs().sum() > 0
+
+
+def test_hub_id_offline_is_a_user_error(monkeypatch):
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(UserError, match="needs network access"):
+        load_backbone("no-such-org/no-such-masked-lm")
