@@ -1,0 +1,201 @@
+"""Tests for the U-Net (src/diffprompt/diffusion/unet.py). Fast: small configs, batch 2."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from diffprompt.diffusion.unet import (
+    Attention,
+    ResBlock,
+    UNet,
+    UNetConfig,
+    supported_sizes,
+    timestep_embedding,
+)
+from diffprompt.errors import UserError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are tiny: one thread is faster than two on a busy 2-core machine (no OpenMP spinning)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def small(**overrides) -> UNetConfig:
+    """The tiny preset, narrowed so that every test stays fast."""
+    base = dict(base_channels=16, norm_groups=8)
+    base.update(overrides)
+    return UNetConfig.preset("tiny", **base)
+
+
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every parameter small random values (the zero-initialised layers included)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    return model
+
+
+@pytest.mark.parametrize("size", [8, 28, 32])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_output_shape_every_size_and_channel_count(size, channels):
+    model = randomize_(UNet(small(image_size=size, in_channels=channels)))
+    x = torch.randn(2, channels, size, size)
+    out = model(x, torch.tensor([0, 999]))
+    assert out.shape == (2, channels, size, size)
+    assert out.is_contiguous()
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("size", [8, 28, 32])
+def test_learned_variance_gets_2c_outputs(size):
+    model = UNet(small(image_size=size, in_channels=3, out_channels=6))
+    out = model(torch.randn(2, 3, size, size), torch.tensor([3, 4]))
+    assert out.shape == (2, 6, size, size)
+
+
+def test_timestep_may_be_scalar_or_float():
+    model = randomize_(UNet(small(image_size=8))).eval()
+    x = torch.randn(2, 1, 8, 8)
+    ref = model(x, torch.tensor([7, 7]))
+    assert torch.equal(model(x, torch.tensor(7)), ref)
+    assert torch.allclose(model(x, torch.tensor([7.0, 7.0])), ref)
+
+
+def test_cifar10_preset_has_ho_et_al_parameter_count():
+    config = UNetConfig.preset("cifar10")
+    assert (config.base_channels, config.channel_mults, config.num_res_blocks) == (128, (1, 2, 2, 2), 2)
+    assert config.attention_resolutions == (16,) and config.dropout == 0.1
+    with torch.device("meta"):
+        n = UNet(config).num_parameters()
+    assert abs(n - 35.7e6) / 35.7e6 < 0.01, n
+
+
+def test_tiny_preset_size():
+    n = UNet(UNetConfig.preset("tiny")).num_parameters()
+    assert 1.0e6 <= n <= 2.0e6, n
+
+
+def test_unsupported_size_names_the_supported_ones():
+    with pytest.raises(UserError) as e:
+        UNetConfig.preset("tiny", image_size=30)
+    msg = str(e.value)
+    assert "30" in msg and "multiple of 4" in msg
+    for s in ("8", "28", "32"):
+        assert s in msg.split("supported sizes:")[1]
+    with pytest.raises(UserError, match=r"multiple of 8.*supported sizes: 8, 16, 24, 32"):
+        UNetConfig.preset("cifar10", image_size=28)
+    assert supported_sizes((1, 2, 2), up_to=32) == [4, 8, 12, 16, 20, 24, 28, 32]
+    assert supported_sizes((1, 2, 2, 2), up_to=32) == [8, 16, 24, 32]
+
+
+def test_other_bad_configs_are_user_errors():
+    with pytest.raises(UserError, match="attention_resolutions"):
+        UNetConfig.preset("tiny", attention_resolutions=(16,))
+    with pytest.raises(UserError, match="norm_groups"):
+        UNetConfig.preset("tiny", base_channels=20, norm_groups=8)
+    with pytest.raises(UserError, match="unknown U-Net preset"):
+        UNetConfig.preset("huge")
+    with pytest.raises(UserError, match="dropout"):
+        UNetConfig.preset("tiny", dropout=1.5)
+
+
+def test_preset_moves_attention_with_the_image_size():
+    assert UNetConfig.preset("tiny", image_size=32).attention_resolutions == (8,)
+    assert UNetConfig.preset("cifar10", image_size=64).attention_resolutions == (32,)
+
+
+def test_config_json_round_trip_and_unknown_keys():
+    config = UNetConfig.preset("tiny", in_channels=3, out_channels=6, image_size=32)
+    d = json.loads(json.dumps(config.to_dict()))
+    assert UNetConfig.from_dict(d) == config
+    with pytest.raises(UserError, match="bogus"):
+        UNetConfig.from_dict({**d, "bogus": 1})
+    with pytest.raises(UserError, match="bogus"):
+        UNetConfig.preset("tiny", bogus=1)
+
+
+def test_timestep_embedding_is_the_sinusoidal_formula():
+    t = torch.tensor([0, 1, 17, 999])
+    for dim in (8, 7, 32):
+        emb = timestep_embedding(t, dim)
+        assert emb.shape == (4, dim)
+        half = dim // 2
+        for row, tv in enumerate(t.tolist()):
+            for i in range(half):
+                f = 10000.0 ** (-i / (half - 1))
+                assert emb[row, i].item() == pytest.approx(math.sin(tv * f), abs=1e-4)
+                assert emb[row, half + i].item() == pytest.approx(math.cos(tv * f), abs=1e-4)
+            if dim % 2:
+                assert emb[row, -1].item() == 0.0
+
+
+def conv_flops(hw, cin, cout, k):
+    return 2 * hw * cout * cin * k * k
+
+
+def test_flops_match_a_hand_count():
+    # One level (no resampling), one res block, attention only in the middle block.
+    config = UNetConfig(in_channels=1, image_size=8, base_channels=8, channel_mults=(1,), num_res_blocks=1,
+                        attention_resolutions=(), dropout=0.0, num_heads=1, time_embed_mult=4, norm_groups=4)
+    hw, c, temb = 64, 8, 32
+    time_mlp = 2 * c * temb + 2 * temb * temb
+    conv_in = conv_flops(hw, 1, c, 3)
+    res_same = conv_flops(hw, c, c, 3) * 2 + 2 * temb * c  # 8 -> 8: two 3x3 convs, the time projection
+    res_cat = conv_flops(hw, 2 * c, c, 3) + conv_flops(hw, c, c, 3) + 2 * temb * c + conv_flops(hw, 2 * c, c, 1)
+    attention = 2 * hw * c * 3 * c + 2 * hw * c * c + 4 * hw * hw * c  # qkv, proj, QK^T and AV
+    conv_out = conv_flops(hw, c, 1, 3)
+    # down: 1 block; middle: res+attention, res; up: 2 blocks, each on [h, skip] (16 channels).
+    expected = time_mlp + conv_in + res_same + (res_same + attention + res_same) + 2 * res_cat + conv_out
+    assert UNet(config).flops_per_image() == expected
+
+
+def test_flops_grow_with_the_attention_matmuls():
+    with_attn = UNet(small(image_size=8, attention_resolutions=(8,))).flops_per_image()
+    without = UNet(small(image_size=8, attention_resolutions=())).flops_per_image()
+    c, hw = 16, 64  # two attention layers at 8x8 on the down path (16 channels), three on the up path
+    per_layer = lambda ch: 2 * hw * ch * 4 * ch + 4 * hw * hw * ch
+    assert with_attn - without == 5 * per_layer(c)
+
+
+def test_eval_is_deterministic_and_train_uses_dropout():
+    model = randomize_(UNet(small(image_size=8, dropout=0.5)))
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([10, 500])
+    model.eval()
+    assert torch.equal(model(x, t), model(x, t))
+    model.train()
+    a, b = model(x, t), model(x, t)
+    assert not torch.allclose(a, b)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x, t), model(x, t))
+
+
+def test_zero_init_gives_exactly_zero_output_and_learns():
+    torch.manual_seed(0)
+    model = UNet(small(image_size=8))
+    for m in model.modules():
+        if isinstance(m, ResBlock):
+            assert not m.conv2.weight.any() and not m.conv2.bias.any()
+        if isinstance(m, Attention):
+            assert not m.proj.weight.any()
+    assert not model.conv_out.weight.any()
+    x = torch.randn(4, 1, 8, 8)
+    t = torch.randint(0, 1000, (4,))
+    out = model(x, t)
+    assert torch.equal(out, torch.zeros_like(out))
+    # One optimizer step on the eps loss moves the output away from zero and lowers the loss.
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    loss0 = (model(x, t) - x).pow(2).mean()
+    loss0.backward()
+    opt.step()
+    with torch.no_grad():
+        out1 = model.eval()(x, t)
+    assert out1.abs().max() > 0
+    assert (out1 - x).pow(2).mean() < loss0
