@@ -1,0 +1,247 @@
+"""`diffprompt diffusion ...`: train, sample, evaluate and visualize a DDPM."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..cli import add_command, add_group
+from ..errors import UserError
+
+TRAIN_HELP = """\
+Train a DDPM (Ho et al. 2020) on an image data set; sampling uses the EMA weights.
+
+With no arguments this is a quick CPU run: the tiny U-Net on MNIST 5k for 200 steps
+(a few minutes on a laptop), written to runs/ddpm-mnist5k-TIME/.
+
+Config: defaults <- --config FILE.toml or a shipped preset (ddpm-tiny-mnist, ddpm-cifar10)
+<- --set key=value (model.KEY for U-Net fields) <- explicit flags. The resolved config is saved
+as config.json in the run folder. Several processes or GPUs: run the same command under
+`accelerate launch` or `torchrun`.
+
+examples:
+  diffprompt diffusion train
+  diffprompt diffusion train --steps 2000 --out runs/ddpm-mnist
+  diffprompt diffusion train --config ddpm-tiny-mnist --set lr=5e-4 --set model.base_channels=64
+  diffprompt diffusion train --resume runs/ddpm-mnist --steps 4000
+  accelerate launch --num_processes 2 -m diffprompt diffusion train --mixed-precision bf16
+"""
+
+SAMPLE_HELP = """\
+Draw samples from a trained model (EMA weights) as a PNG grid or an .npz of uint8 images.
+
+examples:
+  diffprompt diffusion sample runs/ddpm-mnist --n 64 --sampler ddim --steps 50 --out grid.png
+  diffprompt diffusion sample runs/ddpm-mnist --n 1000 --sampler ddpm --out samples.npz
+"""
+
+EVALUATE_HELP = """\
+FID and KID (features of a small CNN trained on the train split, cached), the real-data floor
+(train vs test), the share of confidently classified samples, class histograms, bits/dim on
+test images, and sampling time per image, for several samplers. Writes eval.json and eval.md
+into the run folder.
+
+example:
+  diffprompt diffusion evaluate runs/ddpm-mnist --samplers ddpm,ddim:10,ddim:50 --n-samples 1000 --nll-images 100
+"""
+
+VISUALIZE_HELP = """\
+Pictures of the processes: forward.png (x_0 -> x_T at chosen t), reverse.png and reverse.gif
+(the reverse chain x_T -> x_0), and pred_x0.png (the model's x_0 estimate along the chain).
+
+example:
+  diffprompt diffusion visualize runs/ddpm-mnist --n 8 --sampler ddpm
+"""
+
+
+def register(subparsers) -> None:
+    group = add_group(subparsers, "diffusion", "train, sample, evaluate, visualize a DDPM",
+                      "Denoising diffusion probabilistic models (DDPM, with DDIM sampling).\n\n"
+                      "example: diffprompt diffusion train && diffprompt diffusion sample runs/ddpm-mnist5k-*/")
+
+    p = add_command(group, "train", "train a DDPM (quick CPU default)", TRAIN_HELP)
+    p.add_argument("--config", metavar="FILE_OR_PRESET", help="TOML config file, or a shipped preset name (ddpm-tiny-mnist, ddpm-cifar10)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeatable), e.g. --set lr=2e-4 --set model.dropout=0.0")
+    p.add_argument("--dataset", help="data set name or folder (default mnist5k)")
+    p.add_argument("--preset", dest="unet_preset", help="U-Net preset: tiny or cifar10")
+    p.add_argument("--steps", type=int, help="optimizer steps (default 200)")
+    p.add_argument("--batch-size", type=int, help="global batch size (default 64)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--device", help="auto, cpu, cuda or mps (default auto)")
+    p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), help="mixed precision on GPUs (default no)")
+    p.add_argument("--ckpt-every", type=int, help="also keep ckpt-STEP.safetensors every N steps (default 0: only the end)")
+    p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
+                   help="random horizontal flips (default off: digits are not mirror-symmetric)")
+    p.add_argument("--time-budget", dest="time_budget_s", type=float, help="stop after this many seconds of training")
+    p.add_argument("--out", help="run folder (default runs/ddpm-DATASET-TIME)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its last.safetensors")
+    p.set_defaults(func=cmd_train)
+
+    p = add_command(group, "sample", "draw samples: PNG grid or .npz", SAMPLE_HELP)
+    p.add_argument("path", metavar="RUN_DIR_OR_CKPT", help="a training run folder or a .safetensors checkpoint")
+    p.add_argument("--n", type=int, default=64, help="number of samples")
+    p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim", help="ancestral DDPM or DDIM")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: 50 for ddim, T for ddpm)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 DDPM-like")
+    p.add_argument("--out", help="grid.png or samples.npz (default RUN_DIR/samples-SAMPLER-STEPS.png)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_sample)
+
+    p = add_command(group, "evaluate", "FID/KID, confident share, bits/dim, sampling time", EVALUATE_HELP)
+    p.add_argument("path", metavar="RUN_DIR_OR_CKPT")
+    p.add_argument("--samplers", default="ddpm,ddim:10,ddim:20,ddim:50,ddim:100",
+                   help="comma-separated: ddpm, ddim:STEPS, ddim:STEPS:ETA")
+    p.add_argument("--n-samples", type=int, default=1000, help="samples per sampler")
+    p.add_argument("--nll-images", type=int, default=100, help="test images for bits/dim (0 skips it; T model calls each)")
+    p.add_argument("--dataset", help="data set (default: the one the model was trained on)")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", help="folder for eval.json/eval.md (default: the run folder)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = add_command(group, "visualize", "forward/reverse process pictures and GIF", VISUALIZE_HELP)
+    p.add_argument("path", metavar="RUN_DIR_OR_CKPT")
+    p.add_argument("--n", type=int, default=8, help="images (rows) per picture")
+    p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: T for ddpm, 50 for ddim)")
+    p.add_argument("--eta", type=float, default=0.0)
+    p.add_argument("--frames", type=int, default=10, help="columns of the strips")
+    p.add_argument("--dataset", help="data set for the forward process (default: the model's)")
+    p.add_argument("--out", help="folder for the pictures (default: the run folder)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_visualize)
+
+
+def _check_sampling_args(steps, eta, n=None) -> None:
+    if eta is not None and eta < 0:
+        raise UserError(f"--eta must be >= 0 (0 = deterministic DDIM, 1 = DDPM-like), got {eta}")
+    if steps is not None and steps < 1:
+        raise UserError(f"--steps must be >= 1, got {steps}")
+    if n is not None and n < 1:
+        raise UserError(f"--n must be >= 1, got {n}")
+
+
+def cmd_train(args) -> int:
+    from .config import resolve_config
+    from .training import read_run_config, train
+
+    flags = {k: getattr(args, k) for k in ("dataset", "unet_preset", "steps", "batch_size", "lr", "seed", "device",
+                                           "mixed_precision", "ckpt_every", "hflip", "time_budget_s")}
+    if args.resume:
+        if args.config:
+            raise UserError("--resume continues a run with its saved config; drop --config (use --set/flags to change e.g. --steps)")
+        base = read_run_config(args.resume)
+        cfg = resolve_config(sets=args.sets, base=base, **flags)
+        train(cfg, resume=args.resume)
+    else:
+        cfg = resolve_config(args.config, args.sets, **flags)
+        train(cfg, out=args.out)
+    return 0
+
+
+def _steps_for(sampler: str, steps):
+    return steps if steps is not None else (50 if sampler == "ddim" else None)
+
+
+def _validate_sampler(diffusion, sampler: str, steps, eta) -> None:
+    from .samplers import make_sampler
+
+    make_sampler(sampler, steps=steps, eta=eta).timesteps(diffusion.T)
+
+
+def cmd_sample(args) -> int:
+    import numpy as np
+
+    from ..device import choose_device
+    from ..progress import log
+    from ..seeding import make_generator
+    from .training import load_model, tensor_to_images
+    from .visualize import save_grid
+
+    _check_sampling_args(args.steps, args.eta, args.n)
+    out = Path(args.out) if args.out else None
+    if out is not None and out.suffix.lower() not in (".png", ".npz"):
+        raise UserError(f"--out must end in .png (a grid) or .npz (uint8 images), got {out}")
+    device = choose_device(args.device)
+    model, diffusion, meta = load_model(args.path, device)
+    steps = _steps_for(args.sampler, args.steps)
+    _validate_sampler(diffusion, args.sampler, steps, args.eta)
+    u = meta["unet"]
+    shape = (u["in_channels"], u["image_size"], u["image_size"])
+    g = make_generator(args.seed, device)
+    batches = []
+    import time
+
+    t0 = time.perf_counter()
+    for start in range(0, args.n, args.batch_size):
+        b = min(args.batch_size, args.n - start)
+        batches.append(diffusion.sample(model, (b, *shape), sampler=args.sampler, steps=steps, eta=args.eta,
+                                        generator=g, device=device, progress=True).cpu())
+    seconds = time.perf_counter() - t0
+    import torch
+
+    x = torch.cat(batches)
+    if out is None:
+        base = Path(args.path) if Path(args.path).is_dir() else Path(".")
+        out = base / f"samples-{args.sampler}-{steps or diffusion.T}.png"
+    if out.suffix.lower() == ".npz":
+        import io
+
+        from ..checkpoint import atomic_write_bytes
+
+        buf = io.BytesIO()
+        np.savez_compressed(buf, images=tensor_to_images(x), sampler=args.sampler, steps=steps or diffusion.T,
+                            eta=args.eta, seed=args.seed)
+        atomic_write_bytes(out, buf.getvalue())
+    else:
+        save_grid(x, out)
+    log(f"{args.n} samples ({args.sampler}, {steps or diffusion.T} steps, {seconds / args.n * 1000:.1f} ms/image) -> {out}")
+    print(out)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluation import evaluate
+
+    res = evaluate(args.path, samplers=args.samplers, n_samples=args.n_samples, nll_images=args.nll_images,
+                   batch_size=args.batch_size, seed=args.seed, device=args.device, dataset=args.dataset, out=args.out)
+    from .evaluation import render_markdown
+
+    print(render_markdown(res))
+    return 0
+
+
+def cmd_visualize(args) -> int:
+    from ..data import load_images
+    from ..device import choose_device
+    from ..progress import log
+    from .training import images_to_tensor, load_model
+    from .visualize import write_visualizations
+
+    _check_sampling_args(args.steps, args.eta, args.n)
+    device = choose_device(args.device)
+    model, diffusion, meta = load_model(args.path, device)
+    steps = _steps_for(args.sampler, args.steps)
+    _validate_sampler(diffusion, args.sampler, steps, args.eta)
+    dataset = args.dataset or meta.get("dataset")
+    if not dataset:
+        raise UserError("the checkpoint does not name its data set; pass --dataset NAME")
+    data = load_images(dataset)
+    try:
+        images = data.split("test").images
+    except Exception:
+        images = data.images
+    x0 = images_to_tensor(images[: args.n])
+    out = Path(args.out) if args.out else (Path(args.path) if Path(args.path).is_dir() else Path(args.path).parent)
+    paths = write_visualizations(model, diffusion, out, x0.to(device), n=args.n, sampler=args.sampler, steps=steps,
+                                 eta=args.eta, frames=args.frames, seed=args.seed, device=device)
+    for p in paths.values():
+        print(p)
+    log(f"wrote {', '.join(Path(p).name for p in paths.values())} to {out}")
+    return 0

@@ -1,0 +1,223 @@
+"""Configuration of a DDPM training run: one flat dataclass, a TOML file, command-line overrides.
+
+Resolution order (later wins):
+
+1. the defaults of `TrainConfig` (a quick CPU run: tiny U-Net, MNIST 5k, 200 steps);
+2. a preset shipped in `diffprompt/configs/` (`--preset ddpm-cifar10`) or any TOML file (`--config`);
+3. `--set key=value` pairs (dotted keys reach into the U-Net table: `--set model.base_channels=32`);
+4. explicit flags such as `--steps` and `--batch-size`.
+
+A TOML file holds top-level keys of `TrainConfig` and an optional `[model]` table with
+`UNetConfig` overrides, for example::
+
+    dataset = "mnist5k"
+    unet_preset = "tiny"
+    steps = 2000
+    lr = 1e-3
+    [model]
+    base_channels = 32
+
+The resolved config is saved as `config.json` in the run folder (with `"kind": "diffusion-train"`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+
+SCHEDULES = ("linear", "cosine")
+PREDICTIONS = ("eps", "x0", "v")
+VARIANCES = ("fixed_small", "fixed_large", "learned_range")
+LOSSES = ("simple", "vlb", "hybrid")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+SAMPLERS = ("ddpm", "ddim")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Field names are the `--set` keys."""
+
+    # data
+    dataset: str = "mnist5k"          # a name known to `diffprompt data list`, or a path
+    hflip: bool = False               # random horizontal flips (off: digits are not symmetric)
+    # model
+    unet_preset: str = "tiny"         # `UNetConfig.preset` name
+    model: dict = field(default_factory=dict)  # UNetConfig overrides, e.g. {"base_channels": 32}
+    # diffusion
+    schedule: str = "linear"
+    timesteps: int = 1000
+    prediction: str = "eps"
+    variance: str = "fixed_small"
+    loss: str = "simple"
+    # optimisation
+    steps: int = 200
+    batch_size: int = 64              # global batch (split across processes)
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    grad_clip: float = 1.0            # max global grad norm; 0 turns clipping off
+    ema_decay: float = 0.999
+    ema_warmup: bool = True           # decay = min(ema_decay, (1+n)/(10+n)) at update n
+    # run
+    seed: int = 0
+    device: str = "auto"
+    mixed_precision: str = "no"
+    ckpt_every: int = 0               # 0: only at the end
+    log_every: int = 10
+    # end-of-run pictures
+    sample_n: int = 64
+    sample_sampler: str = "ddim"
+    sample_steps: int = 50
+    time_budget_s: float = 0.0        # >0: stop early once this many seconds of training passed
+
+    def validate(self) -> "TrainConfig":
+        def choose(name: str, value: str, options: tuple[str, ...]) -> None:
+            if value not in options:
+                raise UserError(f"unknown {name} {value!r}; choose one of: {', '.join(options)}")
+
+        choose("schedule", self.schedule, SCHEDULES)
+        choose("prediction", self.prediction, PREDICTIONS)
+        choose("variance", self.variance, VARIANCES)
+        choose("loss", self.loss, LOSSES)
+        choose("mixed precision", self.mixed_precision, MIXED_PRECISION)
+        choose("sampler", self.sample_sampler, SAMPLERS)
+        for name in ("steps", "batch_size", "timesteps"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise UserError(f"lr must be positive, got {self.lr}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise UserError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.warmup_steps < 0 or self.ckpt_every < 0 or self.grad_clip < 0:
+            raise UserError("warmup_steps, ckpt_every and grad_clip must be >= 0")
+        if self.sample_steps < 1 or self.sample_steps > self.timesteps:
+            raise UserError(f"sample_steps must be in 1..{self.timesteps} (the number of diffusion steps T), got {self.sample_steps}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        data = {k: v for k, v in data.items() if k not in ("kind", "derived")}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserError(f"unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+        cfg = cls()
+        for k, v in data.items():
+            setattr(cfg, k, _coerce(k, v, getattr(cfg, k)))
+        return cfg
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Convert `value` to the type of the field's default (strings from `--set` included)."""
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise UserError(f"config key {key!r} must be a table, got {value!r}")
+        return dict(value)
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise UserError(f"config key {key!r} takes true or false, got {value!r}")
+    if isinstance(default, int):
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"config key {key!r} takes an integer, got {value!r}") from None
+        if f != int(f):
+            raise UserError(f"config key {key!r} takes an integer, got {value!r}")
+        return int(f)
+    if isinstance(default, float):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"config key {key!r} takes a number, got {value!r}") from None
+    return str(value)
+
+
+def _parse_scalar(text: str) -> Any:
+    """A `--set` value: TOML syntax when it parses (numbers, true/false, lists), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def preset_names() -> list[str]:
+    try:
+        folder = resources.files("diffprompt") / "configs"
+        return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+    except (FileNotFoundError, ModuleNotFoundError):
+        return []
+
+
+def read_toml(path_or_preset: str) -> dict[str, Any]:
+    """Read a TOML file, or a shipped preset by name (`ddpm-tiny-mnist`)."""
+    p = Path(path_or_preset)
+    if p.suffix == ".toml" or p.exists():
+        if not p.exists():
+            raise UserError(f"config file {p} does not exist; pass a TOML file or a preset: {', '.join(preset_names())}")
+        text = p.read_text()
+    else:
+        res = resources.files("diffprompt") / "configs" / f"{path_or_preset}.toml"
+        if not res.is_file():
+            raise UserError(f"unknown preset {path_or_preset!r}; choose one of: {', '.join(preset_names())}, or pass a .toml file")
+        text = res.read_text()
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"config {path_or_preset} is not valid TOML ({e})") from None
+
+
+def apply_overrides(data: dict[str, Any], pairs: list[str] | None) -> dict[str, Any]:
+    """Apply `key=value` strings; `model.KEY=VALUE` goes into the U-Net table."""
+    data = json.loads(json.dumps(data))  # deep copy
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise UserError(f"--set takes key=value, got {pair!r}; example: --set lr=2e-4")
+        key, value = pair.split("=", 1)
+        key = key.strip().replace("-", "_")
+        parsed = _parse_scalar(value.strip())
+        if "." in key:
+            table, sub = key.split(".", 1)
+            if table != "model":
+                raise UserError(f"only model.KEY reaches into a table, got {key!r}; example: --set model.base_channels=32")
+            data.setdefault("model", {})[sub] = parsed
+        else:
+            data[key] = parsed
+    return data
+
+
+def resolve_config(config: str | None = None, sets: list[str] | None = None, base: dict[str, Any] | None = None,
+                   **flags: Any) -> TrainConfig:
+    """Defaults (or `base`, a saved config) <- TOML file or preset <- `--set` pairs <- explicit flags.
+
+    A flag whose value is None counts as not given.
+    """
+    data: dict[str, Any] = TrainConfig().to_dict()
+    if base:
+        data.update({k: v for k, v in base.items() if k not in ("kind", "derived")})
+    if config:
+        file_data = read_toml(config)
+        model = {**data.get("model", {}), **file_data.pop("model", {})}
+        data.update(file_data)
+        data["model"] = model
+    data = apply_overrides(data, sets)
+    for k, v in flags.items():
+        if v is not None:
+            data[k] = v
+    return TrainConfig.from_dict(data).validate()
