@@ -343,6 +343,26 @@ def test_text_splits_disjoint_deduplicated_deterministic(name):
     assert again.examples == ds.split("test").examples and again.split_name == "test"
 
 
+# Fingerprints of the fixed splits: sha256 of the sorted texts of a split (first 16 hex digits).
+# If one of these changes, the published split changed: results are no longer comparable.
+SPLIT_FINGERPRINTS = {
+    ("mr", "dev"): "ed658467d8b77e58", ("mr", "test"): "d93d0d57bb94588b",
+    ("cr", "dev"): "ab572d2cfb156cdf", ("cr", "test"): "c0b4b15e1f3b812c",
+    ("subj", "dev"): "57e6458aaedddba6", ("subj", "test"): "41d6328cfa634c48",
+    ("trec", "dev"): "cedc1a5ab784aaa6", ("trec", "test"): "f9b57e97803580af",
+}
+
+
+def test_splits_are_the_published_ones():
+    import hashlib
+
+    for (name, split), want in SPLIT_FINGERPRINTS.items():
+        texts = sorted(e.text for e in load_text(name, split=split).examples)
+        assert hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16] == want, (name, split)
+    idx = load_images("mnist5k")._split_indices["test"]
+    assert hashlib.sha256(idx.tobytes()).hexdigest()[:16] == "8e48ba61c8135242"
+
+
 def _site_file(module, rel):
     return sources.package_dir(module) / rel
 
