@@ -369,11 +369,31 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: str | Path | 
                         epoch=order.epoch)
     save(step, scheduled=bool(cfg.ckpt_every))
 
+    # Every replica hashes its weights; they must agree (DDP keeps them identical).
+    hashes = [weights_sha256(unwrap(model))]
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        hashes = gather_object(hashes)
+        if len(set(hashes)) != 1 and main:
+            log(f"warning: the {world} replicas ended with different weights: {hashes}")
+    derived["replica_weight_sha256"] = hashes
     if main:
         _finish(run, cfg, ema.model, diffusion, train_split, data, step, train_seconds, stopped_early, derived, device)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return out
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 over the names and bytes of a model's state dict (in sorted order)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _save_checkpoint(out: Path, step: int, model, ema: EMA, optimizer, order: BatchOrder, cfg: TrainConfig,
@@ -430,7 +450,8 @@ def _finish(run: RunDir, cfg: TrainConfig, ema_model, diffusion, train_split, da
         "steps": step, "stopped_early_by_time_budget": stopped_early, "train_seconds": round(seconds, 2),
         "images_seen": step * cfg.batch_size, "images_per_s": step * cfg.batch_size / max(seconds, 1e-9),
         "final_loss": last.get("loss"), "parameters": derived["parameters"], "device": str(device),
-        "world_size": derived["world_size"], "samples": f"{cfg.sample_n} x {cfg.sample_sampler}"
+        "world_size": derived["world_size"], "replica_weight_sha256": derived["replica_weight_sha256"],
+        "samples": f"{cfg.sample_n} x {cfg.sample_sampler}"
         + (f"-{cfg.sample_steps}" if cfg.sample_sampler == "ddim" else f"-{cfg.timesteps}"),
         "sample_seconds_per_image": sample_seconds / cfg.sample_n,
     })
