@@ -64,6 +64,22 @@ def _add_model_args(p: argparse.ArgumentParser, method: bool = True) -> None:
     p.add_argument("--shots", type=int, default=16, help="K examples per class (train) and K more (dev); 0: the full splits")
     p.add_argument("--seed", type=int, default=42, help="data and training seed (LM-BFF: 13, 21, 42, 87, 100)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    _add_threads(p)
+
+
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for torch (0: torch's default); 1 is fastest for BERT-tiny on a busy machine")
+
+
+def _set_threads(args) -> None:
+    n = getattr(args, "threads", 0) or 0
+    if n < 0:
+        raise UserError(f"--threads must be >= 0, got {n}")
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
 
 
 def register(subparsers) -> None:
@@ -160,6 +176,7 @@ def register(subparsers) -> None:
     p.add_argument("--curve-shots", default="4,8,16,32")
     p.add_argument("--curve-methods", default=None, help="default: --methods")
     p.add_argument("--device", default="auto")
+    _add_threads(p)
     p.add_argument("--out", default="runs/compare")
     p.set_defaults(func=cmd_compare)
 
@@ -192,6 +209,7 @@ def _print_results(res: dict, out) -> None:
 
 
 def cmd_zero_shot(args) -> int:
+    _set_threads(args)
     from .training import train_run
 
     cfg = _run_config(args, "zero-shot")
@@ -202,6 +220,7 @@ def cmd_zero_shot(args) -> int:
 
 
 def cmd_train(args) -> int:
+    _set_threads(args)
     from .training import train_run
 
     cfg = _run_config(args, args.method)
@@ -283,6 +302,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    _set_threads(args)
     from .experiments import CompareConfig, run_compare
     from .methods import get_method, parse_methods
 

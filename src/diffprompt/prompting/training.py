@@ -170,6 +170,15 @@ def score(model, examples, batch_size: int = 64, desc: str | None = None):
     return torch.cat(out)
 
 
+def train_set_loss(model, examples, batch_size: int = 64) -> float:
+    """Mean cross-entropy over `examples`, in eval mode, without gradients."""
+    import torch
+    import torch.nn.functional as F
+
+    sc = score(model, examples, batch_size)
+    return float(F.cross_entropy(sc, torch.tensor([ex.label for ex in examples], dtype=torch.long)))
+
+
 def accuracy(scores, labels) -> float:
     if len(labels) == 0:
         return float("nan")
@@ -313,6 +322,7 @@ def train_run(
                 return float("nan")
             return accuracy(score(model, fs.dev, cfg.eval_batch_size), dev_y)
 
+        loss_before = train_set_loss(model, fs.train, cfg.eval_batch_size)
         best_acc = dev_eval()
         best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         best = {"step": 0, "dev_accuracy": best_acc}
@@ -364,6 +374,7 @@ def train_run(
                     bad_evals += 1
                     if cfg.patience and bad_evals >= cfg.patience:
                         break
+        loss_after = train_set_loss(model, fs.train, cfg.eval_batch_size)
         model.load_state_dict(best_state)
         del best_state
     else:
@@ -390,9 +401,10 @@ def train_run(
         "train_seconds": round(train_time, 2), "test_seconds": round(time.time() - t1, 2),
         "template": cfg.template, "label_words": label_words(model, label_names),
     }
-    if history:
-        results["final_train_loss"] = history[-1]["loss"]
-        results["first_train_loss"] = history[0]["loss"]
+    if method.trains:
+        # loss on the whole few-shot training set, eval mode: before training, after the last step
+        results["train_loss_before"] = loss_before
+        results["train_loss_after"] = loss_after
     if run is not None:
         _write_outputs(run, model, cfg, test, test_scores, label_names, results)
     if not quiet:
