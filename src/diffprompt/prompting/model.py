@@ -60,6 +60,23 @@ def mlm_head(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
                     "DistilBERT, ALBERT, an ELECTRA generator or DeBERTa-v2/v3")
 
 
+def _word_token_pool(tokenizer, vocab_size: int, size: int = 5000) -> list[int]:
+    """Ids of up to `size` ordinary word tokens (alphabetic, >= 2 letters, not special, not
+    BERT's [unusedN]), in vocabulary order (roughly frequency order for WordPiece and BPE)."""
+    specials = set(getattr(tokenizer, "all_special_ids", []) or [])
+    tokens = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
+    pool = []
+    for i, t in enumerate(tokens):
+        if i in specials or not isinstance(t, str):
+            continue
+        w = t.lstrip("\u0120\u2581").removeprefix("##")
+        if len(w) >= 2 and w.isalpha() and w.isascii():
+            pool.append(i)
+            if len(pool) >= size:
+                break
+    return pool or [i for i in range(vocab_size) if i not in specials]
+
+
 class _HybridMethod:
     """`Class.load_prompt(path)` builds a new model; `instance.load_prompt(path)` loads into it."""
 
@@ -151,9 +168,7 @@ class PromptClassifier(nn.Module):
         weight = emb.weight.detach()
         n = self.template.num_soft
         out = torch.empty(n, weight.shape[1], dtype=weight.dtype)
-        specials = set(getattr(self.tokenizer, "all_special_ids", []) or [])
-        # random soft tokens start as the embeddings of random ordinary vocabulary tokens (Lester et al. 2021)
-        pool = [i for i in range(min(weight.shape[0], 5000 + len(specials) + 1000)) if i not in specials]
+        pool = _word_token_pool(self.tokenizer, weight.shape[0]) if n else []
         for i, word in enumerate(self.template.soft_init_words):
             if word:
                 ids = list(self.tokenizer(" " + word, add_special_tokens=False)["input_ids"])
