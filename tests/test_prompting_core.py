@@ -467,3 +467,20 @@ def test_hub_id_offline_is_a_user_error(monkeypatch):
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(UserError, match="needs network access"):
         load_backbone("no-such-org/no-such-masked-lm")
+
+
+def test_sentencepiece_glued_literal_has_no_word_start_mark():
+    import transformers as tf
+    from tokenizers import SentencePieceUnigramTokenizer
+
+    sp = SentencePieceUnigramTokenizer()
+    sp.train_from_iterator(["It was great .", "It was terrible .", "a good movie ."] * 10, vocab_size=60,
+                           special_tokens=["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"], unk_token="<unk>",
+                           show_progress=False)
+    tok = tf.PreTrainedTokenizerFast(tokenizer_object=sp._tokenizer, unk_token="<unk>", pad_token="<pad>",
+                                     cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    assert tok.convert_ids_to_tokens(tok(".", add_special_tokens=False)["input_ids"])[0] == "\u2581"  # alone: ▁ .
+    b = Template("{x} It was {mask}.").encode(tok, ["a good movie"])
+    toks = tok.convert_ids_to_tokens(b["input_ids"][0])
+    m = int(b["mask_positions"][0])
+    assert toks[m] == "[MASK]" and toks[m + 1:] == ["."]

@@ -152,9 +152,9 @@ class Template:
         if mask_id is None:
             raise UserError("the tokenizer has no mask token; prompting needs a masked LM tokenizer")
         lit_ids: list[list[int] | None] = []
-        for p in self.pieces:
+        for k, p in enumerate(self.pieces):
             if p.kind == "text":
-                ids = list(tokenizer((" " if p.space_before else "") + p.text, add_special_tokens=False)["input_ids"])
+                ids = _literal_ids(tokenizer, p.text, p.space_before, first=(k == 0))
                 if mask_id in ids:
                     raise UserError(f"template {self._text!r} spells the mask token as text; write {{mask}} instead")
                 lit_ids.append(ids)
@@ -260,6 +260,27 @@ class Template:
         special.discard(prep["unk_id"])
         # input text may spell special tokens ("[MASK]"); never let them act as such
         return [[prep["unk_id"] if t in special else t for t in ids] for ids in enc]
+
+
+def _literal_ids(tokenizer, text: str, space_before: bool, first: bool) -> list[int]:
+    """Token ids of literal template text.
+
+    After whitespace (or at the start) the text is tokenised as is, with one leading space
+    when whitespace precedes it. Glued to the previous piece (`{mask}.`), it is tokenised as
+    the continuation of a word: tokenise "a" + text and drop the tokens of "a", so that
+    SentencePiece does not add its word-start mark (`▁.`); when that split is not clean
+    (the probe merges with the text), the text is tokenised on its own.
+    """
+    def enc(s: str) -> list[int]:
+        return list(tokenizer(s, add_special_tokens=False)["input_ids"])
+
+    if space_before or first:
+        return enc((" " if space_before else "") + text)
+    probe = enc("a")
+    joined = enc("a" + text)
+    if len(joined) > len(probe) and joined[:len(probe)] == probe:
+        return joined[len(probe):]
+    return enc(text)
 
 
 def truncated_lengths(la: int, lb: int, budget: int) -> tuple[int, int]:
