@@ -42,11 +42,11 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
 color:#222;padding:0 1rem;line-height:1.45}
 h1{border-bottom:2px solid #444}h2{margin-top:2.5rem;border-bottom:1px solid #bbb}
-table{border-collapse:collapse;margin:.6rem 0 1.2rem;font-size:.9rem}
-th,td{border:1px solid #ccc;padding:.25rem .55rem;text-align:right;vertical-align:top}
+table{border-collapse:collapse;margin:.6rem 0 1.2rem;font-size:.9rem;display:block;overflow-x:auto;max-width:100%}
+th,td{border:1px solid #ccc;padding:.25rem .55rem;text-align:right;vertical-align:top;max-width:34rem;overflow-wrap:anywhere}
 th{background:#f0f0f0}td.l,th.l{text-align:left}
-figure{display:inline-block;margin:.5rem 1rem .5rem 0;vertical-align:top}
-figure img{image-rendering:pixelated;max-width:100%;border:1px solid #ddd}
+figure{display:inline-block;margin:.5rem 1rem .5rem 0;vertical-align:top;max-width:47%}
+figure img{image-rendering:pixelated;max-width:100%;height:auto;border:1px solid #ddd}
 figcaption{font-size:.85rem;color:#555}
 details pre{background:#f7f7f7;padding:.6rem;overflow:auto;font-size:.8rem}
 .pair{display:flex;gap:1rem;flex-wrap:wrap}.muted{color:#777;font-size:.85rem}
@@ -142,8 +142,10 @@ def json_tables(obj: Any) -> list[tuple[str, list[dict]]]:
     """Turn a result JSON object into (title, rows) tables.
 
     - a list of dicts is one table;
-    - a dict of dicts (e.g. one entry per sampler) is one table, a row per key;
-    - a dict with list-of-dict values gives a table per such value, and the scalars one more.
+    - a dict whose values are all dicts with the same keys (one entry per sampler, say) is one
+      table with a row per key;
+    - otherwise: the scalars make a name/value table, each list of dicts a table, each dict of
+      dicts a table with a row per key, and each other dict a name/value table of its own.
     """
     if isinstance(obj, list):
         if all(isinstance(r, dict) for r in obj):
@@ -151,21 +153,20 @@ def json_tables(obj: Any) -> list[tuple[str, list[dict]]]:
         return [("", [{"value": v} for v in obj])]
     if not isinstance(obj, dict):
         return [("", [{"value": obj}])]
+    values = list(obj.values())
+    if values and all(isinstance(v, dict) for v in values) and len({tuple(_flatten(v)) for v in values}) == 1:
+        return [("", [{"": k, **_flatten(v)} for k, v in obj.items()])]
     tables: list[tuple[str, list[dict]]] = []
     scalars: dict = {}
-    dict_rows: list[dict] = []
     for k, v in obj.items():
         if isinstance(v, list) and v and all(isinstance(r, dict) for r in v):
             tables.append((str(k), [_flatten(r) for r in v]))
         elif isinstance(v, dict) and v and all(isinstance(x, dict) for x in v.values()):
-            rows = [{"": kk, **_flatten(vv)} for kk, vv in v.items()]
-            tables.append((str(k), rows))
+            tables.append((str(k), [{"": kk, **_flatten(vv)} for kk, vv in v.items()]))
         elif isinstance(v, dict) and v:
-            dict_rows.append({"": k, **_flatten(v)})
+            tables.append((str(k), [{"name": kk, "value": vv} for kk, vv in _flatten(v).items()]))
         else:
             scalars[k] = v
-    if dict_rows:
-        tables.insert(0, ("", dict_rows))
     if scalars:
         tables.insert(0, ("", [{"name": k, "value": v} for k, v in scalars.items()]))
     return tables
@@ -203,13 +204,30 @@ def _curves(path: Path) -> str:
     return "<h3>Curves</h3>" + out
 
 
-def _examples(path: Path) -> str:
-    p = path / "examples.json"
-    if not p.exists():
+def _example_files(path: Path) -> list[tuple[str, Path]]:
+    """examples.json of this run, or of each cell of a comparison grid (one seed per method)."""
+    if (path / "examples.json").exists():
+        return [("", path / "examples.json")]
+    found, seen = [], set()
+    for p in sorted(path.glob("cells/*/*/*/*/examples.json")):
+        dataset, shots, method = p.parts[-5], p.parts[-4], p.parts[-3]
+        if (dataset, shots, method) not in seen:
+            seen.add((dataset, shots, method))
+            found.append((f"{method} on {dataset}, K={shots[1:]} ({p.parts[-2]})", p))
+    return found
+
+
+def _examples(path: Path, per_group: int = 4) -> str:
+    groups = []
+    for title, p in _example_files(path):
+        data = json.loads(p.read_text())
+        if isinstance(data, dict):
+            groups += [(f"{title} {k}".strip(), v) for k, v in data.items()]
+        else:
+            groups.append((title, data[:per_group] if title else data))
+    if not groups:
         return ""
-    data = json.loads(p.read_text())
     blocks = []
-    groups = data.items() if isinstance(data, dict) else [("", data)]
     for name, rows in groups:
         if not isinstance(rows, list):
             continue
@@ -238,7 +256,7 @@ def render_run(path: Path, level: int = 2) -> str:
             parts.append(_img(p, p.stem.replace("_", " ")))
     # Tables from result JSON.
     for p in sorted(path.glob("*.json")):
-        if p.name in SKIP_JSON:
+        if p.name in SKIP_JSON or p.with_suffix(".safetensors").exists():  # checkpoint sidecars are not results
             continue
         try:
             obj = json.loads(p.read_text())
@@ -254,7 +272,9 @@ def render_run(path: Path, level: int = 2) -> str:
     if cfg:
         parts.append("<details><summary>Resolved config</summary><pre>"
                      + html.escape(json.dumps(cfg, indent=2, sort_keys=True)) + "</pre></details>")
-    for child in _child_runs(path):
+    order = [str(n) for n in cfg.get("sections", [])]
+    children = sorted(_child_runs(path), key=lambda c: (order.index(c.name) if c.name in order else len(order), c.name))
+    for child in children:
         parts.append(render_run(child, level + 1))
     parts.append("</section>")
     return "\n".join(parts)

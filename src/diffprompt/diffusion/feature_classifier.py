@@ -155,7 +155,7 @@ def load_or_train(dataset: str, seed: int = 0, device: str | torch.device = "cpu
     shape = tuple(train.images.shape[1:])
     if len(shape) == 2:
         shape = (*shape, 1)
-    key = dataset_key(dataset, shape, seed)
+    key = dataset_key(dataset, shape, seed) + ("" if epochs == 4 else f"-e{epochs}")  # a quick classifier never stands in for the full one
     path = cache_root() / "feature-classifier" / f"{key}.safetensors"
     names = list(getattr(data, "class_names", None) or [])
     num_classes = len(names) or int(np.max(train.labels)) + 1

@@ -1,0 +1,281 @@
+"""`diffprompt demo`: the main job behind `make demo`.
+
+Stages, each a run folder under `runs/demo/` that is skipped when it already holds `DONE`
+(so a demo stopped with Ctrl-C and started again resumes rather than redoes):
+
+1. `data`        preview grids of the image sets that are installed;
+2. `ddpm-train`  trains the tiny CPU U-Net on MNIST 5k from scratch for a short time budget
+                 (a real run of the training loop: loss curve, checkpoint, first samples);
+3. `ddpm`        samples with DDPM and DDIM, evaluates FID, KID and bits/dim, and draws the forward
+                 strip, the reverse chain (PNG and GIF) and samples beside real images. It uses the
+                 pre-trained checkpoint shipped with diffprompt (`diffprompt/assets/`, made by
+                 `benchmarks/bench_diffusion_quality.py`) because a few minutes of CPU training
+                 cannot make recognisable digits; `--no-pretrained` uses the stage-2 model instead;
+4. `prompting`   zero-shot and a one-seed K = 16 comparison of the five prompting methods on MR;
+5. the report    `runs/demo/report.html`, rendered by `diffprompt report`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from .errors import UserError
+from .progress import log
+from .rundir import RunDir
+
+PRETRAINED = "ddpm-tiny-mnist5k.safetensors"
+
+
+@dataclass
+class DemoConfig:
+    """Sizes of every stage. `quick()` shrinks them for tests (about a minute on 2 cores)."""
+
+    out: str = "runs/demo"
+    seed: int = 0
+    device: str = "cpu"
+    # stage 2: a short from-scratch training run
+    train_steps: int = 2000
+    train_seconds: float = 120.0
+    train_set: dict = field(default_factory=dict)  # TrainConfig overrides
+    # stage 3
+    pretrained: bool = True
+    eval_samplers: tuple = ("ddim:10", "ddim:50")
+    eval_samples: int = 256
+    nll_images: int = 8
+    grid_samples: int = 64
+    grid_sampler: str = "ddim:50"
+    chain_sampler: str = "ddpm"
+    chain_images: int = 8
+    classifier_epochs: int = 4
+    # stage 4
+    prompt_methods: tuple = ("zero-shot", "prompt-ft", "soft", "hybrid", "finetune")
+    prompt_shots: int = 16
+    prompt_seed: int = 13
+    prompt_steps: int = 150
+    prompt_limit_test: int | None = None
+
+    @classmethod
+    def quick(cls, out: str) -> "DemoConfig":
+        return cls(
+            out=out, train_steps=6, train_seconds=0.0,
+            train_set={"timesteps": 50, "batch_size": 16, "sample_n": 8, "sample_steps": 5,
+                       "model": {"base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1,
+                                 "attention_resolutions": [14]}},
+            pretrained=False, eval_samplers=("ddim:5",), eval_samples=16, nll_images=2, grid_samples=16,
+            grid_sampler="ddim:5", chain_sampler="ddim:10", chain_images=4, classifier_epochs=1,
+            prompt_shots=4, prompt_steps=4, prompt_limit_test=32,
+        )
+
+
+def pretrained_checkpoint() -> Path | None:
+    """The shipped EMA checkpoint (safetensors + JSON sidecar), if this install has it."""
+    p = Path(str(resources.files("diffprompt") / "assets" / PRETRAINED))
+    return p if p.exists() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages
+
+
+def stage_data(cfg: DemoConfig, out: Path) -> None:
+    from .data import IMAGE_SETS, load_images
+    from .data.preview import image_grid
+
+    run = RunDir(out)
+    shown = []
+    for name in ("mnist5k", "fashion-mnist"):
+        try:
+            ds = load_images(name)
+        except UserError as e:  # an optional set that is not installed
+            log(f"  skipping {name}: {e}")
+            continue
+        image_grid(ds, out / f"{name}.png", n=64, title=f"{name}: {len(ds)} images")
+        shown.append({"dataset": name, "images": len(ds), "classes": len(ds.class_names)})
+    run.save_config({"kind": "data-preview", "datasets": [s["dataset"] for s in shown],
+                     "known_image_sets": sorted(IMAGE_SETS),
+                     "description": "Preview grids of the installed image sets (`diffprompt data show NAME`)."})
+    run.save_json("datasets.json", shown)
+    run.mark_done()
+
+
+def _train_config(cfg: DemoConfig):
+    from .diffusion.config import resolve_config
+
+    base = {"steps": cfg.train_steps, "time_budget_s": cfg.train_seconds, "seed": cfg.seed, "device": cfg.device,
+            "ckpt_every": 100}
+    base.update(cfg.train_set)
+    return resolve_config(None, None, base=base)
+
+
+def stage_train(cfg: DemoConfig, out: Path) -> None:
+    from .diffusion.training import LAST, train
+
+    tc = _train_config(cfg)
+    if (out / LAST).exists():  # interrupted earlier: continue exactly where it stopped
+        train(tc, resume=out)
+    else:
+        if out.exists():
+            shutil.rmtree(out)
+        train(tc, out=out)
+
+
+def stage_ddpm(cfg: DemoConfig, out: Path, trained: Path) -> None:
+    import torch
+
+    from .data import load_images
+    from .diffusion.evaluation import evaluate, generate, parse_sampler_spec
+    from .diffusion.training import images_to_tensor, load_model
+    from .diffusion.visualize import save_grid, write_visualizations
+
+    ckpt = pretrained_checkpoint() if cfg.pretrained else None
+    source = ckpt if ckpt is not None else trained
+    why = ("the pre-trained checkpoint shipped with diffprompt (see README: Diffusion, for the command that made it)"
+           if ckpt is not None else "the model trained in the ddpm-train stage")
+    if cfg.pretrained and ckpt is None:
+        log("  no pre-trained checkpoint in this install; using the model trained in the ddpm-train stage")
+    out.mkdir(parents=True, exist_ok=True)
+    run = RunDir(out)
+    model, diffusion, meta = load_model(source, cfg.device)
+    run.save_config({"kind": "diffusion-demo", "checkpoint": str(source), "checkpoint_is": why,
+                     "model_step": meta.get("step"), "unet": meta.get("unet"), "diffusion": meta.get("diffusion"),
+                     "dataset": meta.get("dataset", "mnist5k"), "eval_samplers": list(cfg.eval_samplers),
+                     "eval_samples": cfg.eval_samples, "nll_images": cfg.nll_images,
+                     "description": f"Sampling, evaluation and pictures from {why}."})
+    data = load_images(meta.get("dataset") or "mnist5k")
+    test = data.split("test")
+    log(f"  evaluating {source.name if source.is_file() else source} with {', '.join(cfg.eval_samplers)}, "
+        f"{cfg.eval_samples} samples each, NLL on {cfg.nll_images} test images")
+    evaluate(source, samplers=list(cfg.eval_samplers), n_samples=cfg.eval_samples, nll_images=cfg.nll_images,
+             seed=cfg.seed, device=cfg.device, out=out, classifier_epochs=cfg.classifier_epochs, data=data)
+    spec = parse_sampler_spec(cfg.grid_sampler)
+    shape = tuple(int(v) for v in (meta["unet"]["in_channels"], meta["unet"]["image_size"], meta["unet"]["image_size"]))
+    samples, _ = generate(model, diffusion, cfg.grid_samples, shape, spec["sampler"], spec["steps"], spec["eta"],
+                          cfg.seed + 7, cfg.grid_samples, torch.device(cfg.device))
+    save_grid(samples, out / "samples.png", nrow=8)
+    save_grid(test.images[: cfg.grid_samples], out / "real.png", nrow=8)
+    chain = parse_sampler_spec(cfg.chain_sampler)
+    log(f"  drawing the forward strip and the {cfg.chain_sampler} reverse chain of {cfg.chain_images} images")
+    write_visualizations(model, diffusion, out, images_to_tensor(test.images[: cfg.chain_images]),
+                         n=cfg.chain_images, sampler=chain["sampler"], steps=chain["steps"], eta=chain["eta"],
+                         seed=cfg.seed, device=torch.device(cfg.device))
+    run.mark_done()
+
+
+def stage_prompting(cfg: DemoConfig, out: Path) -> None:
+    from .prompting.experiments import CompareConfig, run_compare
+
+    cc = CompareConfig(datasets=["mr"], methods=list(cfg.prompt_methods), shots=cfg.prompt_shots,
+                       seeds=[cfg.prompt_seed], steps=cfg.prompt_steps, limit_test=cfg.prompt_limit_test,
+                       device=cfg.device, curve=False)
+    run_compare(cc, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver
+
+
+def run_demo(cfg: DemoConfig) -> dict:
+    from .report import render_report
+
+    root = Path(cfg.out)
+    root.mkdir(parents=True, exist_ok=True)
+    top = RunDir(root)
+    top.save_config({"kind": "demo", **{k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
+                     "sections": ["ddpm", "prompting", "ddpm-train", "data"],
+                     "description": "diffprompt demo: DDPM on MNIST 5k and prompt-based learning on MR."})
+    if (root / "DONE").exists():
+        (root / "DONE").unlink()
+    timing_file = root / "stages.json"
+    timings = json.loads(timing_file.read_text()) if timing_file.exists() else {}
+    stages = [
+        ("data", "preview the image data sets", lambda p: stage_data(cfg, p)),
+        ("ddpm-train", "train the tiny DDPM on MNIST 5k", lambda p: stage_train(cfg, p)),
+        ("ddpm", "sample, evaluate and draw the DDPM", lambda p: stage_ddpm(cfg, p, root / "ddpm-train")),
+        ("prompting", "zero-shot and the five prompting methods on MR, K=16", lambda p: stage_prompting(cfg, p)),
+    ]
+    t_all = time.perf_counter()
+    for i, (name, what, fn) in enumerate(stages, 1):
+        path = root / name
+        if (path / "DONE").exists():
+            log(f"[{i}/{len(stages) + 1}] {name}: already done in {path}, skipped")
+            timings.setdefault(name, {})["skipped_last_run"] = True
+            continue
+        log(f"[{i}/{len(stages) + 1}] {name}: {what}")
+        t0 = time.perf_counter()
+        fn(path)
+        timings[name] = {"seconds": round(time.perf_counter() - t0, 1), "skipped_last_run": False}
+        top.save_json("stages.json", timings)
+    log(f"[{len(stages) + 1}/{len(stages) + 1}] report")
+    top.save_json("stages.json", timings)
+    top.mark_done()
+    report = render_report([root], out=root / "report.html", title="diffprompt demo")
+    summary = _summary(root)
+    summary["report"] = str(report)
+    summary["seconds"] = round(time.perf_counter() - t_all, 1)
+    return summary
+
+
+def _summary(root: Path) -> dict:
+    """The headline numbers, read back from the stages' JSON files."""
+    rows = []
+    ev = root / "ddpm" / "eval.json"
+    if ev.exists():
+        e = json.loads(ev.read_text())
+        for s in e.get("samplers", []):
+            rows.append((f"DDPM {s['sampler']}", f"FID {s['fid']:.2f}, KID {s['kid']:.4f}, "
+                         f"confident {s['confident_share']:.0%}, {s['seconds_per_image'] * 1e3:.0f} ms/image"))
+        if "nll" in e:
+            rows.append(("DDPM NLL", f"{e['nll']['bpd']:.3f} bits/dim on {e['nll']['images']} test images"))
+        rows.append(("real-data floor", f"FID {e['real_floor']['fid']:.2f} (train vs test)"))
+    cj = root / "prompting" / "compare.json"
+    if cj.exists():
+        c = json.loads(cj.read_text())
+        for r in c.get("majority", []):
+            rows.append((f"{r['dataset'].upper()} majority class", f"accuracy {r['accuracy']:.3f}"))
+        for r in c.get("table", []):
+            rows.append((f"{r['dataset'].upper()} {r['method']}", f"accuracy {r['mean']:.3f}"))
+    return {"rows": rows}
+
+
+def _cmd_demo(args) -> int:
+    cfg = DemoConfig.quick(args.out) if args.quick else DemoConfig(out=args.out)
+    if args.no_pretrained:
+        cfg.pretrained = False
+    if args.train_seconds is not None:
+        cfg.train_seconds = args.train_seconds
+    if args.fresh and Path(cfg.out).exists():
+        shutil.rmtree(cfg.out)
+    summary = run_demo(cfg)
+    width = max((len(k) for k, _ in summary["rows"]), default=10)
+    print(f"\n{'result':<{width}}  value")
+    print(f"{'-' * width}  {'-' * 40}")
+    for k, v in summary["rows"]:
+        print(f"{k:<{width}}  {v}")
+    print(f"\ndemo finished in {summary['seconds']:.0f} s; open the report: {summary['report']}")
+    return 0
+
+
+def register(sub) -> None:
+    from .cli import HelpFormatter
+
+    p = sub.add_parser(
+        "demo", help="the main job: a small DDPM and the prompting comparison, with an HTML report",
+        description=("Run the whole toolkit once on the offline data, in under 10 minutes on 2 CPU cores:\n"
+                     "train a tiny DDPM on MNIST 5k, sample it with DDPM and DDIM, measure FID, KID and\n"
+                     "bits/dim, draw the forward and reverse processes, run zero-shot and the five prompting\n"
+                     "methods on MR (K=16, one seed), and write runs/demo/report.html.\n\n"
+                     "Stopped with Ctrl-C? Run it again: finished stages are kept and skipped.\n\n"
+                     "example:\n  diffprompt demo\n  diffprompt demo --fresh --out runs/demo2"),
+        formatter_class=HelpFormatter)
+    p.add_argument("--out", default="runs/demo", help="the demo's run folder")
+    p.add_argument("--fresh", action="store_true", help="delete the folder first and redo every stage")
+    p.add_argument("--quick", action="store_true", help="tiny sizes everywhere (about a minute; for tests)")
+    p.add_argument("--no-pretrained", action="store_true",
+                   help="evaluate the model trained in the demo instead of the shipped pre-trained checkpoint")
+    p.add_argument("--train-seconds", type=float, default=None, help="time budget of the from-scratch training stage")
+    p.set_defaults(func=_cmd_demo)
