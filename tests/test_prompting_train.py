@@ -28,7 +28,7 @@ def test_prompt_ft_on_mr_16_shot_lowers_the_training_loss(mr, tmp_path):
     assert res["num_train"] == 32 and res["num_dev"] == 32 and res["num_test"] == 40
     run = tmp_path / "run"
     conf = json.loads((run / "config.json").read_text())
-    assert conf["kind"] == "prompting-train" and conf["template"] == "{x} It was {mask}." and conf["lr"] == METHODS["prompt-ft"].lr
+    assert conf["kind"] == "prompting-train" and conf["template"] == "{x} It was {mask}." and conf["lr"] == METHODS["prompt-ft"].lr == 1e-3
     assert (run / "DONE").exists() and (run / "prompt.safetensors").exists()
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     devs = [m["dev_accuracy"] for m in metrics]

@@ -43,9 +43,9 @@ class CompareConfig:
     methods: list[str] = field(default_factory=lambda: list(METHOD_NAMES))
     shots: int = 16
     seeds: list[int] = field(default_factory=lambda: list(LMBFF_SEEDS))
-    steps: int = 150
+    steps: int = 80
     batch_size: int = 8
-    eval_every: int = 15
+    eval_every: int = 10
     patience: int = 0
     lr: dict[str, float] = field(default_factory=dict)  # per-method override; missing: the method's default
     train: dict[str, str] = field(default_factory=dict)  # per-method override of all/prompt (hybrid)

@@ -57,16 +57,16 @@ METHODS: dict[str, Method] = {
         Method("zero-shot", "prompt", "hard", None, 0.0,
                "hard template, no training: the pre-trained MLM head scores the label words at the mask",
                "LM-BFF (Gao et al. 2021) zero-shot prompting"),
-        Method("prompt-ft", "prompt", "hard", "all", 1e-4,
+        Method("prompt-ft", "prompt", "hard", "all", 1e-3,
                "hard template, every parameter trained on the label-word log-probabilities",
                "PET (Schick & Schuetze 2021), LM-BFF (Gao et al. 2021)"),
-        Method("soft", "prompt", "soft", "prompt", 3e-2,
+        Method("soft", "prompt", "soft", "prompt", 1e-1,
                "soft template: only the soft-token embeddings are trained, the backbone is frozen",
                "prompt tuning (Lester et al. 2021), P-tuning (Liu et al. 2021)"),
         Method("hybrid", "prompt", "hybrid", "prompt", 3e-2,
                "hard words plus soft tokens; soft tokens trained, backbone frozen (--train all allowed)",
                "P-tuning (Liu et al. 2021) with anchor words"),
-        Method("finetune", "finetune", None, "all", 1e-4,
+        Method("finetune", "finetune", None, "all", 1e-3,
                "a new classification head on the first token; every parameter trained",
                "standard fine-tuning (Devlin et al. 2019), LM-BFF's baseline"),
     )
@@ -156,9 +156,9 @@ class RunConfig:
     train: str | None = None  # override: "all" or "prompt" (hybrid allows both)
     prompt_encoder: str | None = None  # None, "lstm", "mlp"
     lr: float | None = None  # None: the method's default
-    steps: int = 150  # optimiser steps
+    steps: int = 80  # optimiser steps
     batch_size: int = 8
-    eval_every: int = 15  # steps between dev evaluations (early stopping / model choice)
+    eval_every: int = 10  # steps between dev evaluations (early stopping / model choice)
     patience: int = 0  # stop after this many dev evaluations without improvement; 0 = never
     weight_decay: float = 0.0
     warmup: float = 0.0  # fraction of steps of linear warm-up
