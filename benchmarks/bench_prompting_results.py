@@ -1,0 +1,102 @@
+"""The prompting results: the K = 16 table on MR, CR, SUBJ, TREC (5 seeds, 5 methods), the MR
+learning curve, and the zero-shot label-word scan that chose the sentiment verbalizer.
+
+    python benchmarks/bench_prompting_results.py            # everything (hours on a busy 2-core CPU)
+    python benchmarks/bench_prompting_results.py --words    # only the label-word scan (a minute)
+
+The grid is `diffprompt prompting compare` with its defaults (80 steps, batch 8, dev-best
+model choice, full test splits) into runs/prompting_results; finished cells there are reused,
+so the same command resumes an interrupted run (and picks up cells run by other processes,
+e.g. the learning curve's K values run in parallel with `--shots 4 --no-curve`).
+
+Writes benchmarks/results/prompting_results.{md,json,png}, prompting_learning_curve.{json,png}
+and prompting_zero_shot_words.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+COMPARE_ARGS = ["prompting", "compare", "--datasets", "mr,cr,subj,trec",
+                "--methods", "zero-shot,prompt-ft,soft,hybrid,finetune", "--shots", "16",
+                "--seeds", "13,21,42,87,100", "--curve-datasets", "mr", "--curve-shots", "4,8,16,32", "--threads", "1"]
+
+TEMPLATES = ["{x} It was {mask}.", "{x} This movie is {mask}.", "{mask} : {x}"]
+WORDS = [("terrible", "great"), ("bad", "good"), ("awful", "great"), ("terrible", "good"), ("bad", "great"),
+         ("boring", "great"), ("poor", "excellent"), ("horrible", "wonderful"), ("worst", "best"), ("dull", "fun")]
+
+
+def word_scan() -> dict:
+    """Zero-shot accuracy of label-word pairs and templates on the MR *dev* split (never test)."""
+    import torch
+    import torch.nn.functional as F
+
+    from diffprompt.data import load_text
+    from diffprompt.prompting import PromptClassifier, load_backbone
+
+    torch.set_num_threads(1)
+    bb, tok = load_backbone()
+    dev = load_text("mr").split("dev").examples
+    y = torch.tensor([e.label for e in dev])
+    majority = max(y.bincount().tolist()) / len(y)
+    rows = []
+    for t in TEMPLATES:
+        m = PromptClassifier(bb, tok, t, {0: ["bad"], 1: ["good"]}).eval()
+        with torch.no_grad():
+            logp = torch.cat([F.log_softmax(m.mask_logits(m.encode([e.text for e in dev[i:i + 100]])).float(), -1)
+                              for i in range(0, len(dev), 100)])
+        for neg, pos in WORDS:
+            ids = tok.convert_tokens_to_ids([neg, pos])
+            acc = (logp[:, ids].argmax(-1) == y).float().mean().item()
+            rows.append({"template": t, "negative": neg, "positive": pos, "dev_accuracy": acc})
+    out = {"split": "mr dev", "n": len(dev), "majority": majority, "rows": rows}
+    (RESULTS / "prompting_zero_shot_words.json").write_text(json.dumps(out, indent=2))
+    lines = [f"Zero-shot accuracy (%) on the MR dev split ({len(dev)} examples, majority class {100 * majority:.1f} %), "
+             "packaged BERT-tiny, by template and label words (negative / positive).", "",
+             "| label words | " + " | ".join(f"`{t}`" for t in TEMPLATES) + " |",
+             "| --- | " + " | ".join("---:" for _ in TEMPLATES) + " |"]
+    for neg, pos in WORDS:
+        accs = [next(r["dev_accuracy"] for r in rows if r["template"] == t and r["negative"] == neg and r["positive"] == pos)
+                for t in TEMPLATES]
+        lines.append(f"| {neg} / {pos} | " + " | ".join(f"{100 * a:.1f}" for a in accs) + " |")
+    (RESULTS / "prompting_zero_shot_words.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return out
+
+
+def grid(out: str) -> None:
+    from diffprompt.cli import main
+
+    t0 = time.time()
+    code = main(COMPARE_ARGS + ["--out", out])
+    if code:
+        raise SystemExit(code)
+    src = Path(out)
+    shutil.copy(src / "compare.md", RESULTS / "prompting_results.md")
+    shutil.copy(src / "compare.json", RESULTS / "prompting_results.json")
+    shutil.copy(src / "compare.png", RESULTS / "prompting_results.png")
+    shutil.copy(src / "learning_curve.json", RESULTS / "prompting_learning_curve.json")
+    shutil.copy(src / "learning_curve.png", RESULTS / "prompting_learning_curve.png")
+    print(f"copied to {RESULTS} ({time.time() - t0:.0f} s)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--words", action="store_true", help="only the zero-shot label-word scan")
+    ap.add_argument("--out", default="runs/prompting_results")
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    word_scan()
+    if not args.words:
+        grid(args.out)
+
+
+if __name__ == "__main__":
+    main()
