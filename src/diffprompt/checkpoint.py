@@ -11,12 +11,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import load_file, save
+from typing import TYPE_CHECKING, Any
 
 from .errors import UserError
+
+if TYPE_CHECKING:  # torch is imported where tensors are handled, so the CLI starts fast
+    import torch
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -69,6 +69,8 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: di
     The sidecar is written first and names the tensor file's keys, so a reader can check that
     the two belong together.
     """
+    from safetensors.torch import save
+
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_suffix(".safetensors")
@@ -82,6 +84,8 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: di
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Load tensors and sidecar metadata. Errors name the file and what to do."""
+    from safetensors.torch import load_file
+
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path} is a folder; pass the checkpoint file (*.safetensors) inside it")
