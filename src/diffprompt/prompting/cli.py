@@ -203,6 +203,10 @@ def _dataset_tag(dataset: str) -> str:
 
 
 def _print_results(res: dict, out) -> None:
+    from .training import get_accelerator
+
+    if not get_accelerator().is_main_process:
+        return
     print(f"{res['method']} on {res['dataset']}: test accuracy {100 * res['test_accuracy']:.2f} % "
           f"({res['num_test']} examples; majority class {100 * res['majority_accuracy']:.2f} %)")
     print(f"run folder: {out}")

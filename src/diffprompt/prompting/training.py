@@ -292,7 +292,7 @@ def train_run(
     from .backbone import backbone_id
 
     config["backbone_id"] = backbone_id(model_bb)
-    if run is not None:
+    if run is not None and main:
         if (run / "DONE").exists():
             (run / "DONE").unlink()
         if (run / "metrics.jsonl").exists():
@@ -405,7 +405,7 @@ def train_run(
         # loss on the whole few-shot training set, eval mode: before training, after the last step
         results["train_loss_before"] = loss_before
         results["train_loss_after"] = loss_after
-    if run is not None:
+    if run is not None and main:
         _write_outputs(run, model, cfg, test, test_scores, label_names, results)
     if not quiet:
         log(f"{cfg.method} on {cfg.dataset} (K={cfg.shots}, seed {cfg.seed}): test accuracy {test_acc:.4f} "
