@@ -100,12 +100,15 @@ def _class_histogram(probs: np.ndarray, k: int) -> list[int]:
     return np.bincount(probs.argmax(1), minlength=k).tolist()
 
 
-def _quality(clf, images, ref_feats: np.ndarray, k: int, seed: int) -> dict[str, Any]:
+def _quality(clf, images, ref_feats: np.ndarray, k: int, seed: int, fid_at: tuple[int, ...] = ()) -> dict[str, Any]:
     feats, probs = clf.run(images)
     kid, kid_std = kid_from_features(feats, ref_feats, num_subsets=50, subset_size=1000, seed=seed)
-    return {"fid": fid_from_features(feats, ref_feats), "kid": kid, "kid_std": kid_std,
-            "confident_share": float((probs.max(1) >= CONFIDENCE).mean()),
-            "class_histogram": _class_histogram(probs, k), "n": int(len(feats))}
+    q = {"fid": fid_from_features(feats, ref_feats), "kid": kid, "kid_std": kid_std,
+         "confident_share": float((probs.max(1) >= CONFIDENCE).mean()),
+         "class_histogram": _class_histogram(probs, k), "n": int(len(feats))}
+    # FID is biased upwards at small n: FIDs at a common n (the first n samples) compare fairly
+    q["fid_at"] = {str(n): fid_from_features(feats[:n], ref_feats) for n in fid_at if 2 <= n <= len(feats)}
+    return q
 
 
 @torch.no_grad()
@@ -132,8 +135,8 @@ def nll_on_images(model, diffusion, x0: torch.Tensor, batch_size: int, seed: int
 
 def evaluate(path: str | Path, samplers: list[str] | str = ("ddpm", "ddim:10", "ddim:20", "ddim:50", "ddim:100"),
              n_samples: int = 1000, nll_images: int = 100, batch_size: int = 250, seed: int = 0, device: str = "auto",
-             dataset: str | None = None, out: str | Path | None = None, classifier_epochs: int = 4,
-             data=None) -> dict[str, Any]:
+             dataset: str | None = None, out: str | Path | None = None, classifier_epochs: int = 8,
+             data=None, fid_at: tuple[int, ...] = ()) -> dict[str, Any]:
     """Evaluate a run folder or checkpoint; write eval.json and eval.md; return the results."""
     from ..device import choose_device
     from ..data import load_images
@@ -170,7 +173,7 @@ def evaluate(path: str | Path, samplers: list[str] | str = ("ddpm", "ddim:10", "
     rng = np.random.default_rng(seed)
     n_floor = min(n_samples, len(train.images))
     floor_idx = np.sort(rng.choice(len(train.images), n_floor, replace=False))
-    floor = _quality(clf, train.images[floor_idx], test_feats, k, seed)
+    floor = _quality(clf, train.images[floor_idx], test_feats, k, seed, fid_at)
     results: dict[str, Any] = {
         "kind": "diffusion-eval", "checkpoint": meta.get("path"), "dataset": dataset, "step": meta.get("step"),
         "diffusion": meta.get("diffusion"), "n_samples": n_samples, "reference": f"test split ({len(test.images)} images)",
@@ -187,7 +190,7 @@ def evaluate(path: str | Path, samplers: list[str] | str = ("ddpm", "ddim:10", "
     for s in specs:
         samples, seconds = generate(model, diffusion, n_samples, shape, s["sampler"], s["steps"], s["eta"], seed,
                                     batch_size, dev)
-        q = _quality(clf, samples, test_feats, k, seed)
+        q = _quality(clf, samples, test_feats, k, seed, fid_at)
         steps = s["steps"] or diffusion.T
         row = {"sampler": sampler_label(s, diffusion.T), "spec": s["spec"], "steps": steps, "eta": s["eta"], **q,
                "seconds_per_image": seconds / n_samples, "model_calls_per_image": steps}

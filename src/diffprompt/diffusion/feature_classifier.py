@@ -25,7 +25,7 @@ from torch import nn
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..progress import log
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def cache_root() -> Path:
@@ -33,27 +33,28 @@ def cache_root() -> Path:
 
 
 class FeatureCNN(nn.Module):
-    """conv-GN-ReLU x2 per stage, 3 stages with pooling, global average pool, FC feature layer."""
+    """Two conv stages (conv-ReLU-conv-ReLU-maxpool), a 4x4 adaptive average pool, an FC feature layer.
+
+    The 4x4 pool keeps coarse layout (where the strokes are), which global pooling would lose, and
+    lets the same network take 8x8, 28x28 and 32x32 images.
+    """
 
     def __init__(self, in_channels: int, num_classes: int, width: int = 32, feature_dim: int = 128):
         super().__init__()
         self.config = dict(in_channels=in_channels, num_classes=num_classes, width=width, feature_dim=feature_dim)
-        layers: list[nn.Module] = []
-        c = in_channels
-        for i, mult in enumerate((1, 2, 4)):
-            out = width * mult
-            layers += [nn.Conv2d(c, out, 3, padding=1), nn.GroupNorm(8, out), nn.ReLU(inplace=True),
-                       nn.Conv2d(out, out, 3, padding=1), nn.GroupNorm(8, out), nn.ReLU(inplace=True)]
-            if i < 2:
-                layers.append(nn.MaxPool2d(2, ceil_mode=True))
-            c = out
-        self.body = nn.Sequential(*layers)
-        self.fc = nn.Linear(c, feature_dim)
+        w1, w2 = width, 2 * width
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, w1, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(w1, w1, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2, ceil_mode=True),
+            nn.Conv2d(w1, w2, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(w2, w2, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2, ceil_mode=True),
+            nn.AdaptiveAvgPool2d(4),
+        )
+        self.fc = nn.Linear(w2 * 16, feature_dim)
         self.head = nn.Linear(feature_dim, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.body(x).mean(dim=(2, 3))
-        return F.relu(self.fc(h))
+        return F.relu(self.fc(self.body(x).flatten(1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -96,19 +97,19 @@ class FeatureClassifier:
         return torch.cat(feats).numpy(), torch.cat(probs).numpy()
 
 
-def dataset_key(name: str, shape: tuple[int, ...], seed: int) -> str:
-    """A file-name-safe cache key: the data set (a path is hashed), image shape and seed."""
+def dataset_key(name: str, shape: tuple[int, ...], seed: int, epochs: int = 8) -> str:
+    """A file-name-safe cache key: the data set (a path is hashed), image shape, seed and recipe."""
     if os.sep in name or Path(name).exists():
         digest = hashlib.sha1(str(Path(name).resolve()).encode()).hexdigest()[:10]
         base = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(name).name) + "-" + digest
     else:
         base = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
     h, w, c = shape
-    return f"{base}-{c}x{h}x{w}-seed{seed}-v{CACHE_VERSION}"
+    return f"{base}-{c}x{h}x{w}-seed{seed}-e{epochs}-v{CACHE_VERSION}"
 
 
 def train_classifier(train_images, train_labels, test_images, test_labels, num_classes: int, seed: int = 0,
-                     epochs: int = 4, batch_size: int = 128, lr: float = 2e-3, width: int = 32,
+                     epochs: int = 8, batch_size: int = 64, lr: float = 2e-3, width: int = 32,
                      device: str | torch.device = "cpu") -> tuple[FeatureCNN, float]:
     """Train a `FeatureCNN` with AdamW and a cosine learning rate; return it and its test accuracy."""
     g = torch.Generator().manual_seed(seed)
@@ -142,7 +143,7 @@ def train_classifier(train_images, train_labels, test_images, test_labels, num_c
     return model, acc
 
 
-def load_or_train(dataset: str, seed: int = 0, device: str | torch.device = "cpu", epochs: int = 4, data=None) -> FeatureClassifier:
+def load_or_train(dataset: str, seed: int = 0, device: str | torch.device = "cpu", epochs: int = 8, data=None) -> FeatureClassifier:
     """The cached classifier for `dataset` (a name or path), training it once if needed.
 
     `data` may pass an already loaded `ImageDataset` (with `.split("train")`/`.split("test")`).
@@ -155,7 +156,7 @@ def load_or_train(dataset: str, seed: int = 0, device: str | torch.device = "cpu
     shape = tuple(train.images.shape[1:])
     if len(shape) == 2:
         shape = (*shape, 1)
-    key = dataset_key(dataset, shape, seed) + ("" if epochs == 4 else f"-e{epochs}")  # a quick classifier never stands in for the full one
+    key = dataset_key(dataset, shape, seed, epochs)  # the recipe is in the key: a quick classifier never stands in for the full one
     path = cache_root() / "feature-classifier" / f"{key}.safetensors"
     names = list(getattr(data, "class_names", None) or [])
     num_classes = len(names) or int(np.max(train.labels)) + 1
