@@ -1,7 +1,7 @@
 """Speed of our U-Net + GaussianDiffusion against diffusers' UNet2DModel + DDPMScheduler, on CPU.
 
 Both networks have the same architecture (Ho et al.'s layout at the size of our "tiny" preset:
-ch=32, mults (1, 2, 2), 2 res blocks per level, attention at 7x7, GroupNorm with 8 groups,
+ch=32, mults (1, 2, 2), 1 res block per level, attention at 7x7, GroupNorm with 8 groups,
 dropout 0.1), so their parameter counts match (the script checks they are within 10 %).
 Data: 28 x 28 x 1, batch 64, float32, on the CPU.
 
@@ -197,7 +197,7 @@ def run(args) -> dict:
         "benchmark": "diffusion_speed",
         "command": "python benchmarks/bench_diffusion_speed.py " + " ".join(sys.argv[1:]),
         "setup": {
-            "model": "tiny preset: ch=32, mults (1,2,2), 2 res blocks, attention at 7x7, GroupNorm 8, dropout 0.1",
+            "model": {"preset": "tiny", **c.to_dict()},
             "image": "28x28x1", "batch": B, "T": T, "dtype": "float32", "device": "cpu",
             "train_step": "noise + forward + MSE(eps) + backward + AdamW(lr=2e-4)",
             "sample_step": "one network call + one reverse step (ours DDPMSampler.step, theirs DDPMScheduler.step), inference_mode",

@@ -157,8 +157,8 @@ def test_flops_match_a_hand_count():
 
 
 def test_flops_grow_with_the_attention_matmuls():
-    with_attn = UNet(small(image_size=8, attention_resolutions=(8,))).flops_per_image()
-    without = UNet(small(image_size=8, attention_resolutions=())).flops_per_image()
+    with_attn = UNet(small(image_size=8, num_res_blocks=2, attention_resolutions=(8,))).flops_per_image()
+    without = UNet(small(image_size=8, num_res_blocks=2, attention_resolutions=())).flops_per_image()
     c, hw = 16, 64  # two attention layers at 8x8 on the down path (16 channels), three on the up path
     per_layer = lambda ch: 2 * hw * ch * 4 * ch + 4 * hw * hw * ch
     assert with_attn - without == 5 * per_layer(c)
