@@ -50,3 +50,15 @@ def __getattr__(name: str):
 
 def __dir__():
     return __all__
+
+
+_EXPORTS.update({
+    "EMA": ".ema",
+    "resolve_config": ".config",
+    "fid_from_features": ".metrics",
+    "kid_from_features": ".metrics",
+    "frechet_distance": ".metrics",
+    "write_visualizations": ".visualize",
+    "save_grid": ".visualize",
+})
+__all__ = sorted(_EXPORTS)
