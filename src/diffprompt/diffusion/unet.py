@@ -222,17 +222,22 @@ class ResBlock(nn.Module):
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.temb_proj = nn.Linear(temb_dim, out_ch)
         self.norm2 = nn.GroupNorm(groups, out_ch)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout_p = dropout
         self.conv2 = zero_(nn.Conv2d(out_ch, out_ch, 3, padding=1))
         # Ho et al. use a 1x1 convolution ("nin_shortcut") when the width changes.
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         # temb is SiLU(time embedding), computed once in UNet.forward.
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.temb_proj(temb)[:, :, None, None]
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        return self.skip(x) + h
+        # The in-place ops below save a fresh allocation each (costly for big CPU tensors). They are
+        # safe for autograd: a convolution's backward needs its input, not its output, and SiLU's
+        # backward needs its input, so the outputs of conv and SiLU may be overwritten. Without
+        # gradients (sampling), the SiLUs work in place too.
+        inplace = not torch.is_grad_enabled()
+        h = self.conv1(F.silu(self.norm1(x), inplace=inplace))
+        h += self.temb_proj(temb)[:, :, None, None]
+        h = self.conv2(F.dropout(F.silu(self.norm2(h), inplace=inplace), self.dropout_p, self.training, inplace=True))
+        return h.add_(self.skip(x))
 
 
 class Attention(nn.Module):
@@ -361,7 +366,7 @@ class UNet(nn.Module):
             h = block(h, temb)
         for block in self.up:
             h = block(torch.cat([h, skips.pop()], dim=1), temb)
-        return self.conv_out(F.silu(self.norm_out(h))).contiguous()
+        return self.conv_out(F.silu(self.norm_out(h), inplace=not torch.is_grad_enabled())).contiguous()
 
     # --- reporting -------------------------------------------------------------
 
