@@ -213,3 +213,30 @@ def test_in_place_ops_keep_outputs_and_gradients_exact():
     assert torch.allclose(model(x, t), a, atol=1e-12)
     small_x = x[:1].clone().requires_grad_()
     assert torch.autograd.gradcheck(lambda inp: model(inp, t[:1]), (small_x,), eps=1e-6, atol=1e-5)
+
+
+def test_fast_dropout_rate_scale_and_gradient():
+    from diffprompt.diffusion.unet import dropout_
+
+    torch.manual_seed(0)
+    n, p = 2**20, 0.1
+    x = torch.ones(16, 16, 64, 64).contiguous(memory_format=torch.channels_last)  # n elements
+    y = dropout_(x.clone(), p, training=True)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    # Drop rate: binomial, std sqrt(p(1-p)/n) = 2.9e-4; mean of y: std sqrt(p/(1-p)/n) = 3.3e-4. 5 sigma each.
+    assert abs((y == 0).float().mean().item() - p) < 5 * math.sqrt(p * (1 - p) / n)
+    assert abs(y.mean().item() - 1.0) < 5 * math.sqrt(p / (1 - p) / n)
+    values = torch.unique(y)
+    assert len(values) == 2 and values[0] == 0.0
+    assert values[1].item() == pytest.approx(32768 / (32768 - round(p * 32768)), rel=1e-6)
+    assert dropout_(x, p, training=False) is x
+    # The gradient is the same mask and scale.
+    a = torch.randn(4, 8, 6, 6, requires_grad=True)
+    out = dropout_(a * 1.0, 0.5, training=True)
+    out.sum().backward()
+    assert torch.equal(a.grad, (out != 0).float() * 2.0)
+    # Seeded: the same mask again.
+    torch.manual_seed(1)
+    m1 = dropout_(torch.ones(1000), 0.3, True)
+    torch.manual_seed(1)
+    assert torch.equal(m1, dropout_(torch.ones(1000), 0.3, True))

@@ -206,6 +206,28 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 # Building blocks
 
 
+def dropout_(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Dropout that may overwrite x; on the CPU about 3x cheaper than F.dropout.
+
+    F.dropout on the CPU draws its mask with `bernoulli_`, which costs about as much as a 3x3
+    convolution's worth of memory traffic on these small nets (~6 % of a training step). Here one
+    32-bit random integer gives two 15-bit uniforms u in [0, 32768); an element is dropped when
+    u < round(p * 32768), and kept ones are scaled by 1 / (1 - round(p * 32768) / 32768), so the
+    expectation is exactly x (the drop rate is p up to 1/32768: 0.100006 for p = 0.1). The global
+    torch generator is used, so seeding and RNG-state checkpoints work as with F.dropout. Other
+    devices (and odd layouts) use F.dropout.
+    """
+    if not training or p == 0.0:
+        return x
+    dense = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
+    if x.device.type != "cpu" or not dense or x.numel() % 2:
+        return F.dropout(x, p, True)
+    threshold = round(p * 32768)
+    bits = torch.empty(x.numel() // 2, dtype=torch.int32).random_().view(torch.int16)  # random_: [0, 2**31)
+    keep = bits.bitwise_and_(0x7FFF).ge_(threshold).as_strided(x.shape, x.stride())
+    return x.mul_(keep.to(x.dtype).mul_(32768 / (32768 - threshold)))
+
+
 def zero_(module: nn.Module) -> nn.Module:
     """Set a layer's weight and bias to zero (so the block starts as the identity)."""
     for p in module.parameters():
@@ -236,7 +258,7 @@ class ResBlock(nn.Module):
         inplace = not torch.is_grad_enabled()
         h = self.conv1(F.silu(self.norm1(x), inplace=inplace))
         h += self.temb_proj(temb)[:, :, None, None]
-        h = self.conv2(F.dropout(F.silu(self.norm2(h), inplace=inplace), self.dropout_p, self.training, inplace=True))
+        h = self.conv2(dropout_(F.silu(self.norm2(h), inplace=inplace), self.dropout_p, self.training))
         return h.add_(self.skip(x))
 
 
