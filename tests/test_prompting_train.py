@@ -86,3 +86,39 @@ def test_verbalizer_lacking_a_label_and_bad_method_settings():
         RunConfig(method="prompt-ft", train="prompt").resolved(["a", "b"])
     with pytest.raises(UserError, match="unknown method"):
         RunConfig(method="prefix").resolved(["a", "b"])
+
+
+DIST_SCRIPT = """
+import hashlib, json, sys, torch
+from diffprompt.prompting.methods import RunConfig
+from diffprompt.prompting.training import fresh_backbone, get_accelerator, train_run
+bb, tok = fresh_backbone(None)
+res = train_run(RunConfig(dataset="mr", method="prompt-ft", shots=4, seed=13, steps=3, eval_every=3, limit_test=8),
+                sys.argv[1] + "/run", backbone=(bb, tok), quiet=True)
+acc = get_accelerator()
+h = hashlib.sha256(b"".join(v.detach().numpy().tobytes() for v in bb.state_dict().values())).hexdigest()
+with open(f"{sys.argv[1]}/rank{acc.process_index}.json", "w") as f:
+    json.dump({"world": acc.num_processes, "sha256": h, "loss_after": res["train_loss_after"]}, f)
+"""
+
+
+def test_two_process_run_keeps_replicas_identical(tmp_path):
+    """torchrun (gloo): each process takes half of every batch, gradients are all-reduced, so the
+    replicas stay bitwise identical; only rank 0 writes the run folder."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "dist.py"
+    script.write_text(DIST_SCRIPT)
+    env = dict(os.environ, OMP_NUM_THREADS="1", DIFFPROMPT_QUIET="1")
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1))
+    assert r0["world"] == r1["world"] == 2
+    assert r0["sha256"] == r1["sha256"] and r0["loss_after"] == r1["loss_after"]
+    assert (tmp_path / "run" / "DONE").exists()
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["num_test"] == 8

@@ -107,8 +107,9 @@ def register(subparsers) -> None:
 
     p = add_command(g, "train", "train one method on K examples per class and evaluate it on the test split",
                     description=("Train one method with the LM-BFF few-shot protocol: K examples per class from train, K more as dev\n"
-                                 "(model choice: the dev-best state is kept), then the full test split. Multi-process:\n"
-                                 "`accelerate launch -m diffprompt prompting train ...`.\n\n"
+                                 "(model choice: the dev-best state is kept), then the full test split. Multi-process (data parallel):\n"
+                                 "`torchrun --standalone --nproc_per_node 2 -m diffprompt prompting train ...` (CPU, gloo) or\n"
+                                 "`accelerate launch --num_processes 2 -m diffprompt prompting train ...` (GPUs).\n\n"
                                  "example:\n  diffprompt prompting train --dataset mr --method soft --shots 16 --seed 13 --out runs/soft"))
     _add_model_args(p)
     p.add_argument("--train", default=None, choices=["all", "prompt"],

@@ -14,8 +14,9 @@
    `config.json` ("kind": "prompting-train"), `metrics.jsonl`, `predictions.jsonl`,
    `results.json`, `examples.json`, the trained prompt or model, and `DONE`.
 
-Multi-process training goes through Accelerate (`accelerate launch -m diffprompt prompting
-train ...`): each process takes its share of every global batch and the gradients are averaged
+Multi-process training goes through Accelerate (`torchrun --standalone --nproc_per_node 2 -m
+diffprompt prompting train ...` on CPUs with gloo, `accelerate launch --num_processes N -m ...` on
+GPUs; `accelerate launch --cpu` starts a single process): each process takes its share of every global batch and the gradients are averaged
 across processes before each step (an explicit all-reduce, so the model's own methods can be
 called rather than a DDP `forward`). Only the main process writes.
 """
