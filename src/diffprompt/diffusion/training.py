@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import check_state_dict_compatible, load_checkpoint, save_checkpoint
+from ..checkpoint import check_state_dict_compatible, load_checkpoint, save_checkpoint, sidecar_path
 from ..device import choose_device
 from ..errors import UserError
 from ..progress import log, progress
@@ -257,6 +257,15 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: str | Path | 
 
     # Model, EMA, optimizer: identical on every process (same seed), before any noise is drawn.
     unet_cfg = unet_config_for(cfg, channels, size)
+    if resume is not None:
+        # The run's architecture is what its checkpoint holds, even if the preset has changed since;
+        # only an explicit change of the model settings is checked against it (and refused).
+        saved = read_run_config(out)
+        side = sidecar_path(out / LAST)
+        if (saved.get("unet_preset"), saved.get("model")) == (cfg.unet_preset, cfg.model) and side.exists():
+            from .unet import UNetConfig
+
+            unet_cfg = UNetConfig.from_dict(json.loads(side.read_text())["unet"])
     torch.manual_seed(cfg.seed)
     model = UNet(unet_cfg).to(device)
     diffusion = build_diffusion({k: getattr(cfg, k) for k in DIFFUSION_KEYS}).to(device)
