@@ -82,6 +82,10 @@ def test_compare_cli_and_resume(tmp_path, capsys):
     assert main(argv) == 0
     assert len((out / "metrics.jsonl").read_text().splitlines()) == n_metrics
     assert "resumed: 4 of 4 cells" in capsys.readouterr().err
+    # a changed setting reruns exactly the cells it touches (soft at K = 4 and K = 2)
+    assert main(argv + ["--lr", "soft=0.5"]) == 0
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == n_metrics + 2
+    assert json.loads((out / "cells/mr/k4/soft/seed13/config.json").read_text())["lr"] == 0.5
 
 
 DRIVER = textwrap.dedent(

@@ -30,7 +30,7 @@ from ..errors import UserError
 from ..progress import log
 from ..rundir import RunDir
 from .fewshot import CURVE_SHOTS, LMBFF_SEEDS, majority_baseline
-from .methods import METHOD_NAMES, RunConfig, get_method
+from .methods import METHOD_NAMES, RunConfig, default_template, get_method
 
 # The settings of a cell that decide its result (a finished cell is reused only when they match).
 _CELL_KEYS = ("dataset", "method", "shots", "seed", "template", "verbalizer", "backbone", "train", "prompt_encoder",
@@ -105,12 +105,17 @@ def _finished(path: Path, cfg: RunConfig) -> dict | None:
     except json.JSONDecodeError:
         return None
     new = asdict(cfg)
+    method = get_method(cfg.method)
+    # the old config holds resolved values: resolve the method defaults the same way
+    if new["lr"] is None:
+        new["lr"] = method.lr
+    if new["train"] is None:
+        new["train"] = method.train
+    if new["template"] is None and method.kind == "prompt":
+        new["template"] = default_template(cfg.dataset, method.style, pair=bool(old.get("pair")))
+    if method.name == "zero-shot":
+        new["train"] = None
     for k in _CELL_KEYS:
-        if k in ("template", "lr", "train"):
-            # resolved in the old config; compare only when given explicitly now
-            if new[k] is not None and old.get(k) != new[k]:
-                return None
-            continue
         if old.get(k) != new[k]:
             return None
     return res

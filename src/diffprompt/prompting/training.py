@@ -282,7 +282,7 @@ def train_run(
     main = acc.is_main_process
     run = RunDir(out, enabled=main) if out is not None else None
     config = {**asdict(cfg), "kind": "prompting-train", "label_names": label_names,
-              "num_train": len(fs.train), "num_dev": len(fs.dev), "num_test": len(test),
+              "num_train": len(fs.train), "num_dev": len(fs.dev), "num_test": len(test), "pair": pair,
               "method_summary": method.summary, "paper": method.paper,
               "description": f"{cfg.method} on {cfg.dataset}, K={cfg.shots}, seed {cfg.seed}"}
     if extra_config:
