@@ -481,7 +481,6 @@ def load_run_model(run_dir: str | Path, device: str = "cpu"):
     cfg = RunConfig(**fields)
     label_names = conf["label_names"]
     model_bb, tok = fresh_backbone(cfg.backbone)
-    import torch  # noqa: F401
 
     from ..seeding import seed_everything
 
