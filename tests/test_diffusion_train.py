@@ -137,7 +137,7 @@ def test_config_layers_toml_set_and_flags(tmp_path):
     f = tmp_path / "c.toml"
     f.write_text('steps = 7\nlr = 3e-4\nschedule = "cosine"\n[model]\nbase_channels = 16\n')
     cfg = resolve_config(str(f), ["lr=5e-4", "model.dropout=0.0", "hflip=yes"], steps=9, batch_size=None)
-    assert (cfg.steps, cfg.lr, cfg.schedule, cfg.hflip, cfg.batch_size) == (9, 5e-4, "cosine", True, 64)
+    assert (cfg.steps, cfg.lr, cfg.schedule, cfg.hflip, cfg.batch_size) == (9, 5e-4, "cosine", True, 32)
     assert cfg.model == {"base_channels": 16, "dropout": 0.0}
     preset = resolve_config("ddpm-cifar10")
     assert preset.unet_preset == "cifar10" and preset.ema_decay == 0.9999 and preset.hflip

@@ -66,7 +66,7 @@ def register(subparsers) -> None:
     p.add_argument("--dataset", help="data set name or folder (default mnist5k)")
     p.add_argument("--preset", dest="unet_preset", help="U-Net preset: tiny or cifar10")
     p.add_argument("--steps", type=int, help="optimizer steps (default 200)")
-    p.add_argument("--batch-size", type=int, help="global batch size (default 64)")
+    p.add_argument("--batch-size", type=int, help="global batch size (default 32)")
     p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--device", help="auto, cpu, cuda or mps (default auto)")

@@ -58,7 +58,7 @@ class TrainConfig:
     loss: str = "simple"
     # optimisation
     steps: int = 200
-    batch_size: int = 64              # global batch (split across processes)
+    batch_size: int = 32              # global batch (split across processes)
     lr: float = 1e-3
     warmup_steps: int = 50
     weight_decay: float = 0.0
@@ -74,9 +74,9 @@ class TrainConfig:
     ckpt_every: int = 0               # 0: only at the end
     log_every: int = 10
     # end-of-run pictures
-    sample_n: int = 64
+    sample_n: int = 36
     sample_sampler: str = "ddim"
-    sample_steps: int = 50
+    sample_steps: int = 25
     time_budget_s: float = 0.0        # >0: stop early once this many seconds of training passed
 
     def validate(self) -> "TrainConfig":
