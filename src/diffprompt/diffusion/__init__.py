@@ -9,7 +9,7 @@
 Names are imported on first use, so `diffprompt --help` does not pay for importing torch.
 """
 
-import importlib
+from ..lazy import lazy_exports
 
 _EXPORTS = {
     "approx_standard_normal_cdf": ".gaussian",
@@ -38,27 +38,4 @@ _EXPORTS = {
     "evaluate": ".evaluation",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
-
-
-_EXPORTS.update({
-    "EMA": ".ema",
-    "resolve_config": ".config",
-    "fid_from_features": ".metrics",
-    "kid_from_features": ".metrics",
-    "frechet_distance": ".metrics",
-    "write_visualizations": ".visualize",
-    "save_grid": ".visualize",
-})
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

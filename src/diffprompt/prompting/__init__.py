@@ -10,7 +10,7 @@ Names are imported on first use, so `diffprompt --help` does not pay for importi
 """
 
 
-import importlib
+from ..lazy import lazy_exports
 
 _EXPORTS = {
     "DEFAULT_BACKBONE": ".backbone", "backbone_id": ".backbone", "default_backbone_dir": ".backbone",
@@ -20,15 +20,4 @@ _EXPORTS = {
     "Verbalizer": ".verbalizer",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -82,21 +82,11 @@ class FineTuneClassifier(nn.Module):
         out = self.logits(texts, texts_b)
         return F.cross_entropy(out, torch.as_tensor(labels, dtype=torch.long, device=out.device))
 
-    @torch.no_grad()
     def predict(self, texts, texts_b=None, batch_size: int = 32) -> torch.Tensor:
-        texts = check_texts(texts, "texts")
-        if texts_b is not None:
-            texts_b = check_texts(texts_b, "texts_b")
-        was = self.training
-        self.eval()
-        try:
-            out = []
-            for i in range(0, len(texts), max(1, int(batch_size))):
-                b = texts_b[i:i + batch_size] if texts_b is not None else None
-                out.append(self.logits(texts[i:i + batch_size], b).argmax(-1).cpu())
-        finally:
-            self.train(was)
-        return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+        """Predicted label indices (LongTensor on the CPU), computed in eval mode."""
+        from .model import predict_in_batches
+
+        return predict_in_batches(self, self.logits, texts, texts_b, batch_size)
 
     # ------------------------------------------------------------------ saving and loading
     def save(self, path, extra_meta: dict | None = None) -> Path:

@@ -105,6 +105,24 @@ def _dedupe_shared(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tens
 
 
 # ---------------------------------------------------------------------------- the model
+@torch.no_grad()
+def predict_in_batches(module: nn.Module, scores, texts, texts_b=None, batch_size: int = 32) -> torch.Tensor:
+    """argmax of `scores(texts, texts_b)` over batches, with `module` in eval mode (restored after)."""
+    texts = check_texts(texts, "texts")
+    if texts_b is not None:
+        texts_b = check_texts(texts_b, "texts_b")
+    was = module.training
+    module.eval()
+    try:
+        out = []
+        for i in range(0, len(texts), max(1, int(batch_size))):
+            b = texts_b[i:i + batch_size] if texts_b is not None else None
+            out.append(scores(texts[i:i + batch_size], b).argmax(-1).cpu())
+    finally:
+        module.train(was)
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
 class PromptClassifier(nn.Module):
     """Classify by filling a template and scoring verbalizer words at the mask.
 
@@ -266,22 +284,9 @@ class PromptClassifier(nn.Module):
         labels = torch.as_tensor(labels, dtype=torch.long, device=logits.device)
         return F.cross_entropy(logits, labels)
 
-    @torch.no_grad()
     def predict(self, texts, texts_b=None, batch_size: int = 32) -> torch.Tensor:
         """Predicted label indices (LongTensor on the CPU), computed in eval mode."""
-        texts = check_texts(texts, "texts")
-        if texts_b is not None:
-            texts_b = check_texts(texts_b, "texts_b")
-        was = self.training
-        self.eval()
-        try:
-            out = []
-            for i in range(0, len(texts), max(1, int(batch_size))):
-                b = texts_b[i:i + batch_size] if texts_b is not None else None
-                out.append(self.label_logits(texts[i:i + batch_size], b).argmax(-1).cpu())
-        finally:
-            self.train(was)
-        return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+        return predict_in_batches(self, self.label_logits, texts, texts_b, batch_size)
 
     # ------------------------------------------------------------------ saving and loading
     def _meta(self) -> dict:
