@@ -129,7 +129,7 @@ def stage_ddpm(cfg: DemoConfig, out: Path, trained: Path) -> None:
 
     from .data import load_images
     from .diffusion.evaluation import evaluate, generate, parse_sampler_spec
-    from .diffusion.training import images_to_tensor, load_model
+    from .diffusion.training import images_to_tensor, load_model, random_subset
     from .diffusion.visualize import save_grid, write_visualizations
 
     ckpt = pretrained_checkpoint() if cfg.pretrained else None
@@ -157,10 +157,10 @@ def stage_ddpm(cfg: DemoConfig, out: Path, trained: Path) -> None:
     samples, _ = generate(model, diffusion, cfg.grid_samples, shape, spec["sampler"], spec["steps"], spec["eta"],
                           cfg.seed + 7, cfg.grid_samples, torch.device(cfg.device))
     save_grid(samples, out / "samples.png", nrow=8)
-    save_grid(test.images[: cfg.grid_samples], out / "real.png", nrow=8)
+    save_grid(random_subset(test.images, cfg.grid_samples, cfg.seed), out / "real.png", nrow=8)
     chain = parse_sampler_spec(cfg.chain_sampler)
     log(f"  drawing the forward strip and the {cfg.chain_sampler} reverse chain of {cfg.chain_images} images")
-    write_visualizations(model, diffusion, out, images_to_tensor(test.images[: cfg.chain_images]),
+    write_visualizations(model, diffusion, out, images_to_tensor(random_subset(test.images, cfg.chain_images, cfg.seed)),
                          n=cfg.chain_images, sampler=chain["sampler"], steps=chain["steps"], eta=chain["eta"],
                          seed=cfg.seed, device=torch.device(cfg.device))
     run.mark_done()

@@ -221,7 +221,7 @@ def cmd_visualize(args) -> int:
     from ..data import load_images
     from ..device import choose_device
     from ..progress import log
-    from .training import images_to_tensor, load_model
+    from .training import images_to_tensor, load_model, random_subset
     from .visualize import write_visualizations
 
     _check_sampling_args(args.steps, args.eta, args.n)
@@ -237,7 +237,7 @@ def cmd_visualize(args) -> int:
         images = data.split("test").images
     except Exception:
         images = data.images
-    x0 = images_to_tensor(images[: args.n])
+    x0 = images_to_tensor(random_subset(images, args.n, getattr(args, 'seed', 0) or 0))
     out = Path(args.out) if args.out else (Path(args.path) if Path(args.path).is_dir() else Path(args.path).parent)
     paths = write_visualizations(model, diffusion, out, x0.to(device), n=args.n, sampler=args.sampler, steps=steps,
                                  eta=args.eta, frames=args.frames, seed=args.seed, device=device)

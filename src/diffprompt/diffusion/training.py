@@ -64,6 +64,13 @@ def images_to_tensor(images) -> torch.Tensor:
     return x.permute(0, 3, 1, 2).float().div(127.5).sub(1.0).contiguous()
 
 
+def random_subset(images, n: int, seed: int = 0):
+    """`n` images drawn without replacement (seeded): splits are stored class by class, so the
+    first `n` would all be one class."""
+    idx = np.random.default_rng(seed).permutation(len(images))[: min(n, len(images))]
+    return images[np.sort(idx)]
+
+
 def tensor_to_images(x: torch.Tensor) -> np.ndarray:
     """float [N, C, H, W] in [-1, 1] -> uint8 [N, H, W, C] (rounded, clipped)."""
     x = ((x.detach().float().cpu().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
@@ -442,10 +449,10 @@ def _finish(run: RunDir, cfg: TrainConfig, ema_model, diffusion, train_split, da
     if metrics:
         plot_loss(metrics, run / "loss.png")
     try:
-        real = data.split("test").images[: cfg.sample_n]
+        real = data.split("test").images
     except Exception:  # a data set without a test split shows train images
-        real = train_split.images[: cfg.sample_n]
-    save_grid(real, run / "real.png")
+        real = train_split.images
+    save_grid(random_subset(real, cfg.sample_n, cfg.seed), run / "real.png")
     c, s = derived["image_shape"][0], derived["image_shape"][1]
     t0 = time.perf_counter()
     with torch.no_grad():
