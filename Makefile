@@ -12,7 +12,7 @@ help:
 	@echo "make demo   - set up .venv, then run the demo (writes runs/demo/)"
 	@echo "make test   - set up .venv, then run the test suite"
 	@echo "make setup  - set up .venv only (idempotent; quick when done)"
-	@echo "make bench  - install benchmark extras and run benchmarks/"
+	@echo "make bench  - install diffusers (the [bench] extra) and run the two speed benchmarks"
 
 $(STAMP): pyproject.toml requirements-assets.txt Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,7 +32,8 @@ test: setup
 
 bench: setup
 	$(PY) -m pip install -q -e ".[bench]"
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/bench_diffusion_speed.py
+	$(PY) benchmarks/bench_prompting_speed.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
