@@ -246,18 +246,25 @@ class PromptClassifier(nn.Module):
     def encode(self, texts, texts_b=None) -> dict[str, torch.Tensor]:
         return self.template.encode(self.tokenizer, texts, texts_b, max_length=self.max_length)
 
-    def mask_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Vocabulary logits at the mask [B, V], from a batch made by `Template.encode`."""
+    def input_embeds(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Token embeddings of a batch with the soft prompt spliced in at its positions [B, L, H]."""
         dev = self.device
         ids = batch["input_ids"].to(dev)
-        att = batch["attention_mask"].to(dev)
-        mask_pos = batch["mask_positions"].to(dev)
         embeds = self.backbone.get_input_embeddings()(ids)
         if self.template.num_soft:
             soft_pos = batch["soft_positions"].to(dev)
             rows = torch.arange(ids.shape[0], device=dev).unsqueeze(1).expand_as(soft_pos)
             values = self.soft_prompt().to(embeds.dtype).unsqueeze(0).expand(ids.shape[0], -1, -1)
             embeds = embeds.index_put((rows, soft_pos), values)
+        return embeds
+
+    def mask_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Vocabulary logits at the mask [B, V], from a batch made by `Template.encode`."""
+        dev = self.device
+        ids = batch["input_ids"].to(dev)
+        att = batch["attention_mask"].to(dev)
+        mask_pos = batch["mask_positions"].to(dev)
+        embeds = self.input_embeds(batch)
         hidden = self._encoder(inputs_embeds=embeds, attention_mask=att)[0]
         at_mask = hidden[torch.arange(ids.shape[0], device=dev), mask_pos]  # [B, H]
         return self._head(at_mask.unsqueeze(1)).squeeze(1)
@@ -399,12 +406,7 @@ def full_vocab_label_logits(model: PromptClassifier, batch: dict[str, torch.Tens
     then gather the mask. Same result as `model(batch)`; used for speed comparisons and tests."""
     dev = model.device
     ids = batch["input_ids"].to(dev)
-    embeds = model.backbone.get_input_embeddings()(ids)
-    if model.template.num_soft:
-        soft_pos = batch["soft_positions"].to(dev)
-        rows = torch.arange(ids.shape[0], device=dev).unsqueeze(1).expand_as(soft_pos)
-        values = model.soft_prompt().to(embeds.dtype).unsqueeze(0).expand(ids.shape[0], -1, -1)
-        embeds = embeds.index_put((rows, soft_pos), values)
+    embeds = model.input_embeds(batch)
     logits = model.backbone(inputs_embeds=embeds, attention_mask=batch["attention_mask"].to(dev)).logits  # [B, L, V]
     at_mask = logits[torch.arange(ids.shape[0], device=dev), batch["mask_positions"].to(dev)]
     logp = F.log_softmax(at_mask.float(), dim=-1)
