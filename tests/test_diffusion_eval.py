@@ -22,12 +22,7 @@ from diffprompt.diffusion.metrics import (
 from diffprompt.errors import UserError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def bars(n: int = 48, seed: int = 0) -> ImageDataset:

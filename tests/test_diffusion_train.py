@@ -32,13 +32,7 @@ TINY8 = ["model.base_channels=8", "model.num_res_blocks=1", "model.dropout=0.1",
          "sample_n=4", "sample_steps=4", "log_every=1", "warmup_steps=2", "lr=2e-3"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: far faster than 2 when the cores are shared with other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def synthetic_data(n: int = 48, size: int = 8, seed: int = 0) -> ImageDataset:
