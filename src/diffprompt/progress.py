@@ -1,4 +1,7 @@
-"""tqdm progress bars that stay quiet when stderr is not a terminal, or when asked."""
+"""tqdm progress bars and status lines that stay quiet when stderr is not a terminal, or when asked.
+
+`DIFFPROMPT_QUIET=1` silences both; `DIFFPROMPT_PROGRESS=1` forces bars off a terminal.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +10,9 @@ import sys
 
 from tqdm.auto import tqdm
 
-_QUIET = False
-
-
-def set_quiet(quiet: bool) -> None:
-    """Silence (or re-enable) every progress bar made by `progress`."""
-    global _QUIET
-    _QUIET = bool(quiet)
-
 
 def bars_enabled() -> bool:
-    if _QUIET or os.environ.get("DIFFPROMPT_QUIET"):
+    if os.environ.get("DIFFPROMPT_QUIET"):
         return False
     if os.environ.get("DIFFPROMPT_PROGRESS"):  # force bars, e.g. under a pager
         return True
@@ -34,5 +29,5 @@ def progress(iterable=None, **kwargs):
 
 def log(message: str) -> None:
     """A one-line status message to stderr (a stage line), unless quiet."""
-    if not (_QUIET or os.environ.get("DIFFPROMPT_QUIET")):
+    if not os.environ.get("DIFFPROMPT_QUIET"):
         tqdm.write(message, file=sys.stderr)

@@ -49,9 +49,6 @@ class RunDir:
             data = json.dumps(_jsonable(config), indent=2, sort_keys=True).encode()
             atomic_write_bytes(self.path / CONFIG_FILE, data)
 
-    def load_config(self) -> dict:
-        return json.loads((self.path / CONFIG_FILE).read_text())
-
     def log_metrics(self, step: int | None = None, **metrics: Any) -> None:
         """Append one JSON line with a wall-clock time stamp."""
         if not self.enabled:

@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import UserError
 from . import sources
 from .catalog import IMAGE_SETS, TEXT_SETS, DataWarning, unknown_name_error
-from .splits import SEED, stable_hash, stratified_split
+from .splits import SEED, stratified_split
 
 IMAGE_TEST_FRACTION = 0.2
 ACCEPTED_FORMATS = ("PNG", "JPEG")

@@ -23,7 +23,6 @@ _EXPORTS = {
     "predict_x0_from_v": ".parameterization",
     "GaussianDiffusion": ".process",
     "LossType": ".process",
-    "ModelMeanType": ".process",
     "Prediction": ".process",
     "VarianceType": ".process",
     "DDIMSampler": ".samplers",

@@ -20,11 +20,6 @@ from diffprompt.errors import UserError
 PREDICTIONS = ("eps", "x0", "v")
 
 
-def diffuse(x0: torch.Tensor, eps: torch.Tensor, alpha, sigma) -> torch.Tensor:
-    """x_t = alpha * x0 + sigma * eps."""
-    return alpha * x0 + sigma * eps
-
-
 def predict_x0_from_eps(x_t: torch.Tensor, eps: torch.Tensor, alpha, sigma) -> torch.Tensor:
     """x0 = (x_t - sigma * eps) / alpha."""
     return (x_t - sigma * eps) / alpha

@@ -42,9 +42,6 @@ class Prediction(str, Enum):
     V = "v"
 
 
-ModelMeanType = Prediction  # improved-diffusion's name for the same choice
-
-
 class VarianceType(str, Enum):
     """The reverse-process variance Sigma_t.
 
