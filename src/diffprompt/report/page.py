@@ -19,8 +19,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .rundir import CONFIG_FILE, DONE_FILE, METRICS_FILE
+from ..errors import UserError
+from ..rundir import CONFIG_FILE, DONE_FILE, METRICS_FILE
 
 # Pictures shown first, in this order, with captions; any other picture follows.
 PICTURES = {
@@ -296,7 +296,7 @@ def render_report(run_dirs: list[str | Path], out: str | Path | None = None, all
             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
             f"<p class='muted'>Runs: {', '.join(html.escape(str(p)) for p in paths)}. Self-contained: "
             f"every picture is inlined and every number is read from the runs' JSON files.</p>{body}</body></html>")
-    from .checkpoint import atomic_write_bytes
+    from ..checkpoint import atomic_write_bytes
 
     atomic_write_bytes(out, page.encode("utf-8"))
     return out
@@ -309,7 +309,7 @@ def _cmd_report(args) -> int:
 
 
 def register(sub) -> None:
-    from .cli import HelpFormatter
+    from ..cli import HelpFormatter
 
     p = sub.add_parser(
         "report",
