@@ -22,7 +22,7 @@ from diffprompt.diffusion import (
     predict_x0_from_v,
 )
 from diffprompt.diffusion.gaussian import log_normal_cdf_difference, mean_flat, standard_normal_cdf
-from diffprompt.diffusion.samplers import evenly_spaced_timesteps
+from diffprompt.diffusion.samplers import spaced_timesteps
 from diffprompt.errors import UserError
 
 LN2 = math.log(2.0)
@@ -517,9 +517,9 @@ def test_sampling_is_deterministic_given_a_generator_and_returns_chains():
 
 
 def test_ddim_timesteps_are_evenly_spaced_and_include_both_ends():
-    assert evenly_spaced_timesteps(1000, 1) == [999]
-    assert evenly_spaced_timesteps(10, 10) == list(range(9, -1, -1))
-    ts = evenly_spaced_timesteps(1000, 50)
+    assert spaced_timesteps(1000, 1) == [999]
+    assert spaced_timesteps(10, 10) == list(range(9, -1, -1))
+    ts = spaced_timesteps(1000, 50)
     assert ts[0] == 999 and ts[-1] == 0 and len(set(ts)) == 50 and ts == sorted(ts, reverse=True)
     gaps = [a - b for a, b in zip(ts, ts[1:])]
     assert max(gaps) - min(gaps) <= 1

@@ -1,28 +1,36 @@
 """Sampling loops for `GaussianDiffusion`, separate and swappable (diffusers-style).
 
 A `Sampler` says which timesteps it visits (`timesteps(T)`, high to low) and how to take one step
-(`step(...)` -> (x_prev, pred_x0)); `sample_loop` runs any sampler. Two are built in:
+(`step(...)` -> (x_prev, pred_x0)); `sample_loop` runs any sampler. Three are built in:
 
 - `DDPMSampler` ("ddpm"): Ho et al.'s ancestral sampler over all T steps,
   x_{t-1} = mu_theta(x_t, t) + Sigma_t^{1/2} z, with no noise at t = 0.
-- `DDIMSampler` ("ddim", Song et al. 2021): `steps` (None: all T) indices evenly spaced over [0, T-1], both ends
-  included (diffusers' "linspace" spacing: round(linspace(0, T-1, steps))), so the chain starts at
-  t = T-1 from pure noise and its last step, from t = 0, lands on x0 (alpha-bar = 1). Update:
+- `DDIMSampler` ("ddim", Song et al. 2021): `steps` indices spaced over [0, T-1] (see
+  `spaced_timesteps`); its last step lands on x0 (alpha-bar = 1). Update:
   x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - s^2) eps_hat + s z,
   s = eta * sqrt((1 - ab_prev) / (1 - ab_t)) * sqrt(1 - ab_t / ab_prev).
   eta = 0 is deterministic; eta = 1 with steps = T is the DDPM sampler with fixed_small variance.
-  The DDIM coefficients are computed in float64 from the schedule.
+- `DPMSolverPPSampler` ("dpm++2m", Lu et al. 2022, DPM-Solver++(2M)): the multistep second-order
+  solver of the diffusion ODE in data-prediction form, with a first-order first and last step.
+  With half log-SNR lambda = log(alpha / sigma), h = lambda_t - lambda_s and r = h_prev / h:
+  x_t = (sigma_t / sigma_s) x_s + alpha_t (1 - e^{-h}) (x0_s + (x0_s - x0_prev) / (2 r)).
+  Its first-order form (no history term) is DDIM with eta = 0.
 
-All randomness comes from the `generator` when one is given.
+Timestep spacings follow diffusers' names: "linspace", "leading", "trailing". Coefficients are
+computed in float64 from the schedule. All randomness comes from the `generator` when one is given.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from diffprompt.errors import UserError
+
+SPACINGS = ("linspace", "leading", "trailing")
+
 
 class Sampler:
     """Base class: subclasses define `timesteps(T)` and `step(...)`."""
@@ -83,17 +91,18 @@ class DDPMSampler(Sampler):
 
 
 class DDIMSampler(Sampler):
-    """DDIM over `steps` evenly spaced indices (T-1 and 0 included) with stochasticity `eta`."""
+    """DDIM over `steps` spaced indices (see `spaced_timesteps`) with stochasticity `eta`."""
 
     name = "ddim"
 
-    def __init__(self, steps: int | None = None, eta: float = 0.0):
+    def __init__(self, steps: int | None = None, eta: float = 0.0, spacing: str = "linspace"):
         self.steps = steps
         self.eta = _check_eta(eta)
+        self.spacing = _check_spacing(spacing)
 
     def timesteps(self, T: int) -> list[int]:
         steps = T if self.steps is None else _check_steps(self.steps, T, "ddim")  # None: all T, as ddpm
-        return evenly_spaced_timesteps(T, steps)
+        return _distinct(spaced_timesteps(T, steps, self.spacing), "ddim", steps, self.spacing)
 
     def step(self, diffusion, model, x_t, t, t_prev, generator=None, clip_denoised=True, model_kwargs=None):
         t_vec = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
@@ -110,25 +119,99 @@ class DDIMSampler(Sampler):
         return x_prev, out["pred_x0"]
 
 
+class DPMSolverPPSampler(Sampler):
+    """DPM-Solver++(2M): multistep, data prediction, first order at the first and the last step.
+
+    The timesteps are diffusers' `DPMSolverMultistepScheduler`'s for the same spacing: `steps`
+    indices above 0, then one last step to sigma = 0, which returns the model's x0 estimate.
+    `order=1` drops the history term (= DDIM, eta = 0). The sampler remembers the previous step's
+    (lambda, x0); a step whose t is not the previous step's t_prev starts a new chain.
+    """
+
+    name = "dpm++2m"
+
+    def __init__(self, steps: int = 20, spacing: str = "linspace", order: int = 2):
+        if order not in (1, 2):
+            raise UserError(f"DPM-Solver++ order must be 1 or 2, got {order!r}")
+        self.steps, self.spacing, self.order = steps, _check_spacing(spacing), order
+        self._history: tuple[int, float, torch.Tensor] | None = None  # (next t, lambda, x0)
+
+    def timesteps(self, T: int) -> list[int]:
+        steps = _check_steps(T if self.steps is None else self.steps, T, "dpm++2m")
+        if self.spacing == "trailing":
+            ts = spaced_timesteps(T, steps, "trailing")
+        else:  # steps + 1 points, the last (t = 0) replaced by the final step to sigma = 0
+            ts = spaced_timesteps(T, steps + 1, self.spacing)[:-1]
+        return _distinct(ts, "dpm++2m", steps, self.spacing)
+
+    def step(self, diffusion, model, x_t, t, t_prev, generator=None, clip_denoised=True, model_kwargs=None):
+        t_vec = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
+        x0 = diffusion.p_mean_variance(model, x_t, t_vec, clip_denoised, model_kwargs)["pred_x0"]
+        history, self._history = self._history, None
+        if t_prev < 0:  # sigma = 0: the first-order update is x0 itself
+            return x0, x0
+        ab = diffusion.schedule.alphas_cumprod  # float64
+        (alpha_s, sigma_s, lam_s), (alpha_t, sigma_t, lam_t) = _half_log_snr(ab[t]), _half_log_snr(ab[t_prev])
+        h = lam_t - lam_s
+        d = x0
+        if self.order == 2 and history is not None and history[0] == t:
+            _, lam_prev, x0_prev = history
+            r = (lam_s - lam_prev) / h
+            d = x0 + (x0 - x0_prev) / (2.0 * r)
+        self._history = (t_prev, lam_s, x0)
+        x_prev = (sigma_t / sigma_s) * x_t + alpha_t * (-math.expm1(-h)) * d
+        return x_prev, x0
+
+
+def _half_log_snr(alpha_bar) -> tuple[float, float, float]:
+    """(alpha, sigma, lambda = log(alpha / sigma)) for one alpha-bar."""
+    ab = float(alpha_bar)
+    alpha, sigma = math.sqrt(ab), math.sqrt(1.0 - ab)
+    return alpha, sigma, math.log(alpha) - math.log(sigma)
+
+
 def ddim_sigma(ab_t: float, ab_prev: float, eta: float) -> float:
     """DDIM's noise scale sigma_t(eta) = eta * sqrt((1 - ab_prev)/(1 - ab_t)) * sqrt(1 - ab_t/ab_prev)."""
     return eta * math.sqrt((1.0 - ab_prev) / (1.0 - ab_t)) * math.sqrt(max(1.0 - ab_t / ab_prev, 0.0))
 
 
-def evenly_spaced_timesteps(T: int, steps: int) -> list[int]:
-    """round(linspace(0, T-1, steps)), high to low: T-1 first, 0 last (for steps >= 2), all distinct."""
-    if steps == 1:
-        return [T - 1]
-    return [round(i * (T - 1) / (steps - 1)) for i in range(steps - 1, -1, -1)]
+def spaced_timesteps(T: int, n: int, spacing: str = "linspace") -> list[int]:
+    """`n` of the indices 0..T-1, high to low, spaced as diffusers' `DDIMScheduler` does.
+
+    linspace: round(linspace(0, T-1, n)), both ends included (n = 1: [T-1]);
+    leading:  k * (T // n) for k < n, so 0 is included and T-1 usually not;
+    trailing: round(T - k * T / n) - 1 for k < n, so T-1 is included and 0 usually not.
+    """
+    spacing = _check_spacing(spacing)
+    if spacing == "linspace":
+        ts = [T - 1] if n == 1 else np.linspace(0, T - 1, n).round()[::-1]
+    elif spacing == "leading":
+        ts = (np.arange(n) * (T // n))[::-1]
+    else:
+        ts = np.arange(T, 0, -T / n).round() - 1
+    return [int(t) for t in ts]
 
 
-SAMPLERS = {"ddpm": DDPMSampler, "ddim": DDIMSampler}
+def _distinct(ts: list[int], sampler: str, steps: int, spacing: str) -> list[int]:
+    if any(a <= b for a, b in zip(ts, ts[1:], strict=False)) or min(ts) < 0:
+        raise UserError(f"{sampler} with {steps} steps and {spacing!r} spacing repeats a timestep; "
+                        "use fewer steps or another spacing")
+    return ts
 
 
-def make_sampler(sampler="ddpm", steps: int | None = None, eta: float = 0.0) -> Sampler:
-    """A `Sampler` from its name ("ddpm" or "ddim"); an instance is returned as is.
+def _check_spacing(spacing: str) -> str:
+    if spacing not in SPACINGS:
+        raise UserError(f"unknown timestep spacing {spacing!r}; choose one of: {', '.join(SPACINGS)}")
+    return spacing
 
-    eta is checked (>= 0) for both, and used by ddim only.
+
+SAMPLERS = {"ddpm": DDPMSampler, "ddim": DDIMSampler, "dpm++2m": DPMSolverPPSampler}
+
+
+def make_sampler(sampler="ddpm", steps: int | None = None, eta: float = 0.0, spacing: str = "linspace") -> Sampler:
+    """A `Sampler` from its name ("ddpm", "ddim" or "dpm++2m"); an instance is returned as is.
+
+    eta is checked (>= 0) for all and used by ddim only; spacing is used by ddim and dpm++2m.
     """
     if isinstance(sampler, Sampler):
         return sampler
@@ -137,7 +220,9 @@ def make_sampler(sampler="ddpm", steps: int | None = None, eta: float = 0.0) -> 
     if key == "ddpm":
         return DDPMSampler(steps)
     if key == "ddim":
-        return DDIMSampler(steps, eta)
+        return DDIMSampler(steps, eta, spacing)
+    if key == "dpm++2m":
+        return DPMSolverPPSampler(steps, spacing)
     raise UserError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
 
 
