@@ -35,7 +35,7 @@ from diffprompt.errors import UserError
 
 IN_CI = bool(os.environ.get("CI") or os.environ.get("DIFFPROMPT_CI"))
 
-# The documented split sizes (docs/readme/data.md): {split: [count per class]}.
+# The documented split sizes (docs/data.md): {split: [count per class]}.
 TEXT_COUNTS = {
     "mr": {"train": [4117, 5634], "dev": [422, 578], "test": [844, 1156]},
     "cr": {"train": [851, 1203], "dev": [122, 172], "test": [243, 344]},

@@ -7,7 +7,7 @@
     test = mr.split("test")
 
 Named sets are listed in IMAGE_SETS / TEXT_SETS (`diffprompt data list`); a folder of images or a
-CSV/TSV/JSONL file works the same way. See docs/readme/data.md for sizes, splits and formats.
+CSV/TSV/JSONL file works the same way. See docs/data.md for sizes, splits and formats.
 """
 
 from .catalog import IMAGE_SETS, TEXT_SETS, DataWarning, DatasetInfo

@@ -31,7 +31,7 @@ examples:
 """
 
 STATS_HELP = """\
-Print the number of examples per split and class (the tables of docs/readme/data.md).
+Print the number of examples per split and class (the tables of docs/data.md).
 Without NAME: every installed named set.
 
 examples:
@@ -120,7 +120,7 @@ def cmd_list(args) -> int:
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-    print("\nSPLITS: train/test for images, train/dev/test for text. Details: docs/readme/data.md")
+    print("\nSPLITS: train/test for images, train/dev/test for text. Details: docs/data.md")
     return 0
 
 

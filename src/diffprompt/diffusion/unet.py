@@ -21,14 +21,11 @@ of the downsampling step). The last convolution of every residual block, the out
 every attention layer, and the final convolution start at zero (Ho et al. and iDDPM do this), so
 the untrained network outputs exactly 0: it predicts eps = 0.
 
-Speed on a CPU (see benchmarks/bench_diffusion_speed.py and docs/readme/diffusion-speed.md):
-the convolutions are the same oneDNN kernels as in any PyTorch U-Net, so the gains come from
-everything around them. Dropout draws its mask 3x more cheaply than F.dropout (`dropout_`); the
-residual adds, the time injection and dropout work in place, and so do the SiLUs when no gradient
-is needed (sampling), saving a large allocation each; attention is `F.scaled_dot_product_attention`
-with one fused q/k/v projection; SiLU(time embedding) is computed once, not once per block; no
-rescaling divisions. The network runs in channels-last layout (NHWC), which makes the attention's
-[B, H*W, C] view free; set `model.memory_format = torch.contiguous_format` for NCHW.
+Around the convolutions the network avoids work a CPU would pay for: a cheaper dropout
+(`dropout_`), in-place adds and activations where autograd allows them, one fused q/k/v
+projection, SiLU(time embedding) once per forward. It runs in channels-last layout (NHWC), which
+makes the attention's [B, H*W, C] view free; set `model.memory_format = torch.contiguous_format`
+for NCHW. What each choice is worth, measured against diffusers: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -74,9 +71,8 @@ class UNetConfig:
         """A named configuration with fields overridden, validated.
 
         - "tiny": 1.1 M parameters, for CPU demos on 28x28 MNIST (3 levels: 28 -> 14 -> 7, widths
-          32/64/64, one res block per level, attention at the lowest resolution): 0.38 GFLOPs per
-          image, about 1 s per training step of 64 images on 2 CPU cores. One block per level
-          rather than Ho et al.'s two: 40 % less compute, so more steps fit in a CPU time budget.
+          32/64/64, one res block per level, attention at the lowest resolution). One block per
+          level rather than Ho et al.'s two, so more steps fit in a CPU time budget.
         - "cifar10": Ho et al.'s CIFAR-10 model, 35.7 M parameters (ch=128, mults (1,2,2,2),
           2 res blocks, attention at 16x16, dropout 0.1), for 32x32x3 images on a GPU.
 

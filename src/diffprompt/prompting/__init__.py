@@ -5,7 +5,7 @@
     clf = PromptClassifier(model, tok, "{x} It was {mask}.", "0:terrible;1:great")
     clf.predict(["a gorgeous, witty film ."])         # tensor([1])
 
-See docs/readme/prompting-core.md for the template language and the scoring rules.
+See docs/prompting.md for the template language and the scoring rules.
 Names are imported on first use, so `diffprompt --help` does not pay for importing torch.
 """
 
