@@ -1,4 +1,4 @@
-"""FID and KID from feature matrices: pure numpy functions, no scipy.
+"""FID, KID and improved precision/recall from feature matrices: pure numpy functions, no scipy.
 
 * Frechet distance between Gaussians fitted to two feature sets (Heusel et al. 2017):
   ||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2)).
@@ -6,7 +6,13 @@
   (S1 S2) is similar to A = S1^(1/2) S2 S1^(1/2), which is symmetric positive semi-definite,
   so tr((S1 S2)^(1/2)) = sum_i sqrt(lambda_i(A)), with S1^(1/2) from an eigendecomposition.
 * KID (Binkowski et al. 2018): the unbiased estimate of the squared MMD with the polynomial
-  kernel k(x, y) = (x.y / d + 1)^3, averaged over random subsets.
+  kernel k(x, y) = (x.y / d + 1)^3, averaged over random subsets. The kernel's 1/d assumes features
+  of order 1 per entry, as Inception's pool features are; ours are divided by the reference set's
+  root-mean-square entry first, so KID reads on the paper's scale whatever the feature network.
+* Improved precision and recall (Kynkaanniemi et al. 2019): each set is approximated by the union
+  of balls around its points with radius the distance to the k-th nearest neighbour in the same
+  set; precision is the share of generated points inside the real manifold, recall the share of
+  real points inside the generated one.
 """
 
 from __future__ import annotations
@@ -79,13 +85,19 @@ def mmd2_unbiased(x, y, degree: int = 3) -> float:
     return float(sxx + syy - 2.0 * kxy.mean())
 
 
-def kid_from_features(features1, features2, num_subsets: int = 50, subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """KID: mean and standard deviation of the unbiased MMD^2 over random subsets.
+def kid_from_features(features1, features2, num_subsets: int = 100, subset_size: int = 1000, seed: int = 0,
+                      rescale: bool = True) -> tuple[float, float]:
+    """KID between samples (`features1`) and the reference (`features2`): mean and standard deviation
+    of the unbiased MMD^2 over random subsets.
 
-    The subset size is capped at the smaller sample; with one subset covering both sets fully
-    the estimate is exact (std 0).
+    With `rescale`, both sets are divided by the reference's root-mean-square entry (see the module
+    docstring). The subset size is capped at the smaller sample; with one subset covering both sets
+    fully the estimate is exact (std 0).
     """
     x, y = _as_features(features1), _as_features(features2)
+    if rescale:
+        scale = np.sqrt(np.mean(y**2))
+        x, y = x / scale, y / scale
     size = int(min(subset_size, x.shape[0], y.shape[0]))
     if size == x.shape[0] == y.shape[0]:
         return mmd2_unbiased(x, y), 0.0
@@ -97,3 +109,38 @@ def kid_from_features(features1, features2, num_subsets: int = 50, subset_size: 
         values.append(mmd2_unbiased(x[ix], y[iy]))
     values = np.asarray(values)
     return float(values.mean()), float(values.std())
+
+
+def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+    return np.maximum(d, 0.0)
+
+
+def knn_radii(x, k: int = 3, chunk: int = 1024) -> np.ndarray:
+    """The distance from each point of x [N, D] to its k-th nearest neighbour in x (itself excluded)."""
+    x = _as_features(x)
+    if not 1 <= k < x.shape[0]:
+        raise ValueError(f"k = {k} needs 1 <= k < the number of points ({x.shape[0]})")
+    radii = np.empty(x.shape[0])
+    for start in range(0, x.shape[0], chunk):
+        d = _squared_distances(x[start:start + chunk], x)
+        radii[start:start + chunk] = np.sqrt(np.partition(d, k, axis=1)[:, k])  # column 0 is the point itself
+    return radii
+
+
+def share_inside(points, centres, radii, chunk: int = 1024) -> float:
+    """The share of `points` that lie in at least one ball (centre_j, radius_j)."""
+    points, centres = _as_features(points), _as_features(centres)
+    inside = 0
+    for start in range(0, points.shape[0], chunk):
+        d = np.sqrt(_squared_distances(points[start:start + chunk], centres))
+        inside += int((d <= radii[None, :]).any(axis=1).sum())
+    return inside / points.shape[0]
+
+
+def precision_recall(real, generated, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall of `generated` against `real` features (k-NN balls)."""
+    real, generated = _as_features(real), _as_features(generated)
+    precision = share_inside(generated, real, knn_radii(real, k))
+    recall = share_inside(real, generated, knn_radii(generated, k))
+    return precision, recall
