@@ -13,11 +13,19 @@ and casts, which keeps sigma accurate where alpha-bar is close to 1).
 
 from __future__ import annotations
 
+from enum import Enum
+
 import torch
 
 from diffprompt.errors import UserError
 
-PREDICTIONS = ("eps", "x0", "v")
+
+class Prediction(str, Enum):
+    """What the network outputs: the noise eps (Ho et al.), x0 itself, or v = alpha*eps - sigma*x0."""
+
+    EPS = "eps"
+    X0 = "x0"
+    V = "v"
 
 
 def predict_x0_from_eps(x_t: torch.Tensor, eps: torch.Tensor, alpha, sigma) -> torch.Tensor:
@@ -45,29 +53,32 @@ def predict_eps_from_v(x_t: torch.Tensor, v: torch.Tensor, alpha, sigma) -> torc
     return sigma * x_t + alpha * v
 
 
-def check_prediction(prediction: str) -> str:
-    """The prediction name, or a UserError listing the known ones."""
-    p = str(getattr(prediction, "value", prediction)).lower()
-    if p not in PREDICTIONS:
-        raise UserError(f"unknown prediction type {prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
-    return p
+def check_prediction(prediction: str | Prediction) -> Prediction:
+    """The `Prediction` a name (or the enum itself) stands for, or a UserError listing the known ones."""
+    try:
+        return Prediction(str(getattr(prediction, "value", prediction)).lower())
+    except ValueError:
+        known = ", ".join(p.value for p in Prediction)
+        raise UserError(f"unknown prediction type {prediction!r}; choose one of: {known}") from None
 
 
-def x0_from_model_output(prediction: str, output: torch.Tensor, x_t: torch.Tensor, alpha, sigma) -> torch.Tensor:
+def x0_from_model_output(prediction: str | Prediction, output: torch.Tensor, x_t: torch.Tensor, alpha,
+                         sigma) -> torch.Tensor:
     """The network's estimate of x0, whatever it predicts (the one path every caller uses)."""
     p = check_prediction(prediction)
-    if p == "eps":
+    if p is Prediction.EPS:
         return predict_x0_from_eps(x_t, output, alpha, sigma)
-    if p == "x0":
+    if p is Prediction.X0:
         return output
     return predict_x0_from_v(x_t, output, alpha, sigma)
 
 
-def training_target(prediction: str, x0: torch.Tensor, eps: torch.Tensor, alpha, sigma) -> torch.Tensor:
+def training_target(prediction: str | Prediction, x0: torch.Tensor, eps: torch.Tensor, alpha,
+                    sigma) -> torch.Tensor:
     """What the network should output for (x0, eps): eps, x0 or v."""
     p = check_prediction(prediction)
-    if p == "eps":
+    if p is Prediction.EPS:
         return eps
-    if p == "x0":
+    if p is Prediction.X0:
         return x0
     return predict_v(x0, eps, alpha, sigma)

@@ -25,23 +25,17 @@ import torch
 from torch import nn
 
 from diffprompt.errors import UserError
+from diffprompt.progress import progress as progress_bar
 
 from .gaussian import discretized_gaussian_log_likelihood, mean_flat, normal_kl
-from .parameterization import predict_eps_from_x0, training_target, x0_from_model_output
+from .parameterization import Prediction, check_prediction, predict_eps_from_x0, training_target, x0_from_model_output
+from .samplers import make_sampler, sample_loop
 from .schedule import NoiseSchedule
 
 LN2 = math.log(2.0)
 
 
-# --- 1. options ------------------------------------------------------------------------------
-class Prediction(str, Enum):
-    """What the network outputs: the noise eps (Ho et al.), x0 itself, or v = alpha*eps - sigma*x0."""
-
-    EPS = "eps"
-    X0 = "x0"
-    V = "v"
-
-
+# --- 1. options (what the network predicts: `Prediction`, in parameterization.py) -------------
 class VarianceType(str, Enum):
     """The reverse-process variance Sigma_t.
 
@@ -64,7 +58,11 @@ class LossType(str, Enum):
     HYBRID = "hybrid"
 
 
-LOSS_WEIGHTINGS = ("none", "min_snr")
+class LossWeighting(str, Enum):
+    """Weight of the MSE per timestep: none (plain L_simple) or min_snr (Hang et al. 2023's Min-SNR-gamma)."""
+
+    NONE = "none"
+    MIN_SNR = "min_snr"
 
 
 def _parse_option(enum_cls, value, what: str):
@@ -125,26 +123,31 @@ class GaussianDiffusion(nn.Module):
         schedule: the betas.
         prediction: "eps" | "x0" | "v", what the network outputs.
         variance: "fixed_small" | "fixed_large" | "learned_range".
+        loss_type: "simple" | "vlb" | "hybrid", the training loss `training_loss` computes by default.
         loss_weighting: "none" (plain MSE on the prediction target: Ho et al.'s L_simple for eps) or
             "min_snr" (Hang et al. 2023: the MSE weighted so that, in x0 terms, the weight is min(SNR, gamma)).
         min_snr_gamma: gamma for "min_snr".
+        vlb_weight: lambda of the hybrid loss (Nichol & Dhariwal use 0.001).
     """
 
     def __init__(self, schedule: NoiseSchedule, prediction: str = "eps", variance: str = "fixed_small",
-                 loss_weighting: str = "none", min_snr_gamma: float = 5.0):
+                 loss_type: str = "simple", loss_weighting: str = "none", min_snr_gamma: float = 5.0,
+                 vlb_weight: float = 0.001):
         super().__init__()
         if not isinstance(schedule, NoiseSchedule):
             raise UserError(f"GaussianDiffusion needs a NoiseSchedule, got {type(schedule).__name__}; "
                             "build one with NoiseSchedule.linear(T) or NoiseSchedule.from_name(name, T)")
         self.schedule = schedule
-        self.prediction = _parse_option(Prediction, prediction, "prediction type")
+        self.prediction = check_prediction(prediction)
         self.variance = _parse_option(VarianceType, variance, "variance type")
-        if str(loss_weighting).lower() not in LOSS_WEIGHTINGS:
-            raise UserError(f"unknown loss weighting {loss_weighting!r}; choose one of: {', '.join(LOSS_WEIGHTINGS)}")
-        self.loss_weighting = str(loss_weighting).lower()
+        self.loss_type = _parse_option(LossType, loss_type, "loss kind")
+        self.loss_weighting = _parse_option(LossWeighting, loss_weighting, "loss weighting")
         if not min_snr_gamma > 0:
             raise UserError(f"min_snr_gamma must be > 0, got {min_snr_gamma}; Hang et al. use 5")
         self.min_snr_gamma = float(min_snr_gamma)
+        if not vlb_weight >= 0:
+            raise UserError(f"vlb_weight must be >= 0, got {vlb_weight}; Nichol & Dhariwal use 0.001")
+        self.vlb_weight = float(vlb_weight)
         for name, value in diffusion_constants(schedule).items():
             self.register_buffer(name, value.to(torch.float32), persistent=False)
 
@@ -164,10 +167,11 @@ class GaussianDiffusion(nn.Module):
         return 2 * channels if self.learns_variance else channels
 
     def to_dict(self) -> dict:
-        """The JSON-able recipe: schedule, prediction, variance, loss weighting."""
+        """The JSON-able recipe, every constructor argument: schedule, prediction, variance, loss."""
         return {"schedule": self.schedule.to_dict(), "prediction": self.prediction.value,
-                "variance": self.variance.value, "loss_weighting": self.loss_weighting,
-                "min_snr_gamma": self.min_snr_gamma}
+                "variance": self.variance.value, "loss_type": self.loss_type.value,
+                "loss_weighting": self.loss_weighting.value, "min_snr_gamma": self.min_snr_gamma,
+                "vlb_weight": self.vlb_weight}
 
     @classmethod
     def from_dict(cls, d: dict) -> "GaussianDiffusion":
@@ -176,7 +180,8 @@ class GaussianDiffusion(nn.Module):
         return cls(schedule, **d)
 
     def extra_repr(self) -> str:
-        return f"{self.schedule!r}, prediction={self.prediction.value}, variance={self.variance.value}"
+        return (f"{self.schedule!r}, prediction={self.prediction.value}, variance={self.variance.value}, "
+                f"loss_type={self.loss_type.value}, loss_weighting={self.loss_weighting.value}")
 
     def _scales(self, t: torch.Tensor, ndim: int):
         """(alpha, sigma) = (sqrt(alpha-bar_t), sqrt(1 - alpha-bar_t)) shaped to broadcast."""
@@ -273,7 +278,7 @@ class GaussianDiffusion(nn.Module):
         t = self._check_t(t, x_t)
         pred, var_values = self.split_model_output(output, x_t)
         alpha, sigma = self._scales(t, x_t.ndim)
-        pred_x0 = x0_from_model_output(self.prediction.value, pred, x_t, alpha, sigma)
+        pred_x0 = x0_from_model_output(self.prediction, pred, x_t, alpha, sigma)
         if clip_denoised:
             pred_x0 = pred_x0.clamp(-1.0, 1.0)
         mean, _, _ = self.q_posterior(pred_x0, x_t, t)
@@ -334,8 +339,6 @@ class GaussianDiffusion(nn.Module):
         """
         if t_batch < 1:
             raise UserError(f"t_batch must be >= 1, got {t_batch}")
-        from diffprompt.progress import progress as progress_bar
-
         B = x0.shape[0]
         vb = torch.zeros(B, self.T, device=x0.device)
         x0_mse = torch.zeros(B, self.T, device=x0.device)
@@ -366,7 +369,7 @@ class GaussianDiffusion(nn.Module):
     # --- 6. training losses --------------------------------------------------------------------
     def mse_weight(self, t: torch.Tensor, ndim: int = 1) -> torch.Tensor:
         """Per-example weight of the MSE term: 1, or Min-SNR-gamma for the prediction type."""
-        if self.loss_weighting == "none":
+        if self.loss_weighting is LossWeighting.NONE:
             return torch.ones_like(t, dtype=torch.float32).reshape(-1, *([1] * (ndim - 1)))
         snr = extract(self.snr, t, ndim)
         clipped = snr.clamp(max=self.min_snr_gamma)
@@ -376,10 +379,12 @@ class GaussianDiffusion(nn.Module):
             return clipped
         return clipped / (snr + 1.0)
 
-    def training_loss(self, model, x0: torch.Tensor, kind: str = "simple", t: torch.Tensor | None = None,
-                      noise: torch.Tensor | None = None, vlb_weight: float = 0.001,
+    def training_loss(self, model, x0: torch.Tensor, kind: str | None = None, t: torch.Tensor | None = None,
+                      noise: torch.Tensor | None = None, vlb_weight: float | None = None,
                       generator: torch.Generator | None = None, model_kwargs: dict | None = None) -> dict:
         """Per-example training losses, each [B]; t ~ Uniform{0..T-1} unless given.
+
+        `kind` and `vlb_weight` default to the process's `loss_type` and `vlb_weight`.
 
         kind="simple": loss = mse, the (weighted) MSE between the network's output and its target
             (eps, x0 or v): Ho et al.'s L_simple.
@@ -390,7 +395,8 @@ class GaussianDiffusion(nn.Module):
             which with this T-scaled vlb equals their T/1000 factor).
         Returns dict(loss, mse, vlb (for vlb/hybrid), t).
         """
-        kind = _parse_option(LossType, kind, "loss kind")
+        kind = self.loss_type if kind is None else _parse_option(LossType, kind, "loss kind")
+        vlb_weight = self.vlb_weight if vlb_weight is None else vlb_weight
         B = x0.shape[0]
         if t is None:
             t = self.sample_timesteps(B, x0.device, generator)
@@ -401,7 +407,7 @@ class GaussianDiffusion(nn.Module):
         output = model(x_t, t, **(model_kwargs or {}))
         pred, var_values = self.split_model_output(output, x_t)
         alpha, sigma = self._scales(t, x0.ndim)
-        target = training_target(self.prediction.value, x0, noise, alpha, sigma)
+        target = training_target(self.prediction, x0, noise, alpha, sigma)
         mse = mean_flat(self.mse_weight(t, x0.ndim) * (pred.float() - target) ** 2)
         terms = {"mse": mse, "t": t}
         if kind is not LossType.SIMPLE:
@@ -421,8 +427,6 @@ class GaussianDiffusion(nn.Module):
     # --- 7. sampling ---------------------------------------------------------------------------
     def sampling_timesteps(self, sampler: str = "ddpm", steps: int | None = None) -> list[int]:
         """The indices t the sampler visits, from high to low (see samplers.py)."""
-        from .samplers import make_sampler
-
         return make_sampler(sampler, steps=steps).timesteps(self.T)
 
     @torch.no_grad()
@@ -440,8 +444,6 @@ class GaussianDiffusion(nn.Module):
         Returns the final x_0; or (x_0, chain) with chain = [x_T, ..., x_0] when return_chain;
         or (x_0, chain, pred_x0s) when return_pred_x0 (chain is then filled as well).
         """
-        from .samplers import make_sampler, sample_loop
-
         s = make_sampler(sampler, steps=steps, eta=eta)
         final, chain, pred_x0s = sample_loop(
             self, model, s, shape, generator=generator, clip_denoised=clip_denoised, progress=progress,
