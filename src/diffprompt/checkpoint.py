@@ -2,7 +2,9 @@
 
 Write to a temporary file in the same folder, fsync it, then `os.replace` it over the
 target. A crash at any point before the rename leaves the previous checkpoint intact.
-Loading never unpickles anything.
+Loading never unpickles anything, so state that is not a tensor goes into the sidecar:
+`flatten_optimizer_state` splits an optimizer's state dict that way, and several parts share
+one file under key prefixes (`with_prefix` / `strip_prefix`).
 """
 
 from __future__ import annotations
@@ -103,6 +105,47 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         except json.JSONDecodeError as e:
             raise UserError(f"checkpoint sidecar {side} is not valid JSON ({e})") from None
     return tensors, meta
+
+
+def with_prefix(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """{prefix + key: tensor}: one part of a checkpoint that holds several."""
+    return {prefix + k: v for k, v in tensors.items()}
+
+
+def strip_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The part of a checkpoint saved under `prefix`, with the prefix taken off its keys."""
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def flatten_optimizer_state(sd: dict) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimizer state dict -> tensors `optim.state.PID.NAME` + JSON for everything else."""
+    import torch  # only here: this module is imported when the CLI starts
+
+    tensors: dict[str, torch.Tensor] = {}
+    other: dict[str, dict[str, Any]] = {}
+    for pid, state in sd["state"].items():
+        for name, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.state.{pid}.{name}"] = value
+            else:
+                other.setdefault(str(pid), {})[name] = value
+    groups = json.loads(json.dumps(sd["param_groups"], default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
+    return tensors, {"param_groups": groups, "other": other}
+
+
+def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict:
+    """The state dict `flatten_optimizer_state` split (other tensors in `tensors` are ignored)."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in strip_prefix(tensors, "optim.state.").items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    for pid, extra in meta.get("other", {}).items():
+        state.setdefault(int(pid), {}).update(extra)
+    groups = [dict(g) for g in meta["param_groups"]]
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    return {"state": state, "param_groups": groups}
 
 
 def check_state_dict_compatible(model_state: dict[str, torch.Tensor], loaded: dict[str, torch.Tensor], what: str = "checkpoint") -> None:

@@ -1,9 +1,16 @@
-"""Seeding every random number generator we use, and making explicit generators."""
+"""Seeding every random number generator we use, explicit generators, and saving their states.
+
+`get_rng_state` returns the global states of Python, numpy and torch as (tensors, JSON): torch's
+states are byte tensors for a safetensors file, Python's and numpy's are lists for its JSON
+sidecar. `set_rng_state` takes them back, after such a round trip too, and every stream continues
+exactly where it was.
+"""
 
 from __future__ import annotations
 
 import os
 import random
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,22 +32,28 @@ def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Gener
     return g
 
 
-def get_rng_state() -> dict:
-    """The global RNG states of Python, numpy and torch, for exact resume."""
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+def get_rng_state(cuda: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The global RNG states as (tensors, JSON-able dict).
+
+    tensors: "torch" (the CPU generator) and, with `cuda`, "cuda" (the current CUDA device's);
+    JSON: "python" and "numpy", their states as lists.
+    """
+    tensors = {"torch": torch.get_rng_state()}
+    if cuda:
+        tensors["cuda"] = torch.cuda.get_rng_state()
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    meta = {"python": [version, list(internal), gauss],
+            "numpy": [name, np.asarray(keys).tolist(), int(pos), int(has_gauss), float(cached)]}
+    return tensors, meta
 
 
-def set_rng_state(state: dict) -> None:
-    """Restore states produced by `get_rng_state`."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any], cuda: bool = False) -> None:
+    """Restore the states `get_rng_state` returned; with `cuda`, the CUDA one too when it was saved."""
+    version, internal, gauss = meta["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = meta["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(tensors["torch"].to(torch.uint8).cpu())
+    if cuda and "cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["cuda"].to(torch.uint8).cpu())
