@@ -96,6 +96,13 @@ class ImageDataset:
         return np.bincount(self.labels, minlength=len(self.class_names)).tolist()
 
 
+def random_subset(images: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """`n` images drawn without replacement (seeded), kept in stored order: splits are stored
+    class by class, so the first `n` would all be one class."""
+    idx = np.random.default_rng(seed).permutation(len(images))[: min(n, len(images))]
+    return images[np.sort(idx)]
+
+
 # ----------------------------------------------------------------------------------------------
 # Named sets. Decoded arrays are cached in memory (read-only); every dataset gets its own copy.
 

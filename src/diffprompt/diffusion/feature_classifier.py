@@ -23,7 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import load_checkpoint, save_checkpoint
+from ..data import load_images
 from ..progress import log
+from .pixels import images_to_tensor
 
 CACHE_VERSION = 2
 
@@ -60,17 +62,6 @@ class FeatureCNN(nn.Module):
         return self.head(self.features(x))
 
 
-def images_to_input(images) -> torch.Tensor:
-    """uint8 [N, H, W, C] (numpy or torch) -> float [N, C, H, W] in [-1, 1]; float input passes through."""
-    if isinstance(images, np.ndarray):
-        images = torch.from_numpy(images)
-    if images.dtype == torch.uint8:
-        if images.ndim == 3:
-            images = images[..., None]
-        return images.permute(0, 3, 1, 2).float().div(127.5).sub(1.0).contiguous()
-    return images.float()
-
-
 @dataclass
 class FeatureClassifier:
     """A trained `FeatureCNN` with what it was trained on."""
@@ -86,7 +77,7 @@ class FeatureClassifier:
     def run(self, images, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
         """Features [N, D] and class probabilities [N, K] for images (uint8 NHWC or float NCHW in [-1, 1])."""
         self.model.eval()
-        x = images_to_input(images)
+        x = images_to_tensor(images)
         device = next(self.model.parameters()).device
         feats, probs = [], []
         for i in range(0, x.shape[0], batch_size):
@@ -113,7 +104,7 @@ def train_classifier(train_images, train_labels, test_images, test_labels, num_c
                      device: str | torch.device = "cpu") -> tuple[FeatureCNN, float]:
     """Train a `FeatureCNN` with AdamW and a cosine learning rate; return it and its test accuracy."""
     g = torch.Generator().manual_seed(seed)
-    x = images_to_input(train_images)
+    x = images_to_tensor(train_images)
     y = torch.as_tensor(np.asarray(train_labels), dtype=torch.long)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -149,8 +140,6 @@ def load_or_train(dataset: str, seed: int = 0, device: str | torch.device = "cpu
     `data` may pass an already loaded `ImageDataset` (with `.split("train")`/`.split("test")`).
     """
     if data is None:
-        from ..data import load_images
-
         data = load_images(dataset)
     train, test = data.split("train"), data.split("test")
     shape = tuple(train.images.shape[1:])

@@ -9,36 +9,24 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
 from ..checkpoint import atomic_write_bytes
-
-
-def to_uint8(images) -> np.ndarray:
-    """uint8 [N, H, W, C] from uint8 NHWC (numpy/torch) or float NCHW in [-1, 1]."""
-    if isinstance(images, torch.Tensor):
-        if images.dtype == torch.uint8:
-            images = images.cpu().numpy()
-        else:
-            x = ((images.detach().float().cpu().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
-            return x.permute(0, 2, 3, 1).numpy()
-    images = np.asarray(images)
-    if images.dtype != np.uint8:
-        raise ValueError(f"expected uint8 images or a float tensor in [-1, 1], got {images.dtype}")
-    if images.ndim == 3:
-        images = images[..., None]
-    return images
+from ..seeding import make_generator
+from .pixels import tensor_to_images
 
 
 def grid_array(images, nrow: int | None = None, pad: int = 2, pad_value: int = 255) -> np.ndarray:
     """Tile images [N, H, W, C] into one uint8 array, `nrow` images per row (default: square)."""
-    x = to_uint8(images)
+    x = tensor_to_images(images)
     n, h, w, c = x.shape
     nrow = nrow or max(1, int(math.ceil(math.sqrt(n))))
     rows = int(math.ceil(n / nrow))
@@ -58,8 +46,6 @@ def grid_image(images, nrow: int | None = None, scale: int = 2, pad: int = 2) ->
 
 
 def _save_png(img: Image.Image, path: str | Path) -> Path:
-    import io
-
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
     atomic_write_bytes(path, buf.getvalue())
@@ -130,8 +116,6 @@ def reverse_chain(diffusion, model, n: int, shape: tuple[int, int, int], sampler
 def save_gif(frames: Sequence[torch.Tensor], path: str | Path, nrow: int | None = None, scale: int = 3,
              duration_ms: int = 80, hold_last_ms: int = 1500) -> Path:
     """An animated GIF, one grid per frame (the last one held longer)."""
-    import io
-
     images = [grid_image(f, nrow=nrow, scale=scale).convert("P") for f in frames]
     durations = [duration_ms] * (len(images) - 1) + [hold_last_ms]
     buf = io.BytesIO()
@@ -144,8 +128,6 @@ def write_visualizations(model, diffusion, out_dir: str | Path, x0: torch.Tensor
                          steps: int | None = None, eta: float = 0.0, frames: int = 10, gif_frames: int = 40,
                          seed: int = 0, device=None) -> dict[str, str]:
     """Write forward.png, reverse.png, reverse.gif and pred_x0.png into `out_dir`; return their paths."""
-    from ..seeding import make_generator
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = device or x0.device
@@ -169,19 +151,16 @@ def write_visualizations(model, diffusion, out_dir: str | Path, x0: torch.Tensor
 
 
 def plot_loss(metrics: list[dict], path: str | Path, key: str = "loss") -> Path | None:
-    """The loss curve from metrics.jsonl records (step on x, log-scale loss on y)."""
-    import io
+    """The loss curve from metrics.jsonl records (step on x, log-scale loss on y).
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    A bare `Figure` (no pyplot) renders with Agg and leaves matplotlib's global state alone.
+    """
     pts = [(m["step"], m[key]) for m in metrics if "step" in m and key in m and m[key] is not None]
     if not pts:
         return None
     steps, values = zip(*pts)
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.subplots()
     ax.plot(steps, values, lw=1.2)
     ax.set_xlabel("step")
     ax.set_ylabel(key)
@@ -192,6 +171,5 @@ def plot_loss(metrics: list[dict], path: str | Path, key: str = "loss") -> Path 
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
