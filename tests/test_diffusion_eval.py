@@ -154,7 +154,8 @@ def test_evaluate_writes_json_and_markdown(tiny_run, cache_dir, monkeypatch):
 
 
 def test_evaluate_rejects_bad_samplers_before_sampling(tiny_run):
-    from diffprompt.diffusion.evaluation import evaluate, parse_sampler_spec
+    from diffprompt.diffusion.evaluation import evaluate
+    from diffprompt.diffusion.generate import parse_sampler_spec
 
     with pytest.raises(UserError, match="cannot exceed"):
         evaluate(tiny_run, samplers="ddim:50", n_samples=4, nll_images=0, data=bars(), device="cpu")
@@ -179,7 +180,8 @@ def test_grid_layout():
 
 
 def test_visualizations_are_written(tiny_run, tmp_path):
-    from diffprompt.diffusion.training import images_to_tensor, load_model
+    from diffprompt.diffusion.checkpoints import load_model
+    from diffprompt.diffusion.pixels import images_to_tensor
     from diffprompt.diffusion.visualize import write_visualizations
 
     model, diffusion, _ = load_model(tiny_run)

@@ -14,16 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from diffprompt.checkpoint import load_checkpoint
+from diffprompt.checkpoint import flatten_optimizer_state, load_checkpoint, unflatten_optimizer_state
 from diffprompt.data.images import ImageDataset
+from diffprompt.diffusion.checkpoints import load_model, read_run_config
 from diffprompt.diffusion.config import TrainConfig, resolve_config
 from diffprompt.diffusion.ema import EMA
-from diffprompt.diffusion.training import (
-    flatten_optimizer_state,
-    read_run_config,
-    train,
-    unflatten_optimizer_state,
-)
+from diffprompt.diffusion.training import train
 from diffprompt.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,6 +97,29 @@ def test_resume_with_another_model_config_names_the_keys(tmp_path):
         train(cfg, resume=run, data=data)
     with pytest.raises(UserError, match="already holds a training run"):
         train(resolve_config(sets=TINY8, steps=2, batch_size=8), out=run, data=data)
+
+
+def test_checkpoints_keep_the_full_diffusion_spec(tmp_path):
+    data = synthetic_data()
+    sets = TINY8 + ["schedule=cosine", "prediction=v", "variance=learned_range", "loss=hybrid",
+                    "loss_weighting=min_snr", "min_snr_gamma=3", "vlb_weight=0.01"]
+    run = train(resolve_config(sets=sets, steps=2, batch_size=8), out=tmp_path / "spec", data=data)
+    trained = resolve_config(sets=sets).make_diffusion().to_dict()
+    assert trained["loss_weighting"] == "min_snr" and trained["min_snr_gamma"] == 3.0
+    for path in (run, run / "last.safetensors"):
+        _, diffusion, meta = load_model(path)
+        assert diffusion.to_dict() == trained and meta["diffusion"] == trained
+    assert (diffusion.loss_type.value, diffusion.loss_weighting.value, diffusion.vlb_weight) == ("hybrid", "min_snr", 0.01)
+    # a sidecar from before the full spec (schedule name and timesteps only) loads with the defaults
+    side = run / "model.json"
+    meta = json.loads(side.read_text())
+    meta["diffusion"] = {"schedule": "cosine", "timesteps": 20, "prediction": "v", "variance": "learned_range"}
+    side.write_text(json.dumps(meta))
+    _, old, _ = load_model(run)
+    assert old.schedule.to_dict() == {"name": "cosine", "s": 0.008, "T": 20} and old.prediction.value == "v"
+    assert (old.loss_type.value, old.loss_weighting.value) == ("hybrid", "none")  # the loss from the saved config
+    _, shipped, _ = load_model(ROOT / "src" / "diffprompt" / "assets" / "ddpm-tiny-mnist5k.safetensors")
+    assert shipped.T == 1000 and shipped.to_dict()["loss_weighting"] == "none" and shipped.loss_type.value == "simple"
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -184,16 +203,17 @@ DIST_SCRIPT = textwrap.dedent("""
     import numpy as np
     import torch
     torch.set_num_threads(1)
+    import diffprompt.diffusion.checkpoints as ck
     import diffprompt.diffusion.training as tr
     from diffprompt.data.images import ImageDataset
     from diffprompt.diffusion.config import resolve_config
 
     calls = []
-    real_save = tr.save_checkpoint
+    real_save = ck.save_checkpoint
     def spy(path, *a, **k):
         calls.append(str(path))
         return real_save(path, *a, **k)
-    tr.save_checkpoint = spy
+    ck.save_checkpoint = spy
 
     rng = np.random.default_rng(0)
     n = 32

@@ -77,6 +77,11 @@ class RunDir:
         if self.enabled:
             atomic_write_bytes(self.path / DONE_FILE, time.strftime("%Y-%m-%dT%H:%M:%S").encode())
 
+    def mark_not_done(self) -> None:
+        """Take the mark away again (a resumed run is in progress)."""
+        if self.enabled:
+            (self.path / DONE_FILE).unlink(missing_ok=True)
+
     @property
     def done(self) -> bool:
         return (self.path / DONE_FILE).exists()

@@ -21,9 +21,10 @@ _EXPORTS = {
     "predict_v": ".parameterization",
     "predict_x0_from_eps": ".parameterization",
     "predict_x0_from_v": ".parameterization",
+    "Prediction": ".parameterization",
     "GaussianDiffusion": ".process",
     "LossType": ".process",
-    "Prediction": ".process",
+    "LossWeighting": ".process",
     "VarianceType": ".process",
     "DDIMSampler": ".samplers",
     "DDPMSampler": ".samplers",
@@ -33,7 +34,7 @@ _EXPORTS = {
     "UNetConfig": ".unet",
     "TrainConfig": ".config",
     "train": ".training",
-    "load_model": ".training",
+    "load_model": ".checkpoints",
     "evaluate": ".evaluation",
 }
 __all__ = sorted(_EXPORTS)

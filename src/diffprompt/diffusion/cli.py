@@ -118,126 +118,87 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_visualize)
 
 
-def _check_sampling_args(steps, eta, n=None) -> None:
-    if eta is not None and eta < 0:
-        raise UserError(f"--eta must be >= 0 (0 = deterministic DDIM, 1 = DDPM-like), got {eta}")
-    if steps is not None and steps < 1:
-        raise UserError(f"--steps must be >= 1, got {steps}")
-    if n is not None and n < 1:
-        raise UserError(f"--n must be >= 1, got {n}")
+# The handlers import the library when they run: `diffprompt --help` must not import torch.
 
 
 def cmd_train(args) -> int:
+    from .checkpoints import read_run_config
     from .config import resolve_config
-    from .training import read_run_config, train
+    from .training import train
 
     flags = {k: getattr(args, k) for k in ("dataset", "unet_preset", "steps", "batch_size", "lr", "seed", "device",
                                            "mixed_precision", "ckpt_every", "hflip", "time_budget_s")}
     if args.resume:
         if args.config:
             raise UserError("--resume continues a run with its saved config; drop --config (use --set/flags to change e.g. --steps)")
-        base = read_run_config(args.resume)
-        cfg = resolve_config(sets=args.sets, base=base, **flags)
+        cfg = resolve_config(sets=args.sets, base=read_run_config(args.resume), **flags)
         train(cfg, resume=args.resume)
     else:
-        cfg = resolve_config(args.config, args.sets, **flags)
-        train(cfg, out=args.out)
+        train(resolve_config(args.config, args.sets, **flags), out=args.out)
     return 0
 
 
-def _steps_for(sampler: str, steps):
+def _default_steps(sampler: str, steps: int | None) -> int | None:
     return steps if steps is not None else (50 if sampler == "ddim" else None)
 
 
-def _validate_sampler(diffusion, sampler: str, steps, eta) -> None:
-    from .samplers import make_sampler
-
-    make_sampler(sampler, steps=steps, eta=eta).timesteps(diffusion.T)
-
-
 def cmd_sample(args) -> int:
-    import numpy as np
-
     from ..device import choose_device
     from ..progress import log
-    from ..seeding import make_generator
-    from .training import load_model, tensor_to_images
-    from .visualize import save_grid
+    from .checkpoints import load_model
+    from .generate import generate, save_samples
 
-    _check_sampling_args(args.steps, args.eta, args.n)
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix.lower() not in (".png", ".npz"):
         raise UserError(f"--out must end in .png (a grid) or .npz (uint8 images), got {out}")
     device = choose_device(args.device)
-    model, diffusion, meta = load_model(args.path, device)
-    steps = _steps_for(args.sampler, args.steps)
-    _validate_sampler(diffusion, args.sampler, steps, args.eta)
-    u = meta["unet"]
-    shape = (u["in_channels"], u["image_size"], u["image_size"])
-    g = make_generator(args.seed, device)
-    batches = []
-    import time
-
-    t0 = time.perf_counter()
-    for start in range(0, args.n, args.batch_size):
-        b = min(args.batch_size, args.n - start)
-        batches.append(diffusion.sample(model, (b, *shape), sampler=args.sampler, steps=steps, eta=args.eta,
-                                        generator=g, device=device, progress=True).cpu())
-    seconds = time.perf_counter() - t0
-    import torch
-
-    x = torch.cat(batches)
+    model, diffusion, _ = load_model(args.path, device)
+    steps = _default_steps(args.sampler, args.steps)
+    shape = (model.config.in_channels, model.config.image_size, model.config.image_size)
+    x, seconds = generate(model, diffusion, args.n, shape, args.sampler, steps, args.eta, args.seed, args.batch_size, device)
+    steps = steps or diffusion.T
     if out is None:
-        base = Path(args.path) if Path(args.path).is_dir() else Path(".")
-        out = base / f"samples-{args.sampler}-{steps or diffusion.T}.png"
-    if out.suffix.lower() == ".npz":
-        import io
-
-        from ..checkpoint import atomic_write_bytes
-
-        buf = io.BytesIO()
-        np.savez_compressed(buf, images=tensor_to_images(x), sampler=args.sampler, steps=steps or diffusion.T,
-                            eta=args.eta, seed=args.seed)
-        atomic_write_bytes(out, buf.getvalue())
-    else:
-        save_grid(x, out)
-    log(f"{args.n} samples ({args.sampler}, {steps or diffusion.T} steps, {seconds / args.n * 1000:.1f} ms/image) -> {out}")
+        out = (Path(args.path) if Path(args.path).is_dir() else Path(".")) / f"samples-{args.sampler}-{steps}.png"
+    save_samples(x, out, sampler=args.sampler, steps=steps, eta=args.eta, seed=args.seed)
+    log(f"{args.n} samples ({args.sampler}, {steps} steps, {seconds / args.n * 1000:.1f} ms/image) -> {out}")
     print(out)
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluation import evaluate
+    from .evaluation import evaluate, render_markdown
 
     res = evaluate(args.path, samplers=args.samplers, n_samples=args.n_samples, nll_images=args.nll_images,
                    batch_size=args.batch_size, seed=args.seed, device=args.device, dataset=args.dataset, out=args.out)
-    from .evaluation import render_markdown
-
     print(render_markdown(res))
     return 0
 
 
 def cmd_visualize(args) -> int:
     from ..data import load_images
+    from ..data.images import random_subset
     from ..device import choose_device
     from ..progress import log
-    from .training import images_to_tensor, load_model, random_subset
+    from .checkpoints import load_model
+    from .generate import check_sampler
+    from .pixels import images_to_tensor
     from .visualize import write_visualizations
 
-    _check_sampling_args(args.steps, args.eta, args.n)
+    if args.n < 1:
+        raise UserError(f"--n must be >= 1, got {args.n}")
     device = choose_device(args.device)
     model, diffusion, meta = load_model(args.path, device)
-    steps = _steps_for(args.sampler, args.steps)
-    _validate_sampler(diffusion, args.sampler, steps, args.eta)
+    steps = _default_steps(args.sampler, args.steps)
+    check_sampler(diffusion, args.sampler, steps, args.eta)
     dataset = args.dataset or meta.get("dataset")
     if not dataset:
         raise UserError("the checkpoint does not name its data set; pass --dataset NAME")
     data = load_images(dataset)
     try:
         images = data.split("test").images
-    except Exception:
+    except UserError:  # a data set without a test split shows all its images
         images = data.images
-    x0 = images_to_tensor(random_subset(images, args.n, getattr(args, 'seed', 0) or 0))
+    x0 = images_to_tensor(random_subset(images, args.n, args.seed))
     out = Path(args.out) if args.out else (Path(args.path) if Path(args.path).is_dir() else Path(args.path).parent)
     paths = write_visualizations(model, diffusion, out, x0.to(device), n=args.n, sampler=args.sampler, steps=steps,
                                  eta=args.eta, frames=args.frames, seed=args.seed, device=device)

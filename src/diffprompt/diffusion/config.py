@@ -31,13 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from .parameterization import Prediction
+from .process import GaussianDiffusion, LossType, LossWeighting, VarianceType
+from .samplers import SAMPLERS
+from .schedule import SCHEDULES, NoiseSchedule
+from .unet import UNetConfig
 
-SCHEDULES = ("linear", "cosine")
-PREDICTIONS = ("eps", "x0", "v")
-VARIANCES = ("fixed_small", "fixed_large", "learned_range")
-LOSSES = ("simple", "vlb", "hybrid")
 MIXED_PRECISION = ("no", "fp16", "bf16")
-SAMPLERS = ("ddpm", "ddim")
 
 
 @dataclass
@@ -50,12 +50,15 @@ class TrainConfig:
     # model
     unet_preset: str = "tiny"         # `UNetConfig.preset` name
     model: dict = field(default_factory=dict)  # UNetConfig overrides, e.g. {"base_channels": 32}
-    # diffusion
+    # diffusion: what `GaussianDiffusion` takes (see process.py)
     schedule: str = "linear"
     timesteps: int = 1000
     prediction: str = "eps"
     variance: str = "fixed_small"
-    loss: str = "simple"
+    loss: str = "simple"              # GaussianDiffusion's loss_type: simple, vlb or hybrid
+    loss_weighting: str = "none"      # none or min_snr
+    min_snr_gamma: float = 5.0
+    vlb_weight: float = 0.001         # lambda of the hybrid loss
     # optimisation
     steps: int = 200
     batch_size: int = 32              # global batch (split across processes)
@@ -80,14 +83,16 @@ class TrainConfig:
     time_budget_s: float = 0.0        # >0: stop early once this many seconds of training passed
 
     def validate(self) -> "TrainConfig":
-        def choose(name: str, value: str, options: tuple[str, ...]) -> None:
+        def choose(name: str, value: str, options) -> None:
+            options = [getattr(o, "value", o) for o in options]
             if value not in options:
                 raise UserError(f"unknown {name} {value!r}; choose one of: {', '.join(options)}")
 
         choose("schedule", self.schedule, SCHEDULES)
-        choose("prediction", self.prediction, PREDICTIONS)
-        choose("variance", self.variance, VARIANCES)
-        choose("loss", self.loss, LOSSES)
+        choose("prediction", self.prediction, Prediction)
+        choose("variance", self.variance, VarianceType)
+        choose("loss", self.loss, LossType)
+        choose("loss weighting", self.loss_weighting, LossWeighting)
         choose("mixed precision", self.mixed_precision, MIXED_PRECISION)
         choose("sampler", self.sample_sampler, SAMPLERS)
         for name in ("steps", "batch_size", "timesteps"):
@@ -101,7 +106,23 @@ class TrainConfig:
             raise UserError("warmup_steps, ckpt_every and grad_clip must be >= 0")
         if self.sample_steps < 1 or self.sample_steps > self.timesteps:
             raise UserError(f"sample_steps must be in 1..{self.timesteps} (the number of diffusion steps T), got {self.sample_steps}")
+        self.make_diffusion()  # the process checks its own numbers (min_snr_gamma, vlb_weight, T)
         return self
+
+    def make_diffusion(self) -> GaussianDiffusion:
+        """The `GaussianDiffusion` this run trains."""
+        return GaussianDiffusion(NoiseSchedule.from_name(self.schedule, self.timesteps), prediction=self.prediction,
+                                 variance=self.variance, loss_type=self.loss, loss_weighting=self.loss_weighting,
+                                 min_snr_gamma=self.min_snr_gamma, vlb_weight=self.vlb_weight)
+
+    def make_unet_config(self, channels: int, size: int) -> UNetConfig:
+        """The U-Net for images of `channels` x `size` x `size`: the preset, then the `model` overrides;
+        twice the channels out when the diffusion learns its variance."""
+        overrides = dict(self.model)
+        overrides.setdefault("in_channels", channels)
+        overrides.setdefault("image_size", size)
+        overrides.setdefault("out_channels", self.make_diffusion().model_output_channels(channels))
+        return UNetConfig.preset(self.unet_preset, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -21,47 +21,28 @@ import math
 import os
 import platform
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..checkpoint import atomic_write_bytes
+from ..data import ImageDataset, load_images
+from ..device import choose_device
 from ..errors import UserError
 from ..progress import log, progress
 from ..rundir import RunDir
+from ..seeding import make_generator
+from .checkpoints import load_model
+from .feature_classifier import load_or_train
+from .generate import check_sampler, generate, parse_sampler_spec, sampler_label
 from .metrics import fid_from_features, kid_from_features
+from .pixels import images_to_tensor
+from .visualize import save_grid
 
 CONFIDENCE = 0.9
-
-
-def parse_sampler_spec(spec: str) -> dict[str, Any]:
-    """`ddpm`, `ddpm:STEPS`, `ddim:STEPS`, `ddim:STEPS:ETA` -> dict(sampler, steps, eta, label)."""
-    parts = [p.strip() for p in spec.strip().split(":")]
-    name = parts[0].lower()
-    if name not in ("ddpm", "ddim") or len(parts) > 3:
-        raise UserError(f"unknown sampler spec {spec!r}; use ddpm, ddim:STEPS or ddim:STEPS:ETA (e.g. ddim:50)")
-    steps = eta = None
-    try:
-        if len(parts) > 1 and parts[1]:
-            steps = int(parts[1])
-        if len(parts) > 2:
-            eta = float(parts[2])
-    except ValueError:
-        raise UserError(f"sampler spec {spec!r}: steps must be an integer and eta a number (e.g. ddim:50:0.0)") from None
-    if name == "ddim" and steps is None:
-        raise UserError(f"sampler spec {spec!r} needs a step count, e.g. ddim:50")
-    if eta is not None and eta < 0:
-        raise UserError(f"eta must be >= 0 (0 = deterministic DDIM, 1 = DDPM-like), got {eta}")
-    return {"sampler": name, "steps": steps, "eta": 0.0 if eta is None else eta, "spec": spec.strip()}
-
-
-def sampler_label(s: dict[str, Any], T: int) -> str:
-    steps = s["steps"] or T
-    label = f"{s['sampler'].upper()}-{steps}"
-    if s["sampler"] == "ddim" and s["eta"]:
-        label += f" (eta {s['eta']:g})"
-    return label
 
 
 def machine_info() -> dict[str, Any]:
@@ -78,22 +59,6 @@ def machine_info() -> dict[str, Any]:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
-
-
-@torch.no_grad()
-def generate(model, diffusion, n: int, shape: tuple[int, int, int], sampler: str, steps: int | None, eta: float,
-             seed: int, batch_size: int, device) -> tuple[torch.Tensor, float]:
-    """n samples (float NCHW in [-1, 1], on CPU) and the wall time in seconds."""
-    from ..seeding import make_generator
-
-    g = make_generator(seed, device)
-    out = []
-    t0 = time.perf_counter()
-    for start in progress(range(0, n, batch_size), desc=f"{sampler}-{steps or diffusion.T}"):
-        b = min(batch_size, n - start)
-        out.append(diffusion.sample(model, (b, *shape), sampler=sampler, steps=steps, eta=eta, generator=g,
-                                    device=device).cpu())
-    return torch.cat(out), time.perf_counter() - t0
 
 
 def _class_histogram(probs: np.ndarray, k: int) -> list[int]:
@@ -114,8 +79,6 @@ def _quality(clf, images, ref_feats: np.ndarray, k: int, seed: int, fid_at: tupl
 @torch.no_grad()
 def nll_on_images(model, diffusion, x0: torch.Tensor, batch_size: int, seed: int, device) -> dict[str, Any]:
     """Bits/dim (full bound) on images x0 [N, C, H, W] in [-1, 1], with its terms."""
-    from ..seeding import make_generator
-
     g = make_generator(seed, device)
     totals, priors, decoders = [], [], []
     t0 = time.perf_counter()
@@ -136,16 +99,11 @@ def nll_on_images(model, diffusion, x0: torch.Tensor, batch_size: int, seed: int
 def evaluate(path: str | Path, samplers: list[str] | str = ("ddpm", "ddim:10", "ddim:20", "ddim:50", "ddim:100"),
              n_samples: int = 1000, nll_images: int = 100, batch_size: int = 250, seed: int = 0, device: str = "auto",
              dataset: str | None = None, out: str | Path | None = None, classifier_epochs: int = 8,
-             data=None, fid_at: tuple[int, ...] = ()) -> dict[str, Any]:
+             data: ImageDataset | None = None, fid_at: tuple[int, ...] = ()) -> dict[str, Any]:
     """Evaluate a run folder or checkpoint; write eval.json and eval.md; return the results."""
-    from ..device import choose_device
-    from ..data import load_images
-    from .feature_classifier import load_or_train
-    from .training import images_to_tensor, load_model
-
     if isinstance(samplers, str):
-        samplers = [s for s in samplers.split(",") if s.strip()]
-    specs = [parse_sampler_spec(s) for s in samplers]
+        samplers = samplers.split(",")
+    specs = [parse_sampler_spec(s) for s in samplers if s.strip()]
     if n_samples < 2:
         raise UserError(f"--n-samples must be at least 2 for FID/KID, got {n_samples}")
     if nll_images < 0:
@@ -153,65 +111,75 @@ def evaluate(path: str | Path, samplers: list[str] | str = ("ddpm", "ddim:10", "
     dev = choose_device(device)
     model, diffusion, meta = load_model(path, dev)
     for s in specs:  # fail fast on steps > T or a bad eta, before any sampling
-        from .samplers import make_sampler
-
-        make_sampler(s["sampler"], steps=s["steps"], eta=s["eta"]).timesteps(diffusion.T)
+        check_sampler(diffusion, s["sampler"], s["steps"], s["eta"])
     dataset = dataset or meta.get("dataset")
     if not dataset:
         raise UserError("the checkpoint does not name its data set; pass --dataset NAME")
-    if data is None:
-        data = load_images(dataset)
-    train, test = data.split("train"), data.split("test")
+    data = data if data is not None else load_images(dataset)
+    test = data.split("test")
+    shape = _image_shape(meta, test.images, dataset)
     clf = load_or_train(dataset, seed=0, device=dev, epochs=classifier_epochs, data=data)
-    k = len(clf.class_names) or int(max(train.labels.max(), test.labels.max())) + 1
-    shape = tuple(int(v) for v in (meta["unet"]["in_channels"], meta["unet"]["image_size"], meta["unet"]["image_size"]))
-    if tuple(test.images.shape[1:3]) != shape[1:] or (test.images.shape[3] if test.images.ndim == 4 else 1) != shape[0]:
-        raise UserError(f"the model makes {shape[0]}x{shape[1]}x{shape[2]} images but {dataset} has "
-                        f"{tuple(test.images.shape[1:])}; pass the data set it was trained on with --dataset")
-
     test_feats, test_probs = clf.run(test.images)
-    rng = np.random.default_rng(seed)
-    n_floor = min(n_samples, len(train.images))
-    floor_idx = np.sort(rng.choice(len(train.images), n_floor, replace=False))
-    floor = _quality(clf, train.images[floor_idx], test_feats, k, seed, fid_at)
+    k = len(clf.class_names) or int(max(data.split("train").labels.max(), test.labels.max())) + 1
+    quality = partial(_quality, clf, ref_feats=test_feats, k=k, seed=seed, fid_at=fid_at)
     results: dict[str, Any] = {
         "kind": "diffusion-eval", "checkpoint": meta.get("path"), "dataset": dataset, "step": meta.get("step"),
         "diffusion": meta.get("diffusion"), "n_samples": n_samples, "reference": f"test split ({len(test.images)} images)",
         "classifier": {"test_accuracy": clf.test_accuracy, "key": clf.key, "cached": clf.cached,
                        "feature_dim": int(test_feats.shape[1]), "confidence_threshold": CONFIDENCE,
                        "test_confident_share": float((test_probs.max(1) >= CONFIDENCE).mean())},
-        "class_names": list(clf.class_names),
-        "real_floor": dict(floor, what=f"{n_floor} train images vs the test split"),
+        "class_names": list(clf.class_names), "real_floor": _real_floor(quality, data.split("train").images, n_samples, seed),
         "samplers": [], "device": str(dev), "machine": machine_info(), "seed": seed,
     }
     log(f"evaluating {meta.get('path')} on {dataset}: classifier test accuracy {clf.test_accuracy:.4f}, "
-        f"floor FID {floor['fid']:.3f}")
+        f"floor FID {results['real_floor']['fid']:.3f}")
     grids = {}
     for s in specs:
         samples, seconds = generate(model, diffusion, n_samples, shape, s["sampler"], s["steps"], s["eta"], seed,
                                     batch_size, dev)
-        q = _quality(clf, samples, test_feats, k, seed, fid_at)
-        steps = s["steps"] or diffusion.T
-        row = {"sampler": sampler_label(s, diffusion.T), "spec": s["spec"], "steps": steps, "eta": s["eta"], **q,
-               "seconds_per_image": seconds / n_samples, "model_calls_per_image": steps}
+        row = _sampler_row(s, diffusion.T, quality(samples), seconds / n_samples)
         results["samplers"].append(row)
         grids[row["sampler"]] = samples[:64]
-        log(f"{row['sampler']}: FID {q['fid']:.3f}, KID {q['kid']:.4f}, confident {q['confident_share']:.3f}, "
-            f"{row['seconds_per_image'] * 1000:.1f} ms/image")
     if nll_images:
         x0 = images_to_tensor(test.images[:nll_images])
         results["nll"] = nll_on_images(model, diffusion, x0, batch_size=min(batch_size, 100), seed=seed, device=dev)
         log(f"NLL: {results['nll']['bpd']:.3f} bits/dim on {results['nll']['images']} test images")
     target = Path(out) if out else (Path(path) if Path(path).is_dir() else Path(path).parent)
-    run = RunDir(target)
-    run.save_json("eval.json", results)
-    from ..checkpoint import atomic_write_bytes
-    from .visualize import save_grid
+    return _write(results, grids, target)
 
+
+def _image_shape(meta: dict[str, Any], images: np.ndarray, dataset: str) -> tuple[int, int, int]:
+    """(C, H, W) the model makes; a UserError if the data set's images differ."""
+    u = meta["unet"]
+    shape = (int(u["in_channels"]), int(u["image_size"]), int(u["image_size"]))
+    if tuple(images.shape[1:3]) != shape[1:] or (images.shape[3] if images.ndim == 4 else 1) != shape[0]:
+        raise UserError(f"the model makes {shape[0]}x{shape[1]}x{shape[2]} images but {dataset} has "
+                        f"{tuple(images.shape[1:])}; pass the data set it was trained on with --dataset")
+    return shape
+
+
+def _real_floor(quality, train_images: np.ndarray, n_samples: int, seed: int) -> dict[str, Any]:
+    """The scores of `n_samples` train images: what a perfect model would get with that many samples."""
+    n = min(n_samples, len(train_images))
+    idx = np.sort(np.random.default_rng(seed).choice(len(train_images), n, replace=False))
+    return dict(quality(train_images[idx]), what=f"{n} train images vs the test split")
+
+
+def _sampler_row(spec: dict[str, Any], T: int, q: dict[str, Any], seconds_per_image: float) -> dict[str, Any]:
+    steps = spec["steps"] or T
+    row = {"sampler": sampler_label(spec, T), "spec": spec["spec"], "steps": steps, "eta": spec["eta"], **q,
+           "seconds_per_image": seconds_per_image, "model_calls_per_image": steps}
+    log(f"{row['sampler']}: FID {q['fid']:.3f}, KID {q['kid']:.4f}, confident {q['confident_share']:.3f}, "
+        f"{seconds_per_image * 1000:.1f} ms/image")
+    return row
+
+
+def _write(results: dict[str, Any], grids: dict[str, torch.Tensor], target: Path) -> dict[str, Any]:
+    """eval.json, eval.md and a sample grid per sampler into `target`."""
+    RunDir(target).save_json("eval.json", results)
     atomic_write_bytes(target / "eval.md", render_markdown(results).encode())
     for label, imgs in grids.items():
-        slug = label.lower().split(" ")[0]
-        save_grid(imgs, target / f"eval-samples-{slug}.png", nrow=8)
+        save_grid(imgs, target / f"eval-samples-{label.lower().split(' ')[0]}.png", nrow=8)
     results["written"] = [str(target / "eval.json"), str(target / "eval.md")]
     return results
 

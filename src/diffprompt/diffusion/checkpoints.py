@@ -1,0 +1,141 @@
+"""The checkpoints of a diffusion training run: writing them, resuming from them, sampling from them.
+
+* `last.safetensors` (+ `.json`): everything needed to resume, under key prefixes: `model.`,
+  `ema.`, `optim.state.` (the optimizer's tensors; its other state in the sidecar), `data.`
+  (the data-order generator and permutation) and `rng.` (torch's RNG states; Python's and
+  numpy's in the sidecar); the sidecar adds the step, the configs and the diffusion's spec;
+* `ckpt-STEP.safetensors` (+ `.json`): the same, kept every `ckpt_every` steps;
+* `model.safetensors` (+ `.json`): the EMA weights alone with the U-Net config and the diffusion's
+  spec: what `diffprompt diffusion sample/evaluate/visualize` load (`load_model`).
+
+The sidecar's "diffusion" is `GaussianDiffusion.to_dict()`, every argument of the process (schedule,
+prediction, variance, loss type and weighting). Files from before it held the full spec name only
+the schedule, timesteps, prediction and variance; they load with the defaults for the rest.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint import (
+    check_state_dict_compatible,
+    flatten_optimizer_state,
+    load_checkpoint,
+    save_checkpoint,
+    sidecar_path,
+    strip_prefix,
+    unflatten_optimizer_state,
+    with_prefix,
+)
+from ..errors import UserError
+from ..seeding import get_rng_state
+from .config import TrainConfig
+from .ema import EMA, unwrap
+from .process import GaussianDiffusion
+from .unet import UNet, UNetConfig
+
+LAST = "last.safetensors"
+MODEL = "model.safetensors"
+CONFIG = "config.json"
+
+
+def save_training_checkpoint(out: Path, step: int, model, ema: EMA, optimizer, order, cfg: TrainConfig,
+                             diffusion: GaussianDiffusion, keep_copy: bool = False) -> None:
+    """Write last.safetensors (and ckpt-STEP.safetensors with `keep_copy`) and model.safetensors."""
+    bare = unwrap(model)
+    opt_tensors, opt_meta = flatten_optimizer_state(getattr(optimizer, "optimizer", optimizer).state_dict())
+    data_tensors, data_meta = order.state()
+    rng_tensors, rng_meta = get_rng_state(cuda=next(bare.parameters()).is_cuda)
+    tensors = {**with_prefix("model.", bare.state_dict()), **with_prefix("ema.", ema.state_dict()), **opt_tensors,
+               **with_prefix("data.", data_tensors), **with_prefix("rng.", rng_tensors)}
+    described = {"step": step, "config": cfg.to_dict(), "unet": bare.config.to_dict(), "diffusion": diffusion.to_dict()}
+    meta = {"kind": "diffusion-train-checkpoint", **described, "ema_updates": ema.num_updates,
+            "optim": opt_meta, "data": data_meta, "rng": rng_meta}
+    if keep_copy:
+        save_checkpoint(out / f"ckpt-{step:07d}.safetensors", tensors, meta)
+    save_checkpoint(out / LAST, tensors, meta)
+    save_checkpoint(out / MODEL, ema.state_dict(), {"kind": "diffusion-model", **described, "weights": "ema",
+                                                    "dataset": cfg.dataset, "seed": cfg.seed})
+
+
+def restore_training_checkpoint(path: Path, model, ema: EMA, optimizer,
+                                order) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load a training checkpoint into the model, EMA, optimizer and data order (all before
+    `accelerator.prepare`); return its RNG tensors and its sidecar, for the caller to restore."""
+    tensors, meta = load_checkpoint(path)
+    weights = strip_prefix(tensors, "model.")
+    check_state_dict_compatible(model.state_dict(), weights, what=f"checkpoint {path}")
+    model.load_state_dict(weights)
+    ema.load_state_dict(strip_prefix(tensors, "ema."), meta["ema_updates"])
+    optimizer.load_state_dict(unflatten_optimizer_state(tensors, meta["optim"]))
+    order.load(strip_prefix(tensors, "data."), meta["data"])
+    return strip_prefix(tensors, "rng."), meta
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The saved `TrainConfig` fields of a training run folder (for `--resume`)."""
+    run_dir = Path(run_dir)
+    cfg_file = run_dir / CONFIG
+    if not cfg_file.exists() or not (run_dir / LAST).exists():
+        raise UserError(f"{run_dir} is not a resumable training run (it needs {CONFIG} and {LAST}); "
+                        "pass the folder a `diffprompt diffusion train --out` wrote")
+    data = json.loads(cfg_file.read_text())
+    if data.get("kind") != "diffusion-train":
+        raise UserError(f"{run_dir} holds a {data.get('kind')!r} run, not a diffusion training run")
+    return {k: v for k, v in data.items() if k not in ("kind", "derived")}
+
+
+def saved_unet_config(run_dir: Path, cfg: TrainConfig) -> UNetConfig | None:
+    """The U-Net config in a run's last checkpoint, unless `cfg` changes the model settings.
+
+    A resumed run keeps the architecture its checkpoint holds even if the preset has changed
+    since; an explicit change of the model settings is built anew (and refused on loading).
+    """
+    saved = read_run_config(run_dir)
+    side = sidecar_path(run_dir / LAST)
+    if (saved.get("unet_preset"), saved.get("model")) != (cfg.unet_preset, cfg.model) or not side.exists():
+        return None
+    return UNetConfig.from_dict(json.loads(side.read_text())["unet"])
+
+
+def diffusion_from_spec(spec: dict[str, Any], config: dict[str, Any] | None = None) -> GaussianDiffusion:
+    """The `GaussianDiffusion` of a sidecar's "diffusion" entry.
+
+    An old entry (schedule as a name, with "timesteps") lacks the loss settings: they come from
+    the training `config` beside it when there is one, else the defaults.
+    """
+    spec = dict(spec)
+    if isinstance(spec.get("schedule"), str):
+        spec["schedule"] = {"name": spec["schedule"], "T": spec.pop("timesteps")}
+        spec.setdefault("loss_type", (config or {}).get("loss", "simple"))
+    return GaussianDiffusion.from_dict(spec)
+
+
+def _checkpoint_in(path: Path) -> Path:
+    if not path.is_dir():
+        return path
+    for name in (MODEL, LAST):
+        if (path / name).exists():
+            return path / name
+    raise UserError(f"{path} holds no {MODEL} or {LAST}; pass a training run folder or a .safetensors checkpoint")
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[UNet, GaussianDiffusion, dict[str, Any]]:
+    """(EMA model, diffusion, sidecar + "path") from a run folder, `model.safetensors`, or a training checkpoint."""
+    path = _checkpoint_in(Path(path))
+    tensors, meta = load_checkpoint(path)
+    if "unet" not in meta or "diffusion" not in meta:
+        raise UserError(f"{path} has no U-Net/diffusion config in its JSON sidecar ({sidecar_path(path).name}); "
+                        "pass a checkpoint written by `diffprompt diffusion train`")
+    if any(k.startswith("ema.") for k in tensors):
+        tensors = strip_prefix(tensors, "ema.")
+    model = UNet(UNetConfig.from_dict(meta["unet"]))
+    check_state_dict_compatible(model.state_dict(), tensors, what=f"checkpoint {path}")
+    model.load_state_dict(tensors)
+    model.to(device).eval()
+    diffusion = diffusion_from_spec(meta["diffusion"], meta.get("config")).to(device)
+    return model, diffusion, dict(meta, path=str(path))
