@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from ..errors import UserError
 from . import sources
@@ -178,8 +179,6 @@ def _load_mnist10k():
 
 
 def _load_twemoji():
-    from PIL import Image
-
     d = sources.npm_package_dir("emoji-datasource-twitter", "img/twitter/64", "twemoji", sources.TWEMOJI_INSTALL)
     img_dir = d / "img" / "twitter" / "64"
     files = sorted(p.name for p in img_dir.iterdir() if p.suffix.lower() == ".png")
@@ -271,9 +270,7 @@ def _looks_like_path(s: str) -> bool:
     return os.sep in s or "/" in s or s.startswith((".", "~")) or Path(s).suffix != ""
 
 
-def _to_array(im, want_rgb: bool) -> np.ndarray:
-    from PIL import Image
-
+def _to_array(im: Image.Image, want_rgb: bool) -> np.ndarray:
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")
         white = Image.new("RGBA", im.size, (255, 255, 255, 255))
@@ -291,9 +288,31 @@ def _is_grey(im) -> bool:
 
 def load_image_folder(path: str | Path, size: int | tuple[int, int] | None = None, name: str | None = None) -> ImageDataset:
     """A folder of PNG/JPEG images, read recursively; the first-level sub-folder is the class."""
-    from PIL import Image, UnidentifiedImageError
-
     root = Path(path).expanduser()
+    loaded = _open_images(root, _list_files(root))
+    rels = [p.relative_to(root) for p, _ in loaded]
+    class_names, labels = _folder_classes(root, rels)
+    target = _target_size(root, loaded, size)
+    want_rgb = any(not _is_grey(im) for _, im in loaded)
+    images = np.empty((len(loaded), target[1], target[0], 3 if want_rgb else 1), dtype=np.uint8)
+    for i, (_, im) in enumerate(loaded):
+        if im.size != target:
+            im = im.convert("RGBA" if not _is_grey(im) else "L").resize(target, Image.LANCZOS)
+        images[i] = _to_array(im, want_rgb)
+    for _, im in loaded:
+        im.close()
+    return ImageDataset(
+        name=name or root.resolve().name or str(root),
+        images=images,
+        labels=labels,
+        class_names=class_names,
+        source=f"folder {root}",
+        _split_indices=_split_by_keys([r.as_posix() for r in rels], labels),
+    )
+
+
+def _list_files(root: Path) -> list[Path]:
+    """Every file under `root` (sorted, hidden files and folders left out)."""
     if not root.exists():
         raise UserError(f"no such folder: {root}; pass a data set name ({', '.join(IMAGE_SETS)}) or an existing folder of PNG/JPEG images")
     if not root.is_dir():
@@ -306,8 +325,12 @@ def load_image_folder(path: str | Path, size: int | tuple[int, int] | None = Non
                 files.append(Path(dirpath) / fn)
     if not files:
         raise UserError(f"folder {root} is empty; put PNG/JPEG images in it (one sub-folder per class, e.g. {root}/cat/001.png)")
+    return files
 
-    loaded: list[tuple[Path, object]] = []
+
+def _open_images(root: Path, files: list[Path]) -> list[tuple[Path, Image.Image]]:
+    """The files that decode as PNG/JPEG, opened; the others are skipped with a `DataWarning`."""
+    loaded: list[tuple[Path, Image.Image]] = []
     skipped: list[Path] = []
     for p in files:
         try:
@@ -330,57 +353,40 @@ def load_image_folder(path: str | Path, size: int | tuple[int, int] | None = Non
         warnings.warn(
             f"skipped {len(skipped)} file(s) in {root} that are not readable PNG/JPEG images (e.g. {example})",
             DataWarning,
-            stacklevel=3,
+            stacklevel=4,  # the caller of load_images
         )
+    return loaded
 
-    rels = [p.relative_to(root) for p, _ in loaded]
+
+def _folder_classes(root: Path, rels: list[Path]) -> tuple[list[str], np.ndarray]:
+    """Class names (the first-level sub-folders, sorted) and each image's label."""
     at_root = [r for r in rels if len(r.parts) == 1]
     if at_root and len(at_root) != len(rels):
         raise UserError(
             f"folder {root} has images both directly inside it (e.g. {at_root[0]}) and in sub-folders; "
             "move them into a sub-folder named after their class"
         )
-    if at_root:
-        class_of = [root.resolve().name or "images"] * len(rels)
-    else:
-        class_of = [r.parts[0] for r in rels]
+    class_of = [root.resolve().name or "images"] * len(rels) if at_root else [r.parts[0] for r in rels]
     class_names = sorted(set(class_of))
-    labels = np.array([class_names.index(c) for c in class_of], dtype=np.int64)
+    return class_names, np.array([class_names.index(c) for c in class_of], dtype=np.int64)
 
+
+def _target_size(root: Path, loaded: list[tuple[Path, Image.Image]], size: int | tuple[int, int] | None) -> tuple[int, int]:
+    """(W, H) every image gets: `size` (H, W) when given, else the one size all images share."""
     if size is not None:
         hw = (size, size) if isinstance(size, int) else tuple(size)
-        target = (int(hw[1]), int(hw[0]))  # PIL wants (W, H)
-    else:
-        sizes: dict[tuple[int, int], list[Path]] = {}
-        for (p, im) in loaded:
-            sizes.setdefault(im.size, []).append(p)
-        if len(sizes) > 1:
-            common = sorted(sizes.items(), key=lambda kv: -len(kv[1]))
-            desc = "; ".join(f"{w}x{h}: {len(ps)} (e.g. {ps[0].relative_to(root)})" for (w, h), ps in common[:3])
-            raise UserError(
-                f"images in {root} have {len(sizes)} different sizes ({desc}); resize them to one size, "
-                f"or pass size=(H, W) to load_images (CLI: --size N for N x N)"
-            )
-        target = next(iter(sizes))
-    want_rgb = any(not _is_grey(im) for _, im in loaded)
-    c = 3 if want_rgb else 1
-    images = np.empty((len(loaded), target[1], target[0], c), dtype=np.uint8)
-    for i, (p, im) in enumerate(loaded):
-        if im.size != target:
-            im = im.convert("RGBA" if not _is_grey(im) else "L").resize(target, Image.LANCZOS)
-        images[i] = _to_array(im, want_rgb)
-    for _, im in loaded:
-        im.close()
-    keys = [r.as_posix() for r in rels]
-    ds = ImageDataset(
-        name=name or root.resolve().name or str(root),
-        images=images,
-        labels=labels,
-        class_names=class_names,
-        source=f"folder {root}",
-        _split_indices=_split_by_keys(keys, labels),
-    )
-    return ds
+        return (int(hw[1]), int(hw[0]))
+    sizes: dict[tuple[int, int], list[Path]] = {}
+    for p, im in loaded:
+        sizes.setdefault(im.size, []).append(p)
+    if len(sizes) > 1:
+        common = sorted(sizes.items(), key=lambda kv: -len(kv[1]))
+        desc = "; ".join(f"{w}x{h}: {len(ps)} (e.g. {ps[0].relative_to(root)})" for (w, h), ps in common[:3])
+        raise UserError(
+            f"images in {root} have {len(sizes)} different sizes ({desc}); resize them to one size, "
+            f"or pass size=(H, W) to load_images (CLI: --size N for N x N)"
+        )
+    return next(iter(sizes))
 
 
 def load_images(name_or_path: str | os.PathLike, split: str | None = None, *, size: int | tuple[int, int] | None = None) -> ImageDataset:
