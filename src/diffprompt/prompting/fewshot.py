@@ -41,9 +41,6 @@ class FewShotSplit:
     dev: list = field(default_factory=list)
     label_counts: dict = field(default_factory=dict)  # label -> number available in the source
 
-    def describe(self) -> str:
-        return f"K={self.k} per class, seed {self.seed}: {len(self.train)} train + {len(self.dev)} dev"
-
 
 def _key(ex: Any) -> tuple:
     return (getattr(ex, "text", None), getattr(ex, "text_b", None))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -174,10 +173,6 @@ class Template:
         self._cache[key] = prep
         return prep
 
-    def num_template_tokens(self, tokenizer) -> int:
-        """Tokens the template takes without its inputs: specials, literal words, soft tokens, mask."""
-        return self._prepare(tokenizer)["fixed"]
-
     def encode(self, tokenizer, texts, texts_b=None, max_length: int = 128) -> dict[str, torch.Tensor]:
         """Fill the template for a batch.
 
@@ -186,6 +181,27 @@ class Template:
         there are a placeholder that the model replaces with the soft embeddings) and
         `mask_positions` [B] (the one mask token per example).
         """
+        texts, texts_b = self._check_inputs(texts, texts_b)
+        prep = self._prepare(tokenizer)
+        budget = self._input_budget(tokenizer, prep, max_length)
+        a_ids = self._tokenize_inputs(tokenizer, texts, "x", prep)
+        b_ids = self._tokenize_inputs(tokenizer, texts_b, "x2", prep) if texts_b is not None else [[] for _ in texts]
+        rows = [self._fill(prep, a, b, budget) for a, b in zip(a_ids, b_ids)]
+        width = max(len(ids) for ids, _, _ in rows)
+        input_ids = torch.full((len(rows), width), prep["pad_id"], dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (ids, _, _) in enumerate(rows):
+            input_ids[i, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention[i, :len(ids)] = 1
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention,
+            "soft_positions": torch.tensor([soft for _, soft, _ in rows], dtype=torch.long).reshape(len(rows), self.num_soft),
+            "mask_positions": torch.tensor([mask for _, _, mask in rows], dtype=torch.long),
+        }
+
+    def _check_inputs(self, texts, texts_b) -> tuple[list[str], list[str] | None]:
+        """The inputs as lists of strings; a `UserError` when they do not fit this template."""
         texts = check_texts(texts, "texts")
         if texts_b is not None:
             texts_b = check_texts(texts_b, "texts_b")
@@ -198,55 +214,37 @@ class Template:
             raise UserError(f"template {self._text!r} uses {{x2}} but this is a single-input task; remove {{x2}}")
         if not texts:
             raise UserError("no texts to encode; pass at least one example")
+        return texts, texts_b
+
+    def _input_budget(self, tokenizer, prep: dict, max_length: int) -> int:
+        """Tokens left for the {x}/{x2} slots once the template's own tokens are placed."""
         limit = getattr(tokenizer, "model_max_length", None)
         if isinstance(limit, int) and 0 < limit < 1_000_000:
             max_length = min(int(max_length), limit)
-        prep = self._prepare(tokenizer)
-        n_inputs = 2 if self.uses_x2 else 1
         budget = max_length - prep["fixed"]
-        if budget < n_inputs:
+        if budget < (2 if self.uses_x2 else 1):
             raise UserError(f"template {self._text!r} takes {prep['fixed']} tokens with this tokenizer, leaving "
                             f"{max(budget, 0)} of max_length {max_length} for the input; raise max_length or shorten the template")
+        return budget
 
-        a_ids = self._tokenize_inputs(tokenizer, texts, "x", prep)
-        b_ids = self._tokenize_inputs(tokenizer, texts_b, "x2", prep) if texts_b is not None else None
-
-        rows, softs, masks = [], [], []
-        for i in range(len(texts)):
-            a = a_ids[i]
-            b = b_ids[i] if b_ids is not None else []
-            la, lb = truncated_lengths(len(a), len(b), budget) if b_ids is not None else (min(len(a), budget), 0)
-            slot = {"x": a[:la], "x2": b[:lb]}
-            ids = list(prep["prefix"])
-            soft_pos = []
-            mask_pos = -1
-            for p, lit in zip(self.pieces, prep["lit"]):
-                if p.kind == "text":
-                    ids.extend(lit)
-                elif p.kind in ("x", "x2"):
-                    ids.extend(slot[p.kind])
-                elif p.kind == "soft":
-                    soft_pos.append(len(ids))
-                    ids.append(prep["soft_id"])
-                else:
-                    mask_pos = len(ids)
-                    ids.append(prep["mask_id"])
-            ids.extend(prep["suffix"])
-            rows.append(ids)
-            softs.append(soft_pos)
-            masks.append(mask_pos)
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), prep["pad_id"], dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            input_ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-            attention[i, :len(r)] = 1
-        return {
-            "input_ids": input_ids,
-            "attention_mask": attention,
-            "soft_positions": torch.tensor(softs, dtype=torch.long).reshape(len(rows), self.num_soft),
-            "mask_positions": torch.tensor(masks, dtype=torch.long),
-        }
+    def _fill(self, prep: dict, a: list[int], b: list[int], budget: int) -> tuple[list[int], list[int], int]:
+        """One example's token ids, its soft-token positions and its mask position."""
+        la, lb = truncated_lengths(len(a), len(b), budget)
+        slot = {"x": a[:la], "x2": b[:lb]}
+        ids = list(prep["prefix"])
+        soft_pos, mask_pos = [], -1
+        for p, lit in zip(self.pieces, prep["lit"]):
+            if p.kind == "text":
+                ids.extend(lit)
+            elif p.kind in ("x", "x2"):
+                ids.extend(slot[p.kind])
+            elif p.kind == "soft":
+                soft_pos.append(len(ids))
+                ids.append(prep["soft_id"])
+            else:
+                mask_pos = len(ids)
+                ids.append(prep["mask_id"])
+        return ids + list(prep["suffix"]), soft_pos, mask_pos
 
     def _tokenize_inputs(self, tokenizer, texts: list[str], kind: str, prep: dict) -> list[list[int]]:
         piece = next(p for p in self.pieces if p.kind == kind)

@@ -21,7 +21,7 @@ A word that tokenises to nothing, or to the tokenizer's unknown token, is a `Use
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from ..errors import UserError
 
@@ -66,35 +66,9 @@ class Verbalizer:
         if aggregation not in AGGREGATIONS:
             raise UserError(f"unknown verbalizer aggregation {aggregation!r}; use one of {', '.join(AGGREGATIONS)}")
         self.aggregation = aggregation
-        names = [str(n) for n in label_names] if label_names is not None else None
-
-        resolved: dict[int, list[str]] = {}
         keys = list(mapping)
-        if names is None and all(_as_int(k) is not None for k in keys):
-            index_of = {k: _as_int(k) for k in keys}
-            n = max(index_of.values()) + 1
-            self._names_given = False
-            self.label_names = [str(i) for i in range(n)]
-        elif names is None:
-            # names without a dataset: insertion order defines the label index
-            index_of = {k: i for i, k in enumerate(keys)}
-            self._names_given = True
-            self.label_names = [str(k) for k in keys]
-        else:
-            self._names_given = True
-            self.label_names = names
-            index_of = {}
-            lower = {n.lower(): i for i, n in enumerate(names)}
-            for k in keys:
-                if str(k) in names:
-                    index_of[k] = names.index(str(k))
-                elif str(k).lower() in lower:
-                    index_of[k] = lower[str(k).lower()]
-                elif _as_int(k) is not None and 0 <= _as_int(k) < len(names):
-                    index_of[k] = _as_int(k)
-                else:
-                    raise UserError(f"verbalizer label {k!r} is not a label of this data set "
-                                    f"({', '.join(names)}); use those names or indices 0..{len(names) - 1}")
+        self.label_names, index_of, self._names_given = self._index_labels(keys, label_names)
+        resolved: dict[int, list[str]] = {}
         for k in keys:
             i = index_of[k]
             if i < 0:
@@ -110,12 +84,38 @@ class Verbalizer:
         seen: dict[str, str] = {}
         for name, ws in zip(self.label_names, self.words):
             for w in ws:
-                if w.lower() in seen and seen[w.lower()] != name:
+                if seen.setdefault(w.lower(), name) != name:
                     raise UserError(f"label word {w!r} is given for both {seen[w.lower()]!r} and {name!r}; "
                                     "each word may stand for one label only")
-                seen[w.lower()] = name
         if len(self.words) < 2:
             raise UserError("a verbalizer needs at least two labels")
+
+    @staticmethod
+    def _index_labels(keys: list, label_names: Sequence[str] | None) -> tuple[list[str], dict, bool]:
+        """(label names, {mapping key: label index}, whether labels were given by name).
+
+        Without `label_names`, integer keys are the indices and name keys are numbered in
+        insertion order; with them, a key is a label name (case-insensitive) or an index.
+        """
+        if label_names is None and all(_as_int(k) is not None for k in keys):
+            index_of = {k: _as_int(k) for k in keys}
+            return [str(i) for i in range(max(index_of.values()) + 1)], index_of, False
+        if label_names is None:
+            return [str(k) for k in keys], {k: i for i, k in enumerate(keys)}, True
+        names = [str(n) for n in label_names]
+        lower = {n.lower(): i for i, n in enumerate(names)}
+        index_of = {}
+        for k in keys:
+            if str(k) in names:
+                index_of[k] = names.index(str(k))
+            elif str(k).lower() in lower:
+                index_of[k] = lower[str(k).lower()]
+            elif _as_int(k) is not None and 0 <= _as_int(k) < len(names):
+                index_of[k] = _as_int(k)
+            else:
+                raise UserError(f"verbalizer label {k!r} is not a label of this data set "
+                                f"({', '.join(names)}); use those names or indices 0..{len(names) - 1}")
+        return names, index_of, True
 
     @staticmethod
     def _check_words(label, words) -> list[str]:
