@@ -1,7 +1,8 @@
 """Load an HTML file in headless Chromium (Playwright, pointed at Debian's /usr/bin/chromium).
 
 `load_page(path, screenshot)` returns what a person's browser saw: the natural widths of every
-image, console messages, page errors, every request made, and the text of every table cell.
+image, console messages, page errors, every request made, the text of every table cell, and the
+words in table cells that the layout split over two lines (a header broken mid-word, say).
 Tests skip only where chromium or Playwright is absent and this is not CI.
 """
 
@@ -16,6 +17,25 @@ import pytest
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
+
+
+# Words of visible table cells (running-text cells aside) whose letters lie on more than one line.
+BROKEN_WORDS_JS = """() => {
+  const broken = [];
+  for (const cell of document.querySelectorAll('th, td:not(.text)')) {
+    const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      for (const m of node.data.matchAll(/\\S+/g)) {
+        const range = document.createRange();
+        range.setStart(node, m.index);
+        range.setEnd(node, m.index + m[0].length);
+        const tops = new Set(Array.from(range.getClientRects()).map(r => Math.round(r.top)));
+        if (tops.size > 1) broken.push(m[0]);
+      }
+    }
+  }
+  return broken;
+}"""
 
 
 def require_browser():
@@ -46,9 +66,11 @@ def load_page(path: Path, screenshot: Path | None = None) -> dict:
             page.goto(Path(path).resolve().as_uri(), wait_until="load")
             widths = page.evaluate("Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
             cells = page.evaluate("Array.from(document.querySelectorAll('td,th')).map(c => c.textContent.trim())")
+            broken = page.evaluate(BROKEN_WORDS_JS)
             if screenshot is not None:
                 Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(screenshot), full_page=True)
         finally:
             browser.close()
-    return {"image_widths": widths, "console": console, "errors": errors, "requests": requests, "cells": cells}
+    return {"image_widths": widths, "console": console, "errors": errors, "requests": requests, "cells": cells,
+            "broken_words": broken}

@@ -2,6 +2,7 @@
 
 import json
 import re
+import statistics
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from PIL import Image
 from diffprompt.cli import main
 from diffprompt.report import format_value, json_tables, render_report
 from diffprompt.rundir import RunDir
+from report_page import check_diffusion_headline, check_prompting_headline, headline_tables
 
 
 def make_run(path, kind="diffusion-train", done=True):
@@ -34,8 +36,8 @@ def test_report_inlines_everything_and_shows_json_numbers(tmp_path):
     out = render_report([run])
     page = out.read_text()
     assert out == run / "report.html"
-    # Self-contained: no external resources at all.
-    assert not re.search(r'(src|href)="(?!data:)', page)
+    # Self-contained: no external resources at all (links to the page's own sections are fine).
+    assert not re.search(r'(src|href)="(?!data:|#)', page)
     assert page.count("data:image/png;base64,") >= 4 and "data:image/gif;base64," in page
     for v in (12.3456, 0.00123, 13.5, 0.002):
         assert f">{format_value(v)}<" in page
@@ -77,3 +79,94 @@ def test_report_cli_out(tmp_path):
     run = make_run(tmp_path / "r")
     assert main(["report", str(run), "--out", str(tmp_path / "x.html")]) == 0
     assert (tmp_path / "x.html").stat().st_size > 1000
+
+
+def make_eval_run(path, kid_unit=1.0):
+    """A diffusion run as `diffusion evaluate` writes it: three samplers, the floor, bits/dim."""
+    run = RunDir(path)
+    run.save_config({"kind": "diffusion-demo", "dataset": "mnist5k", "diffusion": {"timesteps": 1000, "schedule": "linear"},
+                     "samples": {"sampler": "DDIM-50", "n": 64, "seed": 7}, "real": {"n": 64, "split": "test"},
+                     "chain": {"sampler": "DDPM-1000", "n": 8}, "model_step": 12000})
+    rng = np.random.default_rng(0)
+    for name in ("samples.png", "real.png", "reverse.png"):
+        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(path / name)
+
+    def quality(fid, kid, kid_std, share):
+        return {"fid": fid, "kid": kid * kid_unit, "kid_std": kid_std * kid_unit, "confident_share": share,
+                "class_histogram": [26, 25, 25, 26, 25, 26, 25, 26, 25, 27], "n": 256, "fid_at": {}}
+
+    samplers = [("DDPM-1000", 1000, 9.613, quality(61.37, 140.27, 21.9, 0.6875)),
+                ("DDIM-10", 10, 0.0791, quality(112.79, 361.5993, 53.72, 0.33)),
+                ("DDIM-50", 50, 0.3772, quality(68.47, 164.7351, 30.08, 0.40))]
+    run.save_json("eval.json", {
+        "kind": "diffusion-eval", "dataset": "mnist5k", "step": 12000, "n_samples": 256,
+        "reference": "test split (1000 images)",
+        "classifier": {"test_accuracy": 0.965, "feature_dim": 128, "confidence_threshold": 0.9,
+                       "test_confident_share": 0.91},
+        "class_names": [str(i) for i in range(10)],
+        "real_floor": {**quality(12.27, 8.31, 4.02, 0.906), "what": "256 train images vs the test split"},
+        "samplers": [{"sampler": name, "spec": name.lower(), "steps": steps, "eta": 0.0, **q, "seconds_per_image": s,
+                      "model_calls_per_image": steps} for name, steps, s, q in samplers],
+        "nll": {"bpd": 2.1093, "bpd_stderr": 0.0481, "prior_bpd": 2.7e-5, "decoder_bpd": 1.07, "images": 8,
+                "split": "test", "seconds": 41.2},
+        "device": "cpu", "machine": {"cpu_model": "test CPU", "cpu_count": 2, "torch": "2", "torch_threads": 2}, "seed": 0})
+    run.mark_done()
+    return path
+
+
+def make_compare_run(path):
+    """A prompting grid as `prompting compare` writes it: two data sets, three seeds."""
+    run = RunDir(path)
+    run.save_config({"kind": "prompting-compare", "datasets": ["mr", "trec"], "shots": 16, "seeds": [13, 21, 42],
+                     "methods": ["zero-shot", "prompt-ft", "finetune"], "limit_test": None})
+    accs = {("mr", "zero-shot"): [0.593, 0.593, 0.593], ("mr", "prompt-ft"): [0.612, 0.655, 0.634],
+            ("mr", "finetune"): [0.532, 0.571, 0.549], ("trec", "zero-shot"): [0.318, 0.318, 0.318],
+            ("trec", "prompt-ft"): [0.702, 0.655, 0.688], ("trec", "finetune"): [0.744, 0.701, 0.766]}
+    table = [{"dataset": d, "method": m, "mean": statistics.fmean(a), "std": statistics.stdev(a), "n": 3,
+              "accuracies": a, "train_seconds": 3.2} for (d, m), a in accs.items()]
+    run.save_json("compare.json", {"kind": "prompting-compare-results", "shots": 16, "seeds": [13, 21, 42],
+                                   "metric": "test accuracy", "table": table,
+                                   "majority": [{"dataset": "mr", "accuracy": 0.5}, {"dataset": "trec", "accuracy": 0.188}]})
+    run.mark_done()
+    return path
+
+
+@pytest.mark.parametrize("kid_unit", [1.0, 1e-5])
+def test_headline_table_numbers_equal_the_eval_json(tmp_path, kid_unit):
+    run = make_eval_run(tmp_path / "ddpm", kid_unit)
+    page = render_report([run]).read_text()
+    [table] = headline_tables(page)
+    check_diffusion_headline(table, json.loads((run / "eval.json").read_text()))
+    assert ("KID × 10³" in table[0]) == (kid_unit < 1)
+    # The page opens with the findings: the headline comes before any run's section.
+    assert page.index("What this run shows") < page.index('<section id="run-')
+
+
+def test_headline_table_numbers_equal_the_compare_json(tmp_path):
+    run = make_compare_run(tmp_path / "compare")
+    page = render_report([run]).read_text()
+    [table] = headline_tables(page)
+    check_prompting_headline(table, json.loads((run / "compare.json").read_text()))
+    # TREC: fine-tuning beats every prompting method, and the sentence says so with a negative margin.
+    assert "On TREC the best prompting method is prompt-ft" in page and "-5.5 points against fine-tuning" in page
+
+
+def test_report_reads_like_a_results_page(tmp_path):
+    demo = RunDir(tmp_path / "demo")
+    demo.save_config({"kind": "demo", "sections": ["ddpm", "compare"], "description": "a demo"})
+    make_eval_run(tmp_path / "demo" / "ddpm")
+    make_compare_run(tmp_path / "demo" / "compare")
+    demo.mark_done()
+    page = render_report([tmp_path / "demo"]).read_text()
+    # Human names with units; rounded numbers; the floor beside the samplers it bounds.
+    for text in ("FID (n = 256)", "s / image", "Speed-up vs DDPM-1000", "Bits/dim (bound)", ">2.109 ± 0.048<",
+                 ">362 ± 54<", ">121.5×<", "Real images: 256 train images vs the test split", ">59.3 ± 0.0<"):
+        assert text in page, text
+    assert "kid_std" not in page.split('<section id="appendix">')[0]  # raw keys only in the raw JSON
+    assert not re.search(r"<h\d>[^<]*\.json", page)  # no file names as headings
+    # Captions say how each picture was made (read from the run's config).
+    assert "Samples: 64 images drawn with DDIM-50 by the model at training step 12000, seed 7" in page
+    assert "Real images: 64 random test images of mnist5k" in page and "Reverse chain with DDPM-1000: 8 samples" in page
+    # Contents first, configs and raw JSON collapsed at the end.
+    assert page.index("<nav>") < page.index('id="summary"') < page.index('id="appendix"')
+    assert page.count("<details><summary>Raw JSON") == 2 and "Resolved config: demo/ddpm" in page

@@ -1,5 +1,18 @@
-"""`diffprompt report`: run folders as one self-contained HTML results page."""
+"""`diffprompt report`: run folders as one self-contained HTML results page.
 
-from .page import format_value, json_tables, register, render_report
+    page       the page: headline findings, a section per run, configs and raw JSON at the end
+    view       what a run contributes (Headline, RunView)
+    diffusion  eval.json, train_summary.json and the diffusion pictures
+    prompting  compare.json, learning_curve.json, results.json, examples.json
+    stages     the demo's stage timings and data previews
+    generic    any other result file, as tables with readable headers
+    curves     training curves from metrics.jsonl
+    numbers    rounding to what the noise supports
+    markup     HTML pieces and the style sheet
+"""
 
-__all__ = ["format_value", "json_tables", "register", "render_report"]
+from .cli import register
+from .generic import format_value, json_tables
+from .page import headlines, render_report
+
+__all__ = ["format_value", "headlines", "json_tables", "register", "render_report"]

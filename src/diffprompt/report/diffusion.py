@@ -1,0 +1,247 @@
+"""Diffusion runs on the page: quality, speed and likelihood from `eval.json`, training from
+`train_summary.json`, and the pictures, each captioned with how it was made.
+
+`eval.json` is written by `diffusion.evaluation.evaluate`: one row per sampler (FID, KID and
+its std, confident share, class histogram, seconds per image, steps), the real-data floor (the
+same metrics for real train images against the same test split) and the bits/dim bound.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .markup import paragraph, table
+from .numbers import DASH, count, is_number, one_decimal, percent, plus_minus, seconds, sig, times
+from .view import Headline, RunView, read_json
+
+
+def view(run: Path, cfg: dict) -> RunView:
+    v = RunView()
+    ev = read_json(run, "eval.json")
+    if isinstance(ev, dict) and isinstance(ev.get("samplers"), list) and ev["samplers"]:
+        v.headlines.append(eval_headline(ev))
+        v.parts += eval_parts(ev)
+        v.used.add("eval.json")
+    summary = read_json(run, "train_summary.json")
+    if isinstance(summary, dict) and is_number(summary.get("steps")):
+        if "eval.json" not in v.used:
+            v.headlines.append(train_headline(summary, cfg))
+        v.parts.append(("Training", train_table(summary, cfg)))
+        v.used.add("train_summary.json")
+    add_pictures(v, run, cfg, ev if "eval.json" in v.used else None, summary)
+    return v
+
+
+# ---------------------------------------------------------------------------------------------
+# eval.json
+
+
+def _kid_unit(rows: list[dict]) -> tuple[float, str]:
+    """KID × 10³ for the small values of normalised features; as is for this project's raw CNN features."""
+    small = all(abs(r["kid"]) < 0.1 for r in rows if is_number(r.get("kid")))
+    return (1e3, "KID × 10³") if small else (1.0, "KID")
+
+
+def reference_sampler(samplers: list[dict]) -> dict:
+    """The sampler speed-ups are measured against: the one with the most steps (DDPM-T where present)."""
+    return max(samplers, key=lambda s: (s["steps"], s["seconds_per_image"]))
+
+
+def _fid_header(ev: dict) -> str:
+    ns = {s.get("n") for s in ev["samplers"]}
+    return f"FID (n = {ns.pop()})" if len(ns) == 1 and None not in ns else "FID"
+
+
+def eval_headline(ev: dict) -> Headline:
+    rows, floor = ev["samplers"], ev["real_floor"]
+    ref = reference_sampler(rows)
+    scale, kid = _kid_unit(rows + [floor])
+    table_rows = [[s["sampler"], count(s["steps"]), one_decimal(s["fid"]),
+                   plus_minus(s["kid"] * scale, s["kid_std"] * scale), sig(s["seconds_per_image"]),
+                   times(ref["seconds_per_image"] / s["seconds_per_image"])] for s in rows]
+    table_rows.append(["Real images (floor)", DASH, one_decimal(floor["fid"]),
+                       plus_minus(floor["kid"] * scale, floor["kid_std"] * scale), DASH, DASH])
+    return Headline(
+        title=f"Diffusion: sampling {ev['dataset']}", sentences=eval_sentences(ev, ref),
+        columns=["Sampler", "Steps", _fid_header(ev), kid, "s / image", f"Speed-up vs {ref['sampler']}"],
+        rows=table_rows, row_classes=[""] * len(rows) + ["floor"])
+
+
+def eval_sentences(ev: dict, ref: dict) -> list[str]:
+    rows, floor = ev["samplers"], ev["real_floor"]
+    step = f" at training step {ev['step']}" if ev.get("step") is not None else ""
+    out = [f"The model{step} drew {ev['n_samples']} images of {ev['dataset']} with each sampler; "
+           f"they are compared with the {ev['reference']}."]
+    fast = min(rows, key=lambda s: s["seconds_per_image"])
+    if fast is not ref:
+        out.append(f"{fast['sampler']} draws an image in {sig(fast['seconds_per_image'])} s, "
+                   f"{times(ref['seconds_per_image'] / fast['seconds_per_image'])} faster than {ref['sampler']} "
+                   f"({sig(ref['seconds_per_image'])} s), at FID {one_decimal(fast['fid'])} against "
+                   f"{one_decimal(ref['fid'])}.")
+    best = min(rows, key=lambda s: s["fid"])
+    out.append(f"The lowest FID is {best['sampler']}'s, {one_decimal(best['fid'])}; real images score "
+               f"{one_decimal(floor['fid'])} at this n, the floor a perfect model would reach.")
+    nll = ev.get("nll")
+    if isinstance(nll, dict) and is_number(nll.get("bpd")):
+        out.append(f"The likelihood bound on {nll['images']} {nll.get('split', 'test')} images is "
+                   f"{plus_minus(nll['bpd'], nll.get('bpd_stderr'))} bits/dim.")
+    out.append("FID at a small n is biased upwards: compare it only within this table "
+               "(features of a small classifier trained on the data set, not Inception).")
+    return out
+
+
+def eval_parts(ev: dict) -> list[tuple[str, str]]:
+    parts = [("Sample quality and speed", quality_table(ev)), ("Which classes the samples show", class_table(ev))]
+    nll = ev.get("nll")
+    if isinstance(nll, dict) and is_number(nll.get("bpd")):
+        parts.append(("Likelihood", likelihood_table(nll)))
+    parts.append(("How it was measured", paragraph(measured_text(ev))))
+    return parts
+
+
+def quality_table(ev: dict) -> str:
+    rows, floor = ev["samplers"], ev["real_floor"]
+    ref = reference_sampler(rows)
+    scale, kid = _kid_unit(rows + [floor])
+    extra = sorted({n for s in rows for n in s.get("fid_at", {})}, key=int)
+    columns = ["Sampler", "Steps", _fid_header(ev), *[f"FID (n = {n})" for n in extra], kid, "Confident (%)",
+               "s / image", f"Speed-up vs {ref['sampler']}"]
+
+    def cells(s: dict) -> list[str]:
+        return [one_decimal(s["fid"]), *[one_decimal(s.get("fid_at", {}).get(n)) for n in extra],
+                plus_minus(s["kid"] * scale, s["kid_std"] * scale), percent(s["confident_share"], 0)]
+
+    body = [[s["sampler"], count(s["steps"]), *cells(s), sig(s["seconds_per_image"]),
+             times(ref["seconds_per_image"] / s["seconds_per_image"])] for s in rows]
+    body.append([f"Real images: {floor.get('what', 'train vs test')}", DASH, *cells(floor), DASH, DASH])
+    note = (f"Confident: the share of images the classifier labels with probability ≥ "
+            f"{ev['classifier']['confidence_threshold']} (real test images: "
+            f"{percent(ev['classifier']['test_confident_share'], 0)} %). The last row is the floor: real images "
+            f"scored the same way.")
+    return table(columns, body, row_classes=[""] * len(rows) + ["floor"]) + paragraph(note, "muted")
+
+
+def class_table(ev: dict) -> str:
+    floor = ev["real_floor"]
+    names = ev.get("class_names") or [str(i) for i in range(len(floor["class_histogram"]))]
+    rows = [[s["sampler"], *[str(c) for c in s["class_histogram"]]] for s in ev["samplers"]]
+    rows.append(["Real images (floor)", *[str(c) for c in floor["class_histogram"]]])
+    note = ("How many images the classifier assigns to each class; an even spread means every class is drawn "
+            f"(out of {ev['n_samples']} per row).")
+    return (table(["Sampler", *names], rows, row_classes=[""] * len(ev["samplers"]) + ["floor"])
+            + paragraph(note, "muted"))
+
+
+def likelihood_table(nll: dict) -> str:
+    columns = ["Bits/dim (bound)", "Prior L_T (bits/dim)", "Decoder L_0 (bits/dim)", "Test images", "Time (s)"]
+    row = [plus_minus(nll["bpd"], nll.get("bpd_stderr")), sig(nll.get("prior_bpd"), 2),
+           sig(nll.get("decoder_bpd"), 3), count(nll.get("images")), seconds(nll.get("seconds"))]
+    note = ("The full variational bound (L_T + every KL term + the discretised decoder L_0) per image, "
+            "mean ± standard error over the images.")
+    return table(columns, [row], kinds="n" * len(columns)) + paragraph(note, "muted")
+
+
+def measured_text(ev: dict) -> str:
+    c, m = ev["classifier"], ev.get("machine", {})
+    return (f"FID and KID use the {c['feature_dim']}-dimensional features of a CNN trained on {ev['dataset']}'s "
+            f"train split (test accuracy {percent(c['test_accuracy'])} %). Seed {ev.get('seed')}, device "
+            f"{ev.get('device')}; {m.get('cpu_model', m.get('processor', 'CPU'))}, {m.get('cpu_count')} CPUs, "
+            f"torch {m.get('torch')} with {m.get('torch_threads')} threads.")
+
+
+# ---------------------------------------------------------------------------------------------
+# train_summary.json
+
+
+def train_headline(summary: dict, cfg: dict) -> Headline:
+    budget = " (stopped by its time budget)" if summary.get("stopped_early_by_time_budget") else ""
+    text = (f"Trained {count(summary['steps'])} steps{budget} in {seconds(summary['train_seconds'])} s on "
+            f"{summary.get('device', 'cpu')}, {sig(summary['images_per_s'])} images / s; "
+            f"the last logged loss is {sig(summary.get('final_loss'), 3)}.")
+    return Headline(title=f"Diffusion: training on {cfg.get('dataset', 'images')}", sentences=[text])
+
+
+def train_table(summary: dict, cfg: dict) -> str:
+    columns = ["Steps", "Batch", "Images seen", "Time (s)", "Images / s", "Final loss", "Parameters"]
+    row = [count(summary["steps"]), count(cfg.get("batch_size")), count(summary.get("images_seen")),
+           seconds(summary.get("train_seconds")), sig(summary.get("images_per_s")),
+           sig(summary.get("final_loss"), 3), count(summary.get("parameters"))]
+    return table(columns, [row], kinds="n" * len(columns))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pictures
+
+
+def picture_facts(cfg: dict) -> dict[str, Any]:
+    """How the pictures were made: the demo records it; a training run's config implies it."""
+    if "samples" in cfg:
+        return cfg
+    if "sample_sampler" in cfg:
+        sampler = cfg["sample_sampler"]
+        steps = cfg.get("sample_steps") if sampler == "ddim" else cfg.get("timesteps")
+        return {"samples": {"sampler": f"{sampler.upper()}-{steps}", "n": cfg.get("sample_n"), "seed": cfg.get("seed")},
+                "real": {"n": cfg.get("sample_n"), "split": "test"}}
+    return {}
+
+
+def add_pictures(v: RunView, run: Path, cfg: dict, ev: dict | None, summary: dict | None) -> None:
+    facts = picture_facts(cfg)
+    dataset = cfg.get("dataset") or (ev or {}).get("dataset") or "the data set"
+    step = cfg.get("model_step", (summary or {}).get("steps"))
+    pair = [("real.png", real_caption(facts.get("real", {}), dataset)),
+            ("samples.png", samples_caption(facts.get("samples", {}), step))]
+    v.figure_row(*[p for p in pair if (run / p[0]).exists()])
+    if ev:
+        v.figure_row(*[(f"eval-samples-{s['sampler'].lower().split(' ')[0]}.png",
+                        f"{s['sampler']}: the first {min(64, s['n'])} of the {s['n']} samples scored below")
+                       for s in ev["samplers"]
+                       if (run / f"eval-samples-{s['sampler'].lower().split(' ')[0]}.png").exists()])
+    chain = facts.get("chain", {})
+    for name, caption in (("forward.png", forward_caption(chain, cfg)), ("reverse.png", reverse_caption(chain)),
+                          ("reverse.gif", f"The same reverse chain, animated{_by(chain)}."),
+                          ("pred_x0.png", "The model's estimate of x_0 at the same steps of the chain: "
+                                          "the image it is steering towards."),
+                          ("loss.png", loss_caption(cfg, summary))):
+        if (run / name).exists():
+            v.figure_row((name, caption))
+
+
+def _by(facts: dict) -> str:
+    return f" with {facts['sampler']}" if facts.get("sampler") else ""
+
+
+def real_caption(real: dict, dataset: str) -> str:
+    if not real.get("n"):
+        return f"Real images of {dataset}"
+    return f"Real images: {real['n']} random {real.get('split', 'test')} images of {dataset}"
+
+
+def samples_caption(samples: dict, step) -> str:
+    at = f" by the model at training step {step}" if step is not None else ""
+    if not samples.get("sampler"):
+        return f"Samples drawn{at}"
+    n = f"{samples['n']} images" if samples.get("n") else "images"
+    seed = f", seed {samples['seed']}" if samples.get("seed") is not None else ""
+    return f"Samples: {n} drawn with {samples['sampler']}{at}{seed}"
+
+
+def forward_caption(chain: dict, cfg: dict) -> str:
+    spec = cfg.get("diffusion") or {}
+    T, schedule = spec.get("timesteps", cfg.get("timesteps")), spec.get("schedule", cfg.get("schedule"))
+    what = f" (T = {T}, {schedule} schedule)" if T and schedule else ""
+    rows = f"{chain['n']} test images (rows)" if chain.get("n") else "test images (rows)"
+    return (f"Forward process q(x_t | x_0): {rows} noised from x_0 (left) to x_T (right){what}; "
+            "each column is labelled with its t.")
+
+
+def reverse_caption(chain: dict) -> str:
+    n = f"{chain['n']} samples" if chain.get("n") else "samples"
+    return f"Reverse chain{_by(chain)}: {n} from pure noise x_T (left) to x_0 (right), at evenly spaced steps."
+
+
+def loss_caption(cfg: dict, summary: dict | None) -> str:
+    what = f" ({cfg['loss']} loss)" if cfg.get("loss") else ""
+    steps = f" over {count(summary['steps'])} steps of batch {cfg.get('batch_size')}" if summary else ""
+    return f"Training loss{what} against step{steps}."

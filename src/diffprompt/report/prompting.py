@@ -1,0 +1,216 @@
+"""Prompting runs on the page: the comparison grid (`compare.json`, `learning_curve.json`), a
+single training run (`results.json`), and test examples as the model saw them.
+
+`compare.json` is written by `prompting.grid`: per data set and method the test accuracy
+of every seed with its mean and sample std, and the majority-class accuracy of each test set.
+Fine-tuning is the baseline the prompting methods are measured against.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .generic import flatten, rows_table
+from .markup import fold, paragraph, table
+from .numbers import DASH, count, is_number, percent, percent_pm, points, seconds
+from .view import Headline, RunView, read_json
+
+BASELINE = "finetune"
+EXAMPLES_PER_GROUP = 4
+
+
+def view(run: Path, cfg: dict) -> RunView:
+    v = RunView()
+    cmp = read_json(run, "compare.json")
+    if isinstance(cmp, dict) and isinstance(cmp.get("table"), list) and cmp["table"]:
+        v.headlines.append(compare_headline(cmp, cfg))
+        v.parts.append(("Test accuracy by method", accuracy_table(cmp, cfg)))
+        if len(cmp["seeds"]) > 1:
+            v.parts.append(("Accuracy of every seed", seeds_table(cmp)))
+        v.used.add("compare.json")
+    curve = read_json(run, "learning_curve.json")
+    if isinstance(curve, dict) and isinstance(curve.get("curves"), list):
+        v.parts += [(f"Learning curve on {d.upper()}", html) for d, html in curve_tables(curve)]
+        v.used.add("learning_curve.json")
+    res = read_json(run, "results.json")
+    if isinstance(res, dict) and is_number(res.get("test_accuracy")):
+        v.headlines.append(results_headline(res))
+        v.parts.append(("Results", results_table(res)))
+        v.used.add("results.json")
+    examples = examples_html(run)
+    if examples:
+        v.parts.append(("Test examples as the model saw them", examples))
+        v.used.add("examples.json")
+    for name, caption in (("compare.png", compare_caption(cmp, cfg)), ("learning_curve.png", curve_caption(curve))):
+        if (run / name).exists():
+            v.figure_row((name, caption))
+    return v
+
+
+def _test_set(cfg: dict) -> str:
+    limit = cfg.get("limit_test")
+    return f"the first {limit} test examples of each data set" if limit else "each data set's full test split"
+
+
+def _seeds(seeds: list) -> str:
+    return f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))})"
+
+
+# ---------------------------------------------------------------------------------------------
+# compare.json
+
+
+def _datasets(cmp: dict) -> list[str]:
+    return list(dict.fromkeys(r["dataset"] for r in cmp["table"]))
+
+
+def best_prompting(cmp: dict, dataset: str) -> dict | None:
+    """The prompting method (anything but the fine-tuning baseline) with the highest mean accuracy."""
+    rows = [r for r in cmp["table"] if r["dataset"] == dataset and r["method"] != BASELINE]
+    return max(rows, key=lambda r: r["mean"]) if rows else None
+
+
+def compare_headline(cmp: dict, cfg: dict) -> Headline:
+    by = {(r["dataset"], r["method"]): r for r in cmp["table"]}
+    majority = {m["dataset"]: m["accuracy"] for m in cmp.get("majority", [])}
+    methods = list(dict.fromkeys(r["method"] for r in cmp["table"]))
+    sentences = [f"{len(methods)} methods ({', '.join(methods)}) compared at K = {cmp['shots']} training examples "
+                 f"per class with {_seeds(cmp['seeds'])}; test accuracy on {_test_set(cfg)}."]
+    rows = []
+    for d in _datasets(cmp):
+        best, ft = best_prompting(cmp, d), by.get((d, BASELINE))
+        if best is None:
+            continue
+        rows.append([d.upper(), best["method"], percent_pm(best["mean"], best["std"], best["n"]),
+                     percent_pm(ft["mean"], ft["std"], ft["n"]) if ft else DASH, percent(majority.get(d))])
+        sentences.append(dataset_sentence(d, best, ft, majority.get(d)))
+    return Headline(title="Prompting: the methods compared", sentences=sentences,
+                    columns=["Data set", "Best prompting method", "Accuracy (%)", "Fine-tuning (%)",
+                             "Majority class (%)"], rows=rows, kinds="llnnn")
+
+
+def dataset_sentence(dataset: str, best: dict, ft: dict | None, majority: float | None) -> str:
+    against = []
+    if ft:
+        against.append(f"{points(best['mean'] - ft['mean'])} points against fine-tuning ({percent(ft['mean'])} %)")
+    if is_number(majority):
+        against.append(f"{points(best['mean'] - majority)} against the majority class ({percent(majority)} %)")
+    tail = f": {' and '.join(against)}" if against else ""
+    return (f"On {dataset.upper()} the best prompting method is {best['method']}, at "
+            f"{percent(best['mean'])} %{tail}.")
+
+
+def accuracy_table(cmp: dict, cfg: dict) -> str:
+    datasets = _datasets(cmp)
+    by = {(r["dataset"], r["method"]): r for r in cmp["table"]}
+    methods = [m for m in cfg.get("methods", []) if any((d, m) in by for d in datasets)]
+    methods += [r["method"] for r in cmp["table"] if r["method"] not in methods]
+    methods = list(dict.fromkeys(methods))
+    rows = [[m, *[percent_pm(by[(d, m)]["mean"], by[(d, m)]["std"], by[(d, m)]["n"]) if (d, m) in by else DASH
+                  for d in datasets]] for m in methods]
+    majority = {m["dataset"]: m["accuracy"] for m in cmp.get("majority", [])}
+    rows.append(["majority class", *[percent(majority.get(d)) for d in datasets]])
+    note = (f"Test accuracy in %, mean ± sample std over {_seeds(cmp['seeds'])}, K = {cmp['shots']} examples per "
+            f"class; {_test_set(cfg)}. The last row always predicts the most frequent test label.")
+    return (table(["Method", *[f"{d.upper()} (%)" for d in datasets]], rows,
+                  row_classes=[""] * len(methods) + ["floor"]) + paragraph(note, "muted"))
+
+
+def seeds_table(cmp: dict) -> str:
+    seeds = cmp["seeds"]
+    rows = [[r["dataset"].upper(), r["method"], *[percent(a) for a in r["accuracies"]]]
+            for r in cmp["table"] if len(r.get("accuracies", [])) == len(seeds)]
+    return table(["Data set", "Method", *[f"Seed {s} (%)" for s in seeds]], rows, kinds="ll" + "n" * len(seeds))
+
+
+def compare_caption(cmp: dict | None, cfg: dict) -> str:
+    if not isinstance(cmp, dict) or "shots" not in cmp:
+        return "Prompting methods compared"
+    return (f"Test accuracy of each method, K = {cmp['shots']} examples per class, mean ± std over "
+            f"{_seeds(cmp['seeds'])}; the dashed line is the majority class. Test set: {_test_set(cfg)}.")
+
+
+# ---------------------------------------------------------------------------------------------
+# learning_curve.json
+
+
+def curve_tables(curve: dict) -> list[tuple[str, str]]:
+    majority = {m["dataset"]: m["accuracy"] for m in curve.get("majority", [])}
+    out = []
+    for d in dict.fromkeys(c["dataset"] for c in curve["curves"]):
+        lines = [c for c in curve["curves"] if c["dataset"] == d]
+        shots = lines[0]["shots"]
+        rows = [[c["method"], *[percent_pm(m, s, n) for m, s, n in zip(c["mean"], c["std"], c["n"])]] for c in lines]
+        rows.append(["majority class", *[percent(majority.get(d))] * len(shots)])
+        out.append((d, table(["Method", *[f"K = {k} (%)" for k in shots]], rows,
+                             row_classes=[""] * len(lines) + ["floor"])))
+    return out
+
+
+def curve_caption(curve: dict | None) -> str:
+    if not isinstance(curve, dict) or "seeds" not in curve:
+        return "Accuracy against K (training examples per class)"
+    return (f"Test accuracy against K, the training examples per class, mean ± std over {_seeds(curve['seeds'])}; "
+            "dashed: the majority class.")
+
+
+# ---------------------------------------------------------------------------------------------
+# results.json of one training run
+
+
+def results_headline(res: dict) -> Headline:
+    text = (f"{res.get('method')} on {str(res.get('dataset')).upper()} with K = {res.get('shots')} examples per class "
+            f"(seed {res.get('seed')}) reaches {percent(res['test_accuracy'])} % test accuracy "
+            f"(macro-F1 {percent(res.get('test_macro_f1'))} %); the majority class scores "
+            f"{percent(res.get('majority_accuracy'))} %.")
+    return Headline(title="Prompting: one training run", sentences=[text])
+
+
+def results_table(res: dict) -> str:
+    columns = ["Test accuracy (%)", "Macro-F1 (%)", "Dev accuracy (%)", "Majority class (%)", "Train / dev / test",
+               "Trainable parameters", "Training (s)"]
+    split = " / ".join(count(res.get(k)) for k in ("num_train", "num_dev", "num_test"))
+    row = [percent(res["test_accuracy"]), percent(res.get("test_macro_f1")), percent(res.get("dev_accuracy")),
+           percent(res.get("majority_accuracy")), split, count(res.get("trainable_parameters")),
+           seconds(res.get("train_seconds"))]
+    note = f"Template {res['template']!r}." if res.get("template") else ""
+    return table(columns, [row], kinds="n" * len(columns)) + (paragraph(note, "muted") if note else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# examples.json
+
+
+def example_files(run: Path) -> list[tuple[str, Path]]:
+    """examples.json of this run, or of each cell of a comparison grid (its first seed per method)."""
+    if (run / "examples.json").exists():
+        return [("", run / "examples.json")]
+    found, seen = [], set()
+    for p in sorted(run.glob("cells/*/*/*/*/examples.json")):
+        dataset, shots, method = p.parts[-5], p.parts[-4], p.parts[-3]
+        if (dataset, shots, method) not in seen:
+            seen.add((dataset, shots, method))
+            found.append((f"{method} on {dataset.upper()}, K = {shots[1:]} ({p.parts[-2].replace('seed', 'seed ')})", p))
+    return found
+
+
+def examples_html(run: Path) -> str:
+    """Each group of examples folded under its title (one method of a grid); a single run's shown open."""
+    blocks = []
+    for title, path in example_files(run):
+        rows = read_json(path.parent, path.name)
+        if isinstance(rows, list) and rows:
+            shown = rows[:EXAMPLES_PER_GROUP] if title else rows
+            blocks.append(fold(f"{title or 'This run'}: {len(shown)} test examples", examples_table(shown),
+                               open_=not title))
+    return "\n".join(blocks)
+
+
+def examples_table(rows: list) -> str:
+    """Prompts with their label scores, prediction and gold label; the scores spread into a column each."""
+    flat = [{k.removeprefix("scores."): v for k, v in flatten(r).items() if k != "score_kind"}
+            if isinstance(r, dict) else {"example": r} for r in rows]
+    kind = next((r.get("score_kind") for r in rows if isinstance(r, dict) and r.get("score_kind")), None)
+    note = paragraph(f"Scores: {kind}.", "muted") if kind else ""
+    return rows_table(flat) + note
+
