@@ -240,7 +240,7 @@ def _hf_label_logprobs(model, batch, ids):
 
 
 @pytest.mark.parametrize("which, words", [("bert", ("terrible", "great")), ("roberta", ("terrible", "great"))])
-def test_label_logits_equal_transformers_mlm(request, which, words):
+def test_scores_equal_transformers_mlm(request, which, words):
     model, tok = request.getfixturevalue(which)
     clf = PromptClassifier(model, tok, "{x} It was {mask}.", f"0:{words[0]};1:{words[1]}")
     assert not clf.training
@@ -250,7 +250,7 @@ def test_label_logits_equal_transformers_mlm(request, which, words):
         assert tok.convert_ids_to_tokens(ids) == ["Ġterrible", "Ġgreat"]
         assert "ĠIt" in tok.convert_ids_to_tokens(batch["input_ids"][0])
     with torch.no_grad():
-        ours = clf.label_logits(REVIEWS)
+        ours = clf.scores(REVIEWS)
     ref = _hf_label_logprobs(model, batch, ids)
     assert ours.shape == (len(REVIEWS), 2)
     assert torch.allclose(ours, ref, atol=1e-5, rtol=0), (ours - ref).abs().max()
@@ -326,18 +326,18 @@ def test_save_load_prompt_round_trip(bert, tmp_path):
     clf = PromptClassifier(model, tok, "{x} {soft*20} {mask} .", "0:terrible,bad;1:great", train="prompt")
     with torch.no_grad():
         clf.soft_embeddings.add_(torch.randn_like(clf.soft_embeddings))
-    path = clf.save_prompt(tmp_path / "p")
+    path = clf.save(tmp_path / "p")
     assert path.suffix == ".safetensors" and path.stat().st_size < 100_000
-    same = PromptClassifier.load_prompt(path, backbone=model, tokenizer=tok)
+    same = PromptClassifier.from_file(path, backbone=model, tokenizer=tok)
     assert same.template == clf.template and same.verbalizer == clf.verbalizer and same.train_mode == "prompt"
     assert torch.equal(same.predict(REVIEWS * 3), clf.predict(REVIEWS * 3))
     with torch.no_grad():
-        assert torch.equal(same.label_logits(REVIEWS), clf.label_logits(REVIEWS))
+        assert torch.equal(same.scores(REVIEWS), clf.scores(REVIEWS))
     other = PromptClassifier(model, tok, "{x} {soft*20} {mask} .", "0:terrible,bad;1:great", train="prompt")
-    other.load_prompt(path)
+    other.load(path)
     assert torch.equal(other.soft_embeddings, clf.soft_embeddings)
     # with no backbone given, the backbone named in the file is loaded
-    fresh = PromptClassifier.load_prompt(path)
+    fresh = PromptClassifier.from_file(path)
     assert backbone_id(fresh.backbone) == DEFAULT_BACKBONE
     assert torch.equal(fresh.predict(REVIEWS), clf.predict(REVIEWS))
 
@@ -350,10 +350,10 @@ def test_save_load_full_model(bert, tmp_path):
     with torch.no_grad():
         mine.cls.predictions.transform.dense.bias.add_(0.5)
         mine.bert.encoder.layer[0].output.dense.weight.mul_(1.5)
-    path = clf.save_prompt(tmp_path / "full.safetensors")
-    loaded = PromptClassifier.load_prompt(path, backbone=copy.deepcopy(model), tokenizer=tok)
+    path = clf.save(tmp_path / "full.safetensors")
+    loaded = PromptClassifier.from_file(path, backbone=copy.deepcopy(model), tokenizer=tok)
     with torch.no_grad():
-        assert torch.equal(loaded.label_logits(REVIEWS), clf.label_logits(REVIEWS))
+        assert torch.equal(loaded.scores(REVIEWS), clf.scores(REVIEWS))
     sd = loaded.backbone.state_dict()
     assert sd["cls.predictions.decoder.weight"].data_ptr() == sd["bert.embeddings.word_embeddings.weight"].data_ptr()
 
@@ -361,22 +361,22 @@ def test_save_load_full_model(bert, tmp_path):
 def test_mismatching_prompt_files(bert, roberta, tmp_path):
     model, tok = bert
     clf = PromptClassifier(model, tok, "{x} {soft*3} {mask} .", "0:terrible;1:great", train="prompt")
-    path = clf.save_prompt(tmp_path / "p3")
+    path = clf.save(tmp_path / "p3")
     other = PromptClassifier(model, tok, "{x} {soft*5} {mask} .", "0:terrible;1:great", train="prompt")
     with pytest.raises(UserError, match="3 soft tokens but template .* has 5"):
-        other.load_prompt(path)
+        other.load(path)
     rmodel, rtok = roberta
     with pytest.raises(UserError, match="embedding size 128.* has 32"):
-        PromptClassifier.load_prompt(path, backbone=rmodel, tokenizer=rtok)
+        PromptClassifier.from_file(path, backbone=rmodel, tokenizer=rtok)
     model._diffprompt_backbone_id = "some-other-bert"
     try:
         with pytest.raises(UserError, match="bert-tiny .packaged.*some-other-bert"):
-            PromptClassifier(model, tok, "{x} {soft*3} {mask} .", "0:terrible;1:great", train="prompt").load_prompt(path)
+            PromptClassifier(model, tok, "{x} {soft*3} {mask} .", "0:terrible;1:great", train="prompt").load(path)
     finally:
         model._diffprompt_backbone_id = DEFAULT_BACKBONE
     (tmp_path / "junk.safetensors").write_bytes(b"not a file")
     with pytest.raises(UserError):
-        PromptClassifier.load_prompt(tmp_path / "junk.safetensors", backbone=model, tokenizer=tok)
+        PromptClassifier.from_file(tmp_path / "junk.safetensors", backbone=model, tokenizer=tok)
 
 
 def test_prompt_classifier_input_errors(bert, tmp_path):
@@ -398,8 +398,8 @@ def test_finetune_classifier_shapes_learning_and_save(bert, tmp_path):
     model, tok = bert
     torch.manual_seed(0)
     ft = FineTuneClassifier(copy.deepcopy(model), tok, num_labels=3, dropout=0.1)
-    assert ft.logits(REVIEWS).shape == (4, 3)
-    assert ft.logits(REVIEWS[:2], ["and a second input", "more"]).shape == (2, 3)
+    assert ft.scores(REVIEWS).shape == (4, 3)
+    assert ft.scores(REVIEWS[:2], ["and a second input", "more"]).shape == (2, 3)
     assert ft.predict(REVIEWS, batch_size=3).shape == (4,)
     texts = ["good fun", "very good", "good story", "bad mess", "very bad", "bad story"]
     labels = torch.tensor([0, 0, 0, 1, 1, 1])
@@ -418,11 +418,11 @@ def test_finetune_classifier_shapes_learning_and_save(bert, tmp_path):
     assert final < first - 0.1
     assert (ft2.predict(texts) == labels).float().mean() >= 5 / 6
     path = ft2.save(tmp_path / "ft")
-    back = FineTuneClassifier.load(path, backbone=copy.deepcopy(model), tokenizer=tok)
+    back = FineTuneClassifier.from_file(path, backbone=copy.deepcopy(model), tokenizer=tok)
     with torch.no_grad():
-        assert torch.equal(back.logits(texts), ft2.logits(texts))
+        assert torch.equal(back.scores(texts), ft2.scores(texts))
     with pytest.raises(UserError, match="UTF-8"):
-        ft2.logits([b"abc"])
+        ft2.scores([b"abc"])
 
 
 # ---------------------------------------------------------------------------- other architectures
@@ -453,7 +453,7 @@ def test_other_architectures_match_their_mlm(bert, arch):
     clf = PromptClassifier(model, tok, "{x} It was {mask}.", "0:terrible;1:great")  # self-checks the head
     batch = clf.encode(REVIEWS)
     with torch.no_grad():
-        ours = clf.label_logits(REVIEWS)
+        ours = clf.scores(REVIEWS)
     assert torch.allclose(ours, _hf_label_logprobs(model, batch, [6659, 2307]), atol=1e-5, rtol=0)
     soft = PromptClassifier(model, tok, "{x} {soft*2} {mask}.", "0:terrible;1:great", train="prompt")
     soft.loss(REVIEWS, [1, 0, 1, 0]).backward()

@@ -15,7 +15,7 @@ from ..lazy import lazy_exports
 _EXPORTS = {
     "DEFAULT_BACKBONE": ".backbone", "backbone_id": ".backbone", "default_backbone_dir": ".backbone",
     "load_backbone": ".backbone", "FineTuneClassifier": ".finetune", "PromptClassifier": ".model",
-    "base_model": ".model", "full_vocab_label_logits": ".model", "mlm_head": ".model",
+    "TextClassifier": ".classifier", "base_model": ".model", "full_vocab_label_logits": ".model", "mlm_head": ".model",
     "PromptEncoder": ".prompt_encoder", "Template": ".template", "check_texts": ".template",
     "Verbalizer": ".verbalizer",
 }

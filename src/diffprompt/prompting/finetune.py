@@ -12,19 +12,22 @@ import inspect
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import check_state_dict_compatible, load_checkpoint, save_checkpoint
+from ..checkpoint import check_state_dict_compatible, save_checkpoint
 from ..errors import UserError
-from .backbone import DEFAULT_BACKBONE, backbone_id, load_backbone
-from .model import _dedupe_shared, base_model
+from .backbone import backbone_id
+from .classifier import TextClassifier, dedupe_tied, with_prefix
+from .model import base_model
 from .template import check_texts
 
 FORMAT = "diffprompt-finetune-v1"
 
 
-class FineTuneClassifier(nn.Module):
+class FineTuneClassifier(TextClassifier):
+    FORMAT = FORMAT
+    score_kind = "head logit"
+
     def __init__(self, backbone: nn.Module, tokenizer, num_labels: int, dropout: float = 0.1, max_length: int = 128):
         super().__init__()
         if int(num_labels) < 2:
@@ -75,23 +78,17 @@ class FineTuneClassifier(nn.Module):
         hidden = self.encoder(**kw)[0]
         return self.head(self.dropout(hidden[:, 0]))
 
-    def logits(self, texts, texts_b=None) -> torch.Tensor:
+    def scores(self, texts, texts_b=None) -> torch.Tensor:
+        """[B, num_labels] head logits."""
         return self(self.encode(texts, texts_b))
 
-    def loss(self, texts, labels, texts_b=None) -> torch.Tensor:
-        out = self.logits(texts, texts_b)
-        return F.cross_entropy(out, torch.as_tensor(labels, dtype=torch.long, device=out.device))
-
-    def predict(self, texts, texts_b=None, batch_size: int = 32) -> torch.Tensor:
-        """Predicted label indices (LongTensor on the CPU), computed in eval mode."""
-        from .model import predict_in_batches
-
-        return predict_in_batches(self, self.logits, texts, texts_b, batch_size)
+    def label_descriptions(self, label_names: list[str]) -> list[str]:
+        return list(label_names)
 
     # ------------------------------------------------------------------ saving and loading
     def save(self, path, extra_meta: dict | None = None) -> Path:
         """Encoder + head in safetensors, with backbone id, num_labels, dropout and max_length in the sidecar."""
-        enc, tied = _dedupe_shared(self.encoder.state_dict())
+        enc, tied = dedupe_tied(self.encoder.state_dict())
         tensors = {f"encoder.{k}": v for k, v in enc.items()}
         tensors.update({f"head.{k}": v for k, v in self.head.state_dict().items()})
         meta = {"format": FORMAT, "kind": "finetune-classifier", "backbone": backbone_id(self.backbone),
@@ -100,29 +97,24 @@ class FineTuneClassifier(nn.Module):
         meta.update(extra_meta or {})
         return save_checkpoint(path, tensors, meta)
 
-    @classmethod
-    def load(cls, path, backbone=None, tokenizer=None) -> "FineTuneClassifier":
-        tensors, meta = load_checkpoint(path)
-        if meta.get("format") != FORMAT:
-            raise UserError(f"{path} is not a fine-tuned classifier written by FineTuneClassifier.save "
-                            "(its .json sidecar must sit beside it)")
-        if backbone is None:
-            name = meta.get("backbone")
-            backbone, tokenizer = load_backbone(None if name == DEFAULT_BACKBONE else name)
-        elif tokenizer is None:
-            raise UserError("FineTuneClassifier.load got a backbone but no tokenizer; pass both, or neither")
-        mine = backbone_id(backbone)
+    def load(self, path) -> "FineTuneClassifier":
+        """Load a file written by `save` into this model (same backbone and number of labels)."""
+        tensors, meta = self.read_file(path)
+        mine = backbone_id(self.backbone)
         if meta.get("backbone") != mine:
             raise UserError(f"{path} was trained on backbone {meta.get('backbone')!r}, not on {mine!r}; "
                             "load it with the backbone it was trained on")
-        model = cls(backbone, tokenizer, meta["num_labels"], dropout=meta.get("dropout", 0.1),
-                    max_length=meta.get("max_length", 128))
-        tied = {k[len("encoder."):] for k in meta.get("tied", {})}
-        enc = {k[len("encoder."):]: v for k, v in tensors.items() if k.startswith("encoder.")}
-        head = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
-        want = {k: v for k, v in model.encoder.state_dict().items() if k not in tied}
+        tied = set(with_prefix(meta.get("tied", {}), "encoder."))
+        enc, head = with_prefix(tensors, "encoder."), with_prefix(tensors, "head.")
+        want = {k: v for k, v in self.encoder.state_dict().items() if k not in tied}
         check_state_dict_compatible(want, enc, what=f"checkpoint {path}")
-        check_state_dict_compatible(model.head.state_dict(), head, what=f"checkpoint {path}")
-        model.encoder.load_state_dict(enc, strict=False)
-        model.head.load_state_dict(head)
-        return model
+        check_state_dict_compatible(self.head.state_dict(), head, what=f"checkpoint {path}")
+        self.encoder.load_state_dict(enc, strict=False)
+        self.head.load_state_dict(head)
+        return self
+
+    @classmethod
+    def from_meta(cls, meta: dict, backbone: nn.Module, tokenizer, **overrides) -> "FineTuneClassifier":
+        """The model a saved file describes (its number of labels, dropout and max_length)."""
+        kw = {"dropout": meta.get("dropout", 0.1), "max_length": meta.get("max_length", 128), **overrides}
+        return cls(backbone, tokenizer, meta["num_labels"], **kw)

@@ -8,7 +8,6 @@ projection costs B rows instead of B x L.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Callable
 
@@ -16,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import check_state_dict_compatible, save_checkpoint
 from ..errors import UserError
-from .backbone import DEFAULT_BACKBONE, backbone_id, load_backbone
+from .backbone import backbone_id
+from .classifier import TextClassifier, dedupe_tied, with_prefix
 from .prompt_encoder import make_prompt_encoder
-from .template import Template, check_texts
+from .template import Template
 from .verbalizer import Verbalizer
 
 TRAIN_MODES = ("all", "prompt")
@@ -77,53 +77,26 @@ def _word_token_pool(tokenizer, vocab_size: int, size: int = 5000) -> list[int]:
     return pool or [i for i in range(vocab_size) if i not in specials]
 
 
-class _HybridMethod:
-    """`Class.load_prompt(path)` builds a new model; `instance.load_prompt(path)` loads into it."""
-
-    def __init__(self, cls_fn, inst_fn):
-        self.cls_fn, self.inst_fn = cls_fn, inst_fn
-
-    def __get__(self, obj, owner):
-        if obj is None:
-            return self.cls_fn.__get__(None, owner)
-        return self.inst_fn.__get__(obj, owner)
-
-
-def _dedupe_shared(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Drop tensors that share storage with an earlier key (tied weights); return {dropped: kept}."""
-    seen: dict[tuple, str] = {}
-    out, tied = {}, {}
-    for k, v in state.items():
-        key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), tuple(v.stride())) if v.numel() else None
-        if key is not None and key in seen:
-            tied[k] = seen[key]
-            continue
-        if key is not None:
-            seen[key] = k
-        out[k] = v
-    return out, tied
+def _label_word_buffers(verbalizer: Verbalizer, tokenizer) -> dict[str, torch.Tensor]:
+    """The label words as padded tensors: `word_ids` [W, T] and `word_tok_mask` [W, T] (sub-tokens
+    per word; only the first with aggregation "first"), `label_word_mask` [C, W] (which words
+    belong to which label) and `log_words_per_label` [C]."""
+    ids = verbalizer.label_word_ids(tokenizer)
+    flat = [(li, w if verbalizer.aggregation == "mean" else w[:1]) for li, ws in enumerate(ids) for w in ws]
+    t = max(len(w) for _, w in flat)
+    word_ids = torch.zeros(len(flat), t, dtype=torch.long)
+    tok_mask = torch.zeros(len(flat), t)
+    for i, (_, w) in enumerate(flat):
+        word_ids[i, :len(w)] = torch.tensor(w)
+        tok_mask[i, :len(w)] = 1.0
+    label_of = torch.tensor([li for li, _ in flat])
+    label_word_mask = label_of.unsqueeze(0) == torch.arange(verbalizer.num_labels).unsqueeze(1)
+    return {"word_ids": word_ids, "word_tok_mask": tok_mask, "label_word_mask": label_word_mask,
+            "log_words_per_label": label_word_mask.sum(1).float().log()}
 
 
 # ---------------------------------------------------------------------------- the model
-@torch.no_grad()
-def predict_in_batches(module: nn.Module, scores, texts, texts_b=None, batch_size: int = 32) -> torch.Tensor:
-    """argmax of `scores(texts, texts_b)` over batches, with `module` in eval mode (restored after)."""
-    texts = check_texts(texts, "texts")
-    if texts_b is not None:
-        texts_b = check_texts(texts_b, "texts_b")
-    was = module.training
-    module.eval()
-    try:
-        out = []
-        for i in range(0, len(texts), max(1, int(batch_size))):
-            b = texts_b[i:i + batch_size] if texts_b is not None else None
-            out.append(scores(texts[i:i + batch_size], b).argmax(-1).cpu())
-    finally:
-        module.train(was)
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
-
-
-class PromptClassifier(nn.Module):
+class PromptClassifier(TextClassifier):
     """Classify by filling a template and scoring verbalizer words at the mask.
 
     train="all": every parameter is trained (backbone, soft tokens, prompt encoder).
@@ -131,6 +104,9 @@ class PromptClassifier(nn.Module):
     the module is in training mode, so it is deterministic (no dropout); only the soft tokens and
     the prompt encoder train.
     """
+
+    FORMAT = FORMAT
+    score_kind = "log P(word | prompt) at the mask"
 
     def __init__(self, backbone: nn.Module, tokenizer, template, verbalizer, train: str = "all",
                  prompt_encoder: str | None = None, max_length: int = 128, check_head: bool = True):
@@ -156,21 +132,8 @@ class PromptClassifier(nn.Module):
         self.soft_embeddings = nn.Parameter(self._init_soft(emb), requires_grad=True)
         self.prompt_encoder = make_prompt_encoder(self.prompt_encoder_kind, self.embed_dim)
 
-        # label word ids, padded: word_ids [W, T], word_tok_mask [W, T], word_label [W]
-        ids = self.verbalizer.label_word_ids(tokenizer)
-        flat = [(li, w if self.verbalizer.aggregation == "mean" else w[:1]) for li, ws in enumerate(ids) for w in ws]
-        t = max(len(w) for _, w in flat)
-        word_ids = torch.zeros(len(flat), t, dtype=torch.long)
-        tok_mask = torch.zeros(len(flat), t)
-        for i, (_, w) in enumerate(flat):
-            word_ids[i, :len(w)] = torch.tensor(w)
-            tok_mask[i, :len(w)] = 1.0
-        label_of = torch.tensor([li for li, _ in flat])
-        label_word_mask = (label_of.unsqueeze(0) == torch.arange(self.verbalizer.num_labels).unsqueeze(1))  # [C, W]
-        self.register_buffer("word_ids", word_ids, persistent=False)
-        self.register_buffer("word_tok_mask", tok_mask, persistent=False)
-        self.register_buffer("label_word_mask", label_word_mask, persistent=False)
-        self.register_buffer("log_words_per_label", label_word_mask.sum(1).float().log(), persistent=False)
+        for name, buf in _label_word_buffers(self.verbalizer, tokenizer).items():
+            self.register_buffer(name, buf, persistent=False)
 
         if train == "prompt":
             for p in self.backbone.parameters():
@@ -270,14 +233,18 @@ class PromptClassifier(nn.Module):
         return self._head(at_mask.unsqueeze(1)).squeeze(1)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Label scores [B, num_labels] for a batch made by `Template.encode` (see `label_logits`)."""
-        logp = F.log_softmax(self.mask_logits(batch).float(), dim=-1)  # [B, V]
+        """Label scores [B, num_labels] for a batch made by `Template.encode` (see `scores`)."""
+        return self.label_scores(self.mask_logits(batch))
+
+    def label_scores(self, mask_logits: torch.Tensor) -> torch.Tensor:
+        """[B, num_labels] label scores from the vocabulary logits at the mask [B, V]."""
+        logp = F.log_softmax(mask_logits.float(), dim=-1)  # [B, V]
         tok = logp[:, self.word_ids]  # [B, W, T]
         word = (tok * self.word_tok_mask).sum(-1) / self.word_tok_mask.sum(-1)  # [B, W]
         per_label = word.unsqueeze(1).masked_fill(~self.label_word_mask.unsqueeze(0), float("-inf"))  # [B, C, W]
         return torch.logsumexp(per_label, dim=-1) - self.log_words_per_label
 
-    def label_logits(self, texts, texts_b=None) -> torch.Tensor:
+    def scores(self, texts, texts_b=None) -> torch.Tensor:
         """[B, num_labels] log-scores: per label, log of the mean probability of its words at the mask.
 
         For one single-token word per label this is exactly log_softmax over the vocabulary of
@@ -285,15 +252,8 @@ class PromptClassifier(nn.Module):
         """
         return self(self.encode(texts, texts_b))
 
-    def loss(self, texts, labels, texts_b=None) -> torch.Tensor:
-        """Cross-entropy of the labels under softmax(label_logits) (label words renormalised)."""
-        logits = self.label_logits(texts, texts_b)
-        labels = torch.as_tensor(labels, dtype=torch.long, device=logits.device)
-        return F.cross_entropy(logits, labels)
-
-    def predict(self, texts, texts_b=None, batch_size: int = 32) -> torch.Tensor:
-        """Predicted label indices (LongTensor on the CPU), computed in eval mode."""
-        return predict_in_batches(self, self.label_logits, texts, texts_b, batch_size)
+    def label_descriptions(self, label_names: list[str]) -> list[str]:
+        return ["/".join(ws) for ws in self.verbalizer.words]
 
     # ------------------------------------------------------------------ saving and loading
     def _meta(self) -> dict:
@@ -310,36 +270,52 @@ class PromptClassifier(nn.Module):
             "max_length": self.max_length,
         }
 
-    def _prompt_state(self) -> dict[str, torch.Tensor]:
-        state = {"soft_embeddings": self.soft_embeddings.detach()}
-        if self.prompt_encoder is not None:
-            state.update({f"prompt_encoder.{k}": v.detach() for k, v in self.prompt_encoder.state_dict().items()})
-        return state
-
-    def save_prompt(self, path) -> Path:
+    def save(self, path) -> Path:
         """Save to `path` (.safetensors + .json sidecar).
 
         train="prompt": only the soft embeddings and the prompt encoder (a small file);
         train="all": the backbone too (tied weights stored once).
         """
-        tensors = self._prompt_state()
+        tensors = {"soft_embeddings": self.soft_embeddings.detach()}
+        if self.prompt_encoder is not None:
+            tensors.update({f"prompt_encoder.{k}": v.detach() for k, v in self.prompt_encoder.state_dict().items()})
         meta = self._meta()
         if self.train_mode == "all":
-            bb, tied = _dedupe_shared(self.backbone.state_dict())
+            bb, tied = dedupe_tied(self.backbone.state_dict())
             tensors.update({f"backbone.{k}": v for k, v in bb.items()})
             meta["tied"] = {f"backbone.{k}": f"backbone.{v}" for k, v in tied.items()}
         return save_checkpoint(path, tensors, meta)
 
-    @staticmethod
-    def _read(path) -> tuple[dict, dict]:
-        tensors, meta = load_checkpoint(path)
-        if meta.get("format") != FORMAT or "soft_embeddings" not in tensors:
-            raise UserError(f"{path} is not a prompt file written by PromptClassifier.save_prompt "
-                            "(its .json sidecar must sit beside it)")
+    @classmethod
+    def read_file(cls, path) -> tuple[dict[str, torch.Tensor], dict]:
+        tensors, meta = super().read_file(path)
+        if "soft_embeddings" not in tensors:
+            raise UserError(f"{path} holds no soft embeddings; it is not a prompt file written by PromptClassifier.save")
         return tensors, meta
 
-    def _load_into(self, path) -> "PromptClassifier":
-        tensors, meta = self._read(path)
+    def load(self, path) -> "PromptClassifier":
+        """Load a prompt file into this model. A backbone, embedding size, number of soft tokens or
+        prompt encoder other than the file's is a `UserError` naming both values."""
+        tensors, meta = self.read_file(path)
+        self._check_fits(path, meta, tensors["soft_embeddings"])
+        with torch.no_grad():
+            self.soft_embeddings.copy_(tensors["soft_embeddings"].to(self.soft_embeddings))
+            if self.prompt_encoder is not None:
+                enc = with_prefix(tensors, "prompt_encoder.")
+                check_state_dict_compatible(self.prompt_encoder.state_dict(), enc, what=f"prompt file {path}")
+                self.prompt_encoder.load_state_dict(enc)
+            bb = with_prefix(tensors, "backbone.")
+            if bb:
+                tied = set(with_prefix(meta.get("tied", {}), "backbone."))
+                want = {k: v for k, v in self.backbone.state_dict().items() if k not in tied}
+                check_state_dict_compatible(want, bb, what=f"prompt file {path}")
+                missing, unexpected = self.backbone.load_state_dict(bb, strict=False)
+                if set(missing) - tied or unexpected:
+                    raise UserError(f"prompt file {path} does not fit this backbone (missing {sorted(set(missing) - tied)[:5]}, "
+                                    f"unexpected {sorted(unexpected)[:5]})")
+        return self
+
+    def _check_fits(self, path, meta: dict, soft: torch.Tensor) -> None:
         mine = backbone_id(self.backbone)
         if meta.get("hidden_size") != self.embed_dim:
             raise UserError(f"prompt file {path} was trained on backbone {meta.get('backbone')!r} with embedding size "
@@ -355,50 +331,18 @@ class PromptClassifier(nn.Module):
         if (meta.get("prompt_encoder") or None) != self.prompt_encoder_kind:
             raise UserError(f"prompt file {path} uses prompt encoder {meta.get('prompt_encoder')!r} but this model "
                             f"uses {self.prompt_encoder_kind!r}; build the model with the same prompt encoder")
-        if tuple(tensors["soft_embeddings"].shape) != tuple(self.soft_embeddings.shape):
-            raise UserError(f"prompt file {path} has soft embeddings of shape {tuple(tensors['soft_embeddings'].shape)}, "
+        if tuple(soft.shape) != tuple(self.soft_embeddings.shape):
+            raise UserError(f"prompt file {path} has soft embeddings of shape {tuple(soft.shape)}, "
                             f"this model {tuple(self.soft_embeddings.shape)}; use the matching backbone and template")
-        with torch.no_grad():
-            self.soft_embeddings.copy_(tensors["soft_embeddings"].to(self.soft_embeddings))
-            if self.prompt_encoder is not None:
-                enc = {k[len("prompt_encoder."):]: v for k, v in tensors.items() if k.startswith("prompt_encoder.")}
-                from ..checkpoint import check_state_dict_compatible
-                check_state_dict_compatible(self.prompt_encoder.state_dict(), enc, what=f"prompt file {path}")
-                self.prompt_encoder.load_state_dict(enc)
-            bb = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
-            if bb:
-                tied = {k[len("backbone."):] for k in meta.get("tied", {})}
-                want = {k: v for k, v in self.backbone.state_dict().items() if k not in tied}
-                from ..checkpoint import check_state_dict_compatible
-                check_state_dict_compatible(want, bb, what=f"prompt file {path}")
-                missing, unexpected = self.backbone.load_state_dict(bb, strict=False)
-                left = set(missing) - tied
-                if left or unexpected:
-                    raise UserError(f"prompt file {path} does not fit this backbone (missing {sorted(left)[:5]}, "
-                                    f"unexpected {sorted(unexpected)[:5]})")
-        return self
 
     @classmethod
-    def _load_new(cls, path, backbone=None, tokenizer=None, **overrides) -> "PromptClassifier":
-        _, meta = cls._read(path)
-        if backbone is None:
-            name = meta.get("backbone")
-            backbone, tok = load_backbone(None if name == DEFAULT_BACKBONE else name)
-            tokenizer = tokenizer or tok
-        elif tokenizer is None:
-            raise UserError("load_prompt got a backbone but no tokenizer; pass both, or neither to load the saved backbone")
+    def from_meta(cls, meta: dict, backbone: nn.Module, tokenizer, **overrides) -> "PromptClassifier":
+        """The model a prompt file describes; `template`, `verbalizer`, `train`, `max_length` may be overridden."""
         verbalizer = overrides.pop("verbalizer", None) or Verbalizer.from_dict(meta["verbalizer"])
-        model = cls(backbone, tokenizer, overrides.pop("template", meta["template"]), verbalizer,
-                    train=overrides.pop("train", meta.get("train", "prompt")),
-                    prompt_encoder=meta.get("prompt_encoder"),
-                    max_length=overrides.pop("max_length", meta.get("max_length", 128)), **overrides)
-        return model._load_into(path)
-
-    load_prompt = _HybridMethod(_load_new, _load_into)
-    load_prompt.__doc__ = ("PromptClassifier.load_prompt(path, backbone=None, tokenizer=None) builds a model from a "
-                           "prompt file (loading the saved backbone when none is given); model.load_prompt(path) "
-                           "loads the file into an existing model. Mismatching backbone, embedding size or number "
-                           "of soft tokens is a UserError naming both values.")
+        return cls(backbone, tokenizer, overrides.pop("template", meta["template"]), verbalizer,
+                   train=overrides.pop("train", meta.get("train", "prompt")),
+                   prompt_encoder=meta.get("prompt_encoder"),
+                   max_length=overrides.pop("max_length", meta.get("max_length", 128)), **overrides)
 
 
 def full_vocab_label_logits(model: PromptClassifier, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -408,9 +352,4 @@ def full_vocab_label_logits(model: PromptClassifier, batch: dict[str, torch.Tens
     ids = batch["input_ids"].to(dev)
     embeds = model.input_embeds(batch)
     logits = model.backbone(inputs_embeds=embeds, attention_mask=batch["attention_mask"].to(dev)).logits  # [B, L, V]
-    at_mask = logits[torch.arange(ids.shape[0], device=dev), batch["mask_positions"].to(dev)]
-    logp = F.log_softmax(at_mask.float(), dim=-1)
-    tok = logp[:, model.word_ids]
-    word = (tok * model.word_tok_mask).sum(-1) / model.word_tok_mask.sum(-1)
-    per_label = word.unsqueeze(1).masked_fill(~model.label_word_mask.unsqueeze(0), float("-inf"))
-    return torch.logsumexp(per_label, dim=-1) - model.log_words_per_label
+    return model.label_scores(logits[torch.arange(ids.shape[0], device=dev), batch["mask_positions"].to(dev)])

@@ -141,15 +141,11 @@ def build_model(cfg: RunConfig, backbone, tokenizer, label_names: list[str]):
 
 
 def trainable_parameters(model) -> list:
-    if hasattr(model, "trainable_parameters"):
-        params = list(model.trainable_parameters())
-    else:
-        params = [p for p in model.parameters() if p.requires_grad]
-    return [p for p in params if p.requires_grad]
+    return [p for p in model.trainable_parameters() if p.requires_grad]
 
 
 def _scores_fn(model):
-    return model.label_logits if hasattr(model, "label_logits") else model.logits
+    return model.scores
 
 
 def score(model, examples, batch_size: int = 64, desc: str | None = None):
@@ -441,7 +437,7 @@ def make_examples(model, test, test_scores, label_names, n: int) -> list[dict]:
     exs = [test[i] for i in chosen]
     prompts = render_prompts(model, exs)
     words = label_words(model, label_names)
-    kind = "log P(word | prompt) at the mask" if hasattr(model, "label_logits") else "head logit"
+    kind = model.score_kind
     rows = []
     for i, ex, prompt in zip(chosen, exs, prompts):
         sc = test_scores[i].tolist()
@@ -458,11 +454,9 @@ def make_examples(model, test, test_scores, label_names, n: int) -> list[dict]:
 
 
 def save_trained(model, run: RunDir) -> Path:
-    if hasattr(model, "save_prompt"):
-        path = run / PROMPT_FILE
-        model.save_prompt(path)
-        return path
-    path = run / MODEL_FILE
+    from .model import PromptClassifier
+
+    path = run / (PROMPT_FILE if isinstance(model, PromptClassifier) else MODEL_FILE)
     model.save(path)
     return path
 
@@ -487,18 +481,12 @@ def load_run_model(run_dir: str | Path, device: str = "cpu"):
     seed_everything(cfg.seed)
     model = build_model(cfg, model_bb, tok, label_names)
     if get_method(cfg.method).trains:
-        if hasattr(model, "load_prompt"):
-            path = run_dir / PROMPT_FILE
-            if not path.exists():
-                raise UserError(f"run {run_dir} has no {PROMPT_FILE}; it was trained with save_model off, retrain it")
-            model.load_prompt(path)
-        else:
-            from .finetune import FineTuneClassifier
+        from .model import PromptClassifier
 
-            path = run_dir / MODEL_FILE
-            if not path.exists():
-                raise UserError(f"run {run_dir} has no {MODEL_FILE}; it was trained with save_model off, retrain it")
-            model = FineTuneClassifier.load(path, model_bb, tok)
+        path = run_dir / (PROMPT_FILE if isinstance(model, PromptClassifier) else MODEL_FILE)
+        if not path.exists():
+            raise UserError(f"run {run_dir} has no {path.name}; it was trained with save_model off, retrain it")
+        model.load(path)
     model.eval()
     from ..device import choose_device
 

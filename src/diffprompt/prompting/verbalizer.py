@@ -3,7 +3,7 @@
 `Verbalizer({0: ["terrible", "bad"], 1: ["great", "good"]})`, or from the string form
 `"0:terrible,bad;1:great,good"` (labels by index or by name).
 
-Scoring (implemented in `PromptClassifier.label_logits`):
+Scoring (implemented in `PromptClassifier.scores`):
 
 - every label word is tokenised with a leading space (`" great"`), so byte-level BPE
   tokenizers (RoBERTa) use the word-initial form `Ġgreat`; WordPiece and SentencePiece
