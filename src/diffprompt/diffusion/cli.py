@@ -8,6 +8,8 @@ from pathlib import Path
 from ..cli import add_command, add_group
 from ..errors import UserError
 
+# The handlers below import the library when they run: `diffprompt --help` must not import torch.
+
 TRAIN_HELP = """\
 Train a DDPM (Ho et al. 2020) on an image data set; sampling uses the EMA weights.
 
@@ -116,9 +118,6 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_visualize)
-
-
-# The handlers import the library when they run: `diffprompt --help` must not import torch.
 
 
 def cmd_train(args) -> int:

@@ -38,7 +38,7 @@ from ..data import ImageDataset, load_images
 from ..data.images import random_subset
 from ..device import choose_device
 from ..errors import UserError
-from ..progress import log, progress
+from ..progress import bars_enabled, log, progress
 from ..rundir import RunDir
 from ..seeding import seed_everything, set_rng_state
 from .checkpoints import LAST, MODEL, restore_training_checkpoint, save_training_checkpoint, saved_unet_config
@@ -70,7 +70,7 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: str | Path | 
     run = setup(cfg, out, resume, data)
     model, optimizer, accelerator = run.model, run.optimizer, run.accelerator
     bar = progress(range(run.step, cfg.steps), total=cfg.steps, initial=run.step, desc="train",
-                   **({} if accelerator.is_main_process else {"disable": True}))
+                   disable=not (accelerator.is_main_process and bars_enabled()))
     window, grad_norm, stopped_early = LogWindow(), math.nan, False
     t_start = time.perf_counter()
     model.train()
@@ -79,7 +79,7 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: str | Path | 
         lr = warm_up(optimizer, cfg, run.step)
         with accelerator.autocast():  # t ~ Uniform({1..T}), eps ~ N(0, I), the configured loss (L_simple: eq. 14)
             loss = run.diffusion.training_loss(model, x0)["loss"].float().mean()
-        window.add(finite_mean(accelerator, loss, run))
+        window.add(gather_finite_loss(accelerator, loss, run))
         accelerator.backward(loss)  # take a gradient descent step
         if cfg.grad_clip > 0:
             grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip))
@@ -111,7 +111,7 @@ def warm_up(optimizer, cfg: TrainConfig, step: int) -> float:
     return lr
 
 
-def finite_mean(accelerator: Accelerator, loss: torch.Tensor, run: "TrainingRun") -> float:
+def gather_finite_loss(accelerator: Accelerator, loss: torch.Tensor, run: "TrainingRun") -> float:
     """The loss averaged over processes; a `NonFiniteLoss` if any process's is NaN or inf."""
     losses = accelerator.gather(loss.detach()[None])
     if not bool(torch.isfinite(losses).all()):
