@@ -67,24 +67,29 @@ def shows_pm(cell: str, mean: float, err: float, scale: float = 1.0) -> bool:
     return abs(e - err * scale) <= e / 10 and abs(m - mean * scale) <= e / 10
 
 
+def kid_scale(ev: dict) -> float:
+    """KID is shown × 10³ when every value is small, as is otherwise."""
+    return 1e3 if all(abs(s["kid"]) < 0.1 for s in ev["samplers"] + [ev["real_floor"]]) else 1.0
+
+
 def check_diffusion_headline(table: list[list[str]], ev: dict) -> None:
     header, *rows = table
     samplers, floor = ev["samplers"], ev["real_floor"]
     ref = max(samplers, key=lambda s: s["steps"])
-    kid_scale = 1e3 if all(abs(s["kid"]) < 0.1 for s in samplers + [floor]) else 1.0
+    scale = kid_scale(ev)
     assert header[0] == "Sampler" and header[2] == f"FID (n = {ev['n_samples']})", header
     assert header[5] == f"Speed-up vs {ref['sampler']}", header
     assert len(rows) == len(samplers) + 1
     for s, row in zip(samplers, rows):
         assert row[0] == s["sampler"] and numbers(row[1]) == [s["steps"]], row
         assert shows(row[2], s["fid"]), (row, s["fid"])
-        assert shows_pm(row[3], s["kid"], s["kid_std"], kid_scale), (row, s["kid"], s["kid_std"])
+        assert shows_pm(row[3], s["kid"], s["kid_std"], scale), (row, s["kid"], s["kid_std"])
         [seconds] = numbers(row[4])
         assert abs(seconds - s["seconds_per_image"]) <= 0.05 * s["seconds_per_image"], (row, s["seconds_per_image"])
         assert shows(row[5], ref["seconds_per_image"] / s["seconds_per_image"]), row
     *_, floor_row = rows
     assert "floor" in floor_row[0] and shows(floor_row[2], floor["fid"]), floor_row
-    assert shows_pm(floor_row[3], floor["kid"], floor["kid_std"], kid_scale), floor_row
+    assert shows_pm(floor_row[3], floor["kid"], floor["kid_std"], scale), floor_row
 
 
 def check_prompting_headline(table: list[list[str]], compare: dict) -> None:

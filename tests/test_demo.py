@@ -1,7 +1,6 @@
 """`diffprompt demo --quick` end to end: stages, resume after Ctrl-C, and its report in a real browser."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -9,7 +8,8 @@ import pytest
 from browser import load_page, require_browser
 from diffprompt import demo
 from diffprompt.cli import main
-from diffprompt.report import format_value
+from diffprompt.report.numbers import one_decimal, percent, plus_minus
+from report_page import check_diffusion_headline, check_prompting_headline, headline_tables, kid_scale
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -55,17 +55,6 @@ def test_demo_writes_every_stage(demo_run):
     assert methods == {"zero-shot", "prompt-ft", "soft", "hybrid", "finetune"}
 
 
-def _numbers(obj):
-    if isinstance(obj, dict):
-        for v in obj.values():
-            yield from _numbers(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _numbers(v)
-    elif isinstance(obj, float):
-        yield obj
-
-
 def test_demo_report_in_a_browser(demo_run):
     require_browser()
     out = demo_run["out"]
@@ -75,13 +64,26 @@ def test_demo_report_in_a_browser(demo_run):
     assert not page["errors"]
     network = [u for u in page["requests"] if not u.startswith(("file:", "data:"))]
     assert not network, f"the report made network requests: {network}"
+    assert not page["broken_words"], f"words split over two lines: {page['broken_words']}"
+    # The report's own formats (FID to one decimal, KID ± std, shares and accuracies in %).
     cells = set(page["cells"])
     ev = json.loads((out / "ddpm" / "eval.json").read_text())
+    scale = kid_scale(ev)
     for row in ev["samplers"]:
-        for key in ("fid", "kid", "confident_share"):
-            assert format_value(row[key]) in cells, (key, row[key])
-    assert format_value(ev["nll"]["bpd"]) in cells
+        for shown in (one_decimal(row["fid"]), plus_minus(row["kid"] * scale, row["kid_std"] * scale),
+                      percent(row["confident_share"], 0)):
+            assert shown in cells, (shown, row)
+    assert plus_minus(ev["nll"]["bpd"], ev["nll"]["bpd_stderr"]) in cells
     compare = json.loads((out / "prompting" / "compare.json").read_text())
     for row in compare["table"]:
-        assert format_value(row["mean"]) in cells, row
+        assert percent(row["mean"]) in cells, row
     assert (ARTIFACTS / "demo-report.png").stat().st_size > 10_000
+
+
+def test_demo_report_opens_with_headlines_that_equal_the_json(demo_run):
+    out = demo_run["out"]
+    page = (out / "report.html").read_text()
+    assert page.index("What this run shows") < page.index('<section id="run-')
+    diffusion, prompting = headline_tables(page)
+    check_diffusion_headline(diffusion, json.loads((out / "ddpm" / "eval.json").read_text()))
+    check_prompting_headline(prompting, json.loads((out / "prompting" / "compare.json").read_text()))

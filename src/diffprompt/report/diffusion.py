@@ -19,7 +19,7 @@ from .view import Headline, RunView, read_json
 def view(run: Path, cfg: dict) -> RunView:
     v = RunView()
     ev = read_json(run, "eval.json")
-    if isinstance(ev, dict) and isinstance(ev.get("samplers"), list) and ev["samplers"]:
+    if is_eval(ev):
         v.headlines.append(eval_headline(ev))
         v.parts += eval_parts(ev)
         v.used.add("eval.json")
@@ -35,6 +35,23 @@ def view(run: Path, cfg: dict) -> RunView:
 
 # ---------------------------------------------------------------------------------------------
 # eval.json
+
+
+SAMPLER_KEYS = ("sampler", "steps", "fid", "kid", "kid_std", "confident_share", "class_histogram", "n",
+                "seconds_per_image")
+FLOOR_KEYS = ("fid", "kid", "kid_std", "confident_share", "class_histogram")
+
+
+def is_eval(ev) -> bool:
+    """Whether `ev` has the shape `evaluate` writes (anything else is shown as a plain table)."""
+    return (isinstance(ev, dict) and all(k in ev for k in ("dataset", "n_samples", "reference", "classifier"))
+            and isinstance(ev.get("samplers"), list) and bool(ev["samplers"])
+            and all(isinstance(s, dict) and all(k in s for k in SAMPLER_KEYS) for s in ev["samplers"])
+            and isinstance(ev.get("real_floor"), dict) and all(k in ev["real_floor"] for k in FLOOR_KEYS))
+
+
+def speedup(ref: dict, s: dict) -> float:
+    return ref["seconds_per_image"] / s["seconds_per_image"] if s["seconds_per_image"] > 0 else float("nan")
 
 
 def _kid_unit(rows: list[dict]) -> tuple[float, str]:
@@ -59,7 +76,7 @@ def eval_headline(ev: dict) -> Headline:
     scale, kid = _kid_unit(rows + [floor])
     table_rows = [[s["sampler"], count(s["steps"]), one_decimal(s["fid"]),
                    plus_minus(s["kid"] * scale, s["kid_std"] * scale), sig(s["seconds_per_image"]),
-                   times(ref["seconds_per_image"] / s["seconds_per_image"])] for s in rows]
+                   times(speedup(ref, s))] for s in rows]
     table_rows.append(["Real images (floor)", DASH, one_decimal(floor["fid"]),
                        plus_minus(floor["kid"] * scale, floor["kid_std"] * scale), DASH, DASH])
     return Headline(
@@ -76,7 +93,7 @@ def eval_sentences(ev: dict, ref: dict) -> list[str]:
     fast = min(rows, key=lambda s: s["seconds_per_image"])
     if fast is not ref:
         out.append(f"{fast['sampler']} draws an image in {sig(fast['seconds_per_image'])} s, "
-                   f"{times(ref['seconds_per_image'] / fast['seconds_per_image'])} faster than {ref['sampler']} "
+                   f"{times(speedup(ref, fast))} faster than {ref['sampler']} "
                    f"({sig(ref['seconds_per_image'])} s), at FID {one_decimal(fast['fid'])} against "
                    f"{one_decimal(ref['fid'])}.")
     best = min(rows, key=lambda s: s["fid"])
@@ -113,12 +130,12 @@ def quality_table(ev: dict) -> str:
                 plus_minus(s["kid"] * scale, s["kid_std"] * scale), percent(s["confident_share"], 0)]
 
     body = [[s["sampler"], count(s["steps"]), *cells(s), sig(s["seconds_per_image"]),
-             times(ref["seconds_per_image"] / s["seconds_per_image"])] for s in rows]
+             times(speedup(ref, s))] for s in rows]
     body.append([f"Real images: {floor.get('what', 'train vs test')}", DASH, *cells(floor), DASH, DASH])
+    c = ev["classifier"]
     note = (f"Confident: the share of images the classifier labels with probability ≥ "
-            f"{ev['classifier']['confidence_threshold']} (real test images: "
-            f"{percent(ev['classifier']['test_confident_share'], 0)} %). The last row is the floor: real images "
-            f"scored the same way.")
+            f"{c.get('confidence_threshold', 0.9)} (real test images: {percent(c.get('test_confident_share'), 0)} %). "
+            "The last row is the floor: real images scored the same way.")
     return table(columns, body, row_classes=[""] * len(rows) + ["floor"]) + paragraph(note, "muted")
 
 
@@ -144,8 +161,8 @@ def likelihood_table(nll: dict) -> str:
 
 def measured_text(ev: dict) -> str:
     c, m = ev["classifier"], ev.get("machine", {})
-    return (f"FID and KID use the {c['feature_dim']}-dimensional features of a CNN trained on {ev['dataset']}'s "
-            f"train split (test accuracy {percent(c['test_accuracy'])} %). Seed {ev.get('seed')}, device "
+    return (f"FID and KID use the {c.get('feature_dim', '')}-dimensional features of a CNN trained on "
+            f"{ev['dataset']}'s train split (test accuracy {percent(c.get('test_accuracy'))} %). Seed {ev.get('seed')}, device "
             f"{ev.get('device')}; {m.get('cpu_model', m.get('processor', 'CPU'))}, {m.get('cpu_count')} CPUs, "
             f"torch {m.get('torch')} with {m.get('torch_threads')} threads.")
 

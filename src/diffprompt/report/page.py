@@ -113,8 +113,8 @@ def run_section(run: Run) -> str:
     if run.cfg.get("description") and not run.root:
         parts.append(paragraph(str(run.cfg["description"])))
     parts.append(pictures_html(run))
-    other = [(h, html) for p in result_files(run.path) if p.name not in run.view.used
-             for h, html in json_parts(p.name, read_json(p.parent, p.name))]
+    unread = [(p.name, read_json(p.parent, p.name)) for p in result_files(run.path) if p.name not in run.view.used]
+    other = [part for name, obj in unread if obj is not None for part in json_parts(name, obj)]
     for heading, html in run.view.parts + other:
         parts.append(f"<h3>{esc(heading)}</h3>{html}")
     if wants_curves(run.path, run.cfg):
@@ -161,7 +161,7 @@ def render_report(run_dirs: list[str | Path], out: str | Path | None = None, all
             check_run(child, allow_incomplete)
     out = Path(out) if out else paths[0] / "report.html"
     runs = [r for p in paths for r in collect(p, p.name)]
-    intro = [str(r.cfg["description"]) for r in runs if r.root and r.cfg.get("description")]
+    intro = [str(r.cfg["description"]).rstrip(".") + "." for r in runs if r.root and r.cfg.get("description")]
     intro.append(f"Runs: {', '.join(str(p) for p in paths)}. Every picture is inlined and every number is read "
                  "from the runs' JSON files.")
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>"

@@ -22,14 +22,14 @@ EXAMPLES_PER_GROUP = 4
 def view(run: Path, cfg: dict) -> RunView:
     v = RunView()
     cmp = read_json(run, "compare.json")
-    if isinstance(cmp, dict) and isinstance(cmp.get("table"), list) and cmp["table"]:
+    if has_rows(cmp, "table", ("dataset", "method", "mean", "std", "n")) and "shots" in cmp and "seeds" in cmp:
         v.headlines.append(compare_headline(cmp, cfg))
         v.parts.append(("Test accuracy by method", accuracy_table(cmp, cfg)))
         if len(cmp["seeds"]) > 1:
             v.parts.append(("Accuracy of every seed", seeds_table(cmp)))
         v.used.add("compare.json")
     curve = read_json(run, "learning_curve.json")
-    if isinstance(curve, dict) and isinstance(curve.get("curves"), list):
+    if has_rows(curve, "curves", ("dataset", "method", "shots", "mean", "std", "n")):
         v.parts += [(f"Learning curve on {d.upper()}", html) for d, html in curve_tables(curve)]
         v.used.add("learning_curve.json")
     res = read_json(run, "results.json")
@@ -45,6 +45,13 @@ def view(run: Path, cfg: dict) -> RunView:
         if (run / name).exists():
             v.figure_row((name, caption))
     return v
+
+
+def has_rows(obj, key: str, fields: tuple[str, ...]) -> bool:
+    """Whether obj[key] is a non-empty list of rows with these fields (else the file is shown as a plain table)."""
+    rows = obj.get(key) if isinstance(obj, dict) else None
+    return isinstance(rows, list) and bool(rows) and all(isinstance(r, dict) and all(f in r for f in fields)
+                                                         for r in rows)
 
 
 def _test_set(cfg: dict) -> str:
