@@ -111,7 +111,8 @@ def diffusion_from_spec(spec: dict[str, Any], config: dict[str, Any] | None = No
     spec = dict(spec)
     if isinstance(spec.get("schedule"), str):
         spec["schedule"] = {"name": spec["schedule"], "T": spec.pop("timesteps")}
-        spec.setdefault("loss_type", (config or {}).get("loss", "simple"))
+        if "loss" in (config or {}):
+            spec.setdefault("loss_type", config["loss"])
     return GaussianDiffusion.from_dict(spec)
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from ..errors import UserError
 from .parameterization import Prediction
-from .process import GaussianDiffusion, LossType, LossWeighting, VarianceType
+from .process import MIN_SNR_GAMMA, VLB_WEIGHT, GaussianDiffusion, LossType, LossWeighting, VarianceType
 from .samplers import SAMPLERS
 from .schedule import SCHEDULES, NoiseSchedule
 from .unet import UNetConfig
@@ -57,8 +57,8 @@ class TrainConfig:
     variance: str = "fixed_small"
     loss: str = "simple"              # GaussianDiffusion's loss_type: simple, vlb or hybrid
     loss_weighting: str = "none"      # none or min_snr
-    min_snr_gamma: float = 5.0
-    vlb_weight: float = 0.001         # lambda of the hybrid loss
+    min_snr_gamma: float = MIN_SNR_GAMMA
+    vlb_weight: float = VLB_WEIGHT    # lambda of the hybrid loss
     # optimisation
     steps: int = 200
     batch_size: int = 32              # global batch (split across processes)

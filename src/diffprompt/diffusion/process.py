@@ -65,6 +65,10 @@ class LossWeighting(str, Enum):
     MIN_SNR = "min_snr"
 
 
+MIN_SNR_GAMMA = 5.0  # Hang et al.'s gamma
+VLB_WEIGHT = 0.001  # Nichol & Dhariwal's lambda of the hybrid loss
+
+
 def _parse_option(enum_cls, value, what: str):
     try:
         return enum_cls(str(getattr(value, "value", value)).lower())
@@ -131,8 +135,8 @@ class GaussianDiffusion(nn.Module):
     """
 
     def __init__(self, schedule: NoiseSchedule, prediction: str = "eps", variance: str = "fixed_small",
-                 loss_type: str = "simple", loss_weighting: str = "none", min_snr_gamma: float = 5.0,
-                 vlb_weight: float = 0.001):
+                 loss_type: str = "simple", loss_weighting: str = "none", min_snr_gamma: float = MIN_SNR_GAMMA,
+                 vlb_weight: float = VLB_WEIGHT):
         super().__init__()
         if not isinstance(schedule, NoiseSchedule):
             raise UserError(f"GaussianDiffusion needs a NoiseSchedule, got {type(schedule).__name__}; "
@@ -143,10 +147,10 @@ class GaussianDiffusion(nn.Module):
         self.loss_type = _parse_option(LossType, loss_type, "loss kind")
         self.loss_weighting = _parse_option(LossWeighting, loss_weighting, "loss weighting")
         if not min_snr_gamma > 0:
-            raise UserError(f"min_snr_gamma must be > 0, got {min_snr_gamma}; Hang et al. use 5")
+            raise UserError(f"min_snr_gamma must be > 0, got {min_snr_gamma}; Hang et al. use {MIN_SNR_GAMMA:g}")
         self.min_snr_gamma = float(min_snr_gamma)
         if not vlb_weight >= 0:
-            raise UserError(f"vlb_weight must be >= 0, got {vlb_weight}; Nichol & Dhariwal use 0.001")
+            raise UserError(f"vlb_weight must be >= 0, got {vlb_weight}; Nichol & Dhariwal use {VLB_WEIGHT}")
         self.vlb_weight = float(vlb_weight)
         for name, value in diffusion_constants(schedule).items():
             self.register_buffer(name, value.to(torch.float32), persistent=False)
