@@ -9,8 +9,12 @@ import pytest
 import torch
 
 from diffprompt.errors import UserError
-from diffprompt.prompting.methods import METHODS, RunConfig, default_template, default_verbalizer_spec
-from diffprompt.prompting.training import build_verbalizer, fresh_backbone, load_data, train_run
+from diffprompt.prompting.backbone import fresh_backbone
+from diffprompt.prompting.build import build_verbalizer
+from diffprompt.prompting.config import RunConfig
+from diffprompt.prompting.methods import METHODS, default_template, default_verbalizer_spec
+from diffprompt.prompting.run_data import load_data
+from diffprompt.prompting.training import train_run
 
 
 @pytest.fixture(scope="module")
@@ -83,15 +87,17 @@ def test_verbalizer_lacking_a_label_and_bad_method_settings():
     with pytest.raises(UserError, match="lacks label"):
         build_verbalizer(RunConfig(dataset="mr", verbalizer="negative:bad"), ["negative", "positive"])
     with pytest.raises(UserError, match="prompt-ft trains every parameter"):
-        RunConfig(method="prompt-ft", train="prompt").resolved(["a", "b"])
+        RunConfig(method="prompt-ft", train="prompt").resolved()
     with pytest.raises(UserError, match="unknown method"):
-        RunConfig(method="prefix").resolved(["a", "b"])
+        RunConfig(method="prefix").resolved()
 
 
 DIST_SCRIPT = """
 import hashlib, json, sys, torch
-from diffprompt.prompting.methods import RunConfig
-from diffprompt.prompting.training import fresh_backbone, get_accelerator, train_run
+from diffprompt.prompting.backbone import fresh_backbone
+from diffprompt.prompting.config import RunConfig
+from diffprompt.prompting.distributed import get_accelerator
+from diffprompt.prompting.training import train_run
 bb, tok = fresh_backbone(None)
 res = train_run(RunConfig(dataset="mr", method="prompt-ft", shots=4, seed=13, steps=3, eval_every=3, limit_test=8),
                 sys.argv[1] + "/run", backbone=(bb, tok), quiet=True)

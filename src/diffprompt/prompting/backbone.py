@@ -8,9 +8,13 @@ and never imported (importing `cognition` would pull in pyarrow). Anything else 
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 from pathlib import Path
+
+from transformers import AutoModelForMaskedLM, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from ..errors import UserError
 
@@ -45,9 +49,6 @@ def load_backbone(name_or_path: str | os.PathLike | None = None):
     (`bert-base-uncased`, `roberta-large`, ...), which needs network access the first time.
     The model comes back in eval mode.
     """
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
     if _is_default(name_or_path):
         source, local, ident = str(default_backbone_dir()), True, DEFAULT_BACKBONE
     else:
@@ -85,6 +86,18 @@ def load_backbone(name_or_path: str | os.PathLike | None = None):
     setattr(model, _ID_ATTR, ident)
     model.eval()
     return model, tokenizer
+
+
+_LOADED: dict = {}
+
+
+def fresh_backbone(name: str | None = None):
+    """A fresh copy of the backbone (model, tokenizer) to train; the loaded original is kept per process."""
+    key = name or "default"
+    if key not in _LOADED:
+        _LOADED[key] = load_backbone(name)
+    model, tokenizer = _LOADED[key]
+    return copy.deepcopy(model), tokenizer
 
 
 def backbone_id(model) -> str:

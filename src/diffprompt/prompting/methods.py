@@ -1,4 +1,4 @@
-"""The five methods, their default templates and verbalizers per data set, and the run config.
+"""The five methods, and their default templates and verbalizers per data set.
 
 | method      | template          | trained parameters                     | paper                       |
 | ----------- | ----------------- | -------------------------------------- | --------------------------- |
@@ -18,9 +18,8 @@ Default templates (LM-BFF's manual prompts where it has one, adapted to an uncas
 | other    | `{x} It was {mask}.`  | `{x} {soft*4} {mask}`         | `{x} {soft*2} It was {mask}.`   | `Verbalizer.default_for` |
 
 Sentiment uses bad / good rather than LM-BFF's terrible / great: on this SPLADE-tuned BERT-tiny,
-great / terrible scores below the majority class zero-shot on the MR dev split (49.7 % against
-57.8 %), bad / good about 3 points above it (60.7 %); the scan of 10 word pairs and 3 templates is
-`benchmarks/results/prompting_zero_shot_words.md`. The template is LM-BFF's.
+terrible / great scores below the majority class zero-shot on the MR dev split and bad / good
+best of the pairs tried (the scan and its numbers: benchmarks/README.md). The template is LM-BFF's.
 
 The soft templates start their tokens from the hard template's words (`{soft=...}`, Lester et
 al.'s "initialise from vocabulary" variant), so soft training starts from the zero-shot prompt
@@ -30,8 +29,7 @@ soft tokens (random vocabulary embeddings) to the hard words. `--template` overr
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from ..errors import UserError
 
@@ -140,62 +138,3 @@ def default_verbalizer_spec(dataset: str, label_names: list[str]) -> dict[str, l
             return None
         spec[str(name)] = [word]
     return spec
-
-
-@dataclass
-class RunConfig:
-    """Everything one prompting run needs; saved as the run's config.json ("kind": "prompting-train")."""
-
-    dataset: str = "mr"
-    method: str = "prompt-ft"
-    shots: int = 16  # K per class; 0 = use the whole train split (no few-shot sampling)
-    seed: int = 42  # data seed (few-shot draw) and training seed
-    template: str | None = None  # None: the method's default for the data set
-    verbalizer: str | None = None  # "0:terrible;1:great" style; None: the data set's default
-    backbone: str | None = None  # None: the packaged BERT-tiny
-    train: str | None = None  # override: "all" or "prompt" (hybrid allows both)
-    prompt_encoder: str | None = None  # None, "lstm", "mlp"
-    lr: float | None = None  # None: the method's default
-    steps: int = 80  # optimiser steps
-    batch_size: int = 8
-    eval_every: int = 10  # steps between dev evaluations (early stopping / model choice)
-    patience: int = 0  # stop after this many dev evaluations without improvement; 0 = never
-    weight_decay: float = 0.0
-    warmup: float = 0.0  # fraction of steps of linear warm-up
-    max_length: int = 128
-    eval_batch_size: int = 64
-    limit_test: int | None = None  # evaluate on the first N test examples only (quick runs)
-    device: str = "auto"
-    num_examples: int = 8  # test examples written to examples.json
-    save_model: bool = True  # write the trained prompt / model into the run folder
-    kind: str = field(default="prompting-train")
-
-    def resolved(self, label_names: list[str] | None = None, pair: bool = False) -> "RunConfig":
-        """A copy with the method's defaults filled in (template, lr, train)."""
-        m = get_method(self.method)
-        cfg = RunConfig(**asdict(self))
-        if m.kind == "prompt" and cfg.template is None:
-            cfg.template = default_template(self.dataset, m.style, pair=pair)
-        if cfg.lr is None:
-            cfg.lr = m.lr
-        if cfg.train is None:
-            cfg.train = m.train
-        if m.name == "zero-shot":
-            cfg.train = None
-        elif cfg.train not in ("all", "prompt"):
-            raise UserError(f"--train must be 'all' or 'prompt', got {cfg.train!r}")
-        if m.name == "finetune" and cfg.train != "all":
-            raise UserError("finetune trains every parameter; --train prompt applies to soft and hybrid only")
-        if m.name == "prompt-ft" and cfg.train != "all":
-            raise UserError("prompt-ft trains every parameter; for a frozen backbone use --method soft or hybrid")
-        if self.prompt_encoder not in (None, "lstm", "mlp"):
-            raise UserError(f"--prompt-encoder must be lstm or mlp, got {self.prompt_encoder!r}")
-        for name in ("steps", "batch_size", "eval_every", "max_length", "eval_batch_size"):
-            if getattr(cfg, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
-        if cfg.shots < 0:
-            raise UserError(f"--shots must be >= 0, got {cfg.shots}")
-        return cfg
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)

@@ -1,0 +1,29 @@
+"""The classifier a run config describes: its verbalizer, and the model on a backbone."""
+
+from __future__ import annotations
+
+from .classifier import TextClassifier
+from .config import RunConfig
+from .finetune import FineTuneClassifier
+from .methods import default_verbalizer_spec, get_method
+from .model import PromptClassifier
+from .template import Template
+from .verbalizer import Verbalizer
+
+
+def build_verbalizer(cfg: RunConfig, label_names: list[str]) -> Verbalizer:
+    """The verbalizer for a run: `--verbalizer` text (labels by name or index), the data set's
+    default words, or `Verbalizer.default_for(label_names)`. A data label it lacks is a UserError."""
+    if cfg.verbalizer:
+        return Verbalizer.from_string(cfg.verbalizer, label_names=label_names)
+    spec = default_verbalizer_spec(cfg.dataset, label_names)
+    return Verbalizer(spec, label_names=label_names) if spec else Verbalizer.default_for(label_names)
+
+
+def build_model(cfg: RunConfig, backbone, tokenizer, label_names: list[str]) -> TextClassifier:
+    """The classifier for a resolved config on a (fresh) backbone."""
+    if get_method(cfg.method).kind == "finetune":
+        return FineTuneClassifier(backbone, tokenizer, len(label_names), max_length=cfg.max_length)
+    train = cfg.train if cfg.train is not None else "all"  # zero-shot: nothing is trained either way
+    return PromptClassifier(backbone, tokenizer, Template(cfg.template), build_verbalizer(cfg, label_names), train=train,
+                            prompt_encoder=cfg.prompt_encoder, max_length=cfg.max_length)

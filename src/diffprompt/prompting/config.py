@@ -1,0 +1,134 @@
+"""The settings of a prompting run and of the comparison grid: every default lives here.
+
+`RunOptions` holds what one run and the grid share (K, backbone, label words, the training
+loop, the test subset, the device); `RunConfig` adds one run's data set, method and seed,
+`CompareConfig` the grid's lists. The CLI takes its defaults from these classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from ..errors import UserError
+from .fewshot import CURVE_SHOTS, LMBFF_SEEDS
+from .methods import METHOD_NAMES, default_template, get_method
+
+
+@dataclass
+class RunOptions:
+    shots: int = 16  # K per class; 0 (one run only) = the whole train split, no few-shot draw
+    verbalizer: str | None = None  # "0:terrible;1:great" style; None: the data set's default
+    backbone: str | None = None  # None: the packaged BERT-tiny
+    steps: int = 80  # optimiser steps
+    batch_size: int = 8
+    eval_every: int = 10  # steps between dev evaluations (model choice, early stopping)
+    patience: int = 0  # stop after this many dev evaluations without improvement; 0 = never
+    weight_decay: float = 0.0
+    warmup: float = 0.0  # fraction of steps of linear warm-up (then linear decay)
+    max_length: int = 128  # tokens per input; only the {x} slots are truncated
+    eval_batch_size: int = 64
+    limit_test: int | None = None  # evaluate on N test examples only (quick runs)
+    device: str = "auto"
+
+
+def shared_options(options: RunOptions) -> dict:
+    """The `RunOptions` fields of a config, by name."""
+    return {f.name: getattr(options, f.name) for f in fields(RunOptions)}
+
+
+@dataclass
+class RunConfig(RunOptions):
+    """Everything one prompting run needs; saved as the run's config.json ("kind": "prompting-train")."""
+
+    dataset: str = "mr"
+    method: str = "prompt-ft"
+    seed: int = 42  # data seed (few-shot draw) and training seed
+    template: str | None = None  # None: the method's default for the data set
+    train: str | None = None  # override: "all" or "prompt" (hybrid allows both)
+    prompt_encoder: str | None = None  # None, "lstm", "mlp"
+    lr: float | None = None  # None: the method's default
+    num_examples: int = 8  # test examples written to examples.json
+    save_model: bool = True  # write the trained prompt / model into the run folder
+    kind: str = "prompting-train"
+
+    def resolved(self, pair: bool = False) -> "RunConfig":
+        """A copy with the method's defaults filled in (template, lr, train), checked."""
+        m = get_method(self.method)
+        cfg = RunConfig(**asdict(self))
+        if m.kind == "prompt" and cfg.template is None:
+            cfg.template = default_template(self.dataset, m.style, pair=pair)
+        if cfg.lr is None:
+            cfg.lr = m.lr
+        if cfg.train is None:
+            cfg.train = m.train
+        if m.name == "zero-shot":
+            cfg.train = None
+        elif cfg.train not in ("all", "prompt"):
+            raise UserError(f"--train must be 'all' or 'prompt', got {cfg.train!r}")
+        if m.name == "finetune" and cfg.train != "all":
+            raise UserError("finetune trains every parameter; --train prompt applies to soft and hybrid only")
+        if m.name == "prompt-ft" and cfg.train != "all":
+            raise UserError("prompt-ft trains every parameter; for a frozen backbone use --method soft or hybrid")
+        if self.prompt_encoder not in (None, "lstm", "mlp"):
+            raise UserError(f"--prompt-encoder must be lstm or mlp, got {self.prompt_encoder!r}")
+        for name in ("steps", "batch_size", "eval_every", "max_length", "eval_batch_size"):
+            if getattr(cfg, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+        if cfg.shots < 0:
+            raise UserError(f"--shots must be >= 0, got {cfg.shots}")
+        return cfg
+
+    def default_folder(self) -> str:
+        """runs/prompting/METHOD-DATASET-kK-seedS (zero-shot: runs/prompting/zero-shot-DATASET)."""
+        if self.method == "zero-shot":
+            return f"runs/prompting/zero-shot-{dataset_tag(self.dataset)}"
+        return f"runs/prompting/{self.method}-{dataset_tag(self.dataset)}-k{self.shots}-seed{self.seed}"
+
+
+def dataset_tag(dataset: str) -> str:
+    """A data set's name fit for a file name (a file's stem)."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(dataset).stem)
+
+
+@dataclass
+class CompareConfig(RunOptions):
+    """The grid: every method on every data set for every seed at K shots, plus a learning curve."""
+
+    datasets: list[str] = field(default_factory=lambda: ["mr", "cr", "trec"])
+    methods: list[str] = field(default_factory=lambda: list(METHOD_NAMES))
+    seeds: list[int] = field(default_factory=lambda: list(LMBFF_SEEDS))
+    lr: dict[str, float] = field(default_factory=dict)  # per-method override; missing: the method's default
+    train: dict[str, str] = field(default_factory=dict)  # per-method override of all/prompt (hybrid)
+    templates: dict[str, str] = field(default_factory=dict)  # per-method template override
+    curve: bool = True
+    curve_datasets: list[str] | None = None  # None: ["mr"] if mr is in the grid, else the first data set
+    curve_shots: list[int] = field(default_factory=lambda: list(CURVE_SHOTS))
+    curve_methods: list[str] | None = None  # None: the grid's methods
+    cell_examples: int = 4  # test examples each cell writes to examples.json
+    kind: str = "prompting-compare"
+
+    def cell_config(self, dataset: str, method: str, shots: int, seed: int) -> RunConfig:
+        """One cell's run: the shared options, this cell's K and seed, the method's overrides."""
+        return RunConfig(**{**shared_options(self), "shots": shots}, dataset=dataset, method=method, seed=seed,
+                         template=self.templates.get(method), train=self.train.get(method), lr=self.lr.get(method),
+                         save_model=False, num_examples=self.cell_examples)
+
+    def validate(self) -> None:
+        if not self.datasets:
+            raise UserError("no data set given; pass e.g. --datasets mr,cr,trec")
+        if not self.methods:
+            raise UserError("no method given; pass e.g. --methods zero-shot,prompt-ft")
+        for m in list(self.methods) + list(self.curve_methods or []):
+            get_method(m)
+        if not self.seeds:
+            raise UserError("no seed given; pass e.g. --seeds 13,21,42,87,100")
+        if self.curve_datasets is None:
+            self.curve_datasets = ["mr"] if "mr" in self.datasets else self.datasets[:1]
+        if self.shots < 1:
+            raise UserError(f"--shots must be at least 1 for the few-shot grid, got {self.shots}")
+        if self.curve and any(k < 1 for k in self.curve_shots):
+            raise UserError(f"--curve-shots must all be >= 1, got {self.curve_shots}")
+        for name, d in (("datasets", self.datasets), ("methods", self.methods), ("seeds", self.seeds)):
+            if len(set(d)) != len(d):
+                raise UserError(f"--{name} lists an entry twice: {d}")

@@ -1,0 +1,90 @@
+"""A prompting run folder: what a run writes, and the trained model rebuilt from it.
+
+A run folder holds `config.json` ("kind": "prompting-train"), `metrics.jsonl`,
+`predictions.jsonl`, `examples.json`, `results.json`, the trained prompt (`prompt.safetensors`,
+prompt methods) or model (`model.safetensors`, fine-tuning) with its JSON sidecar, and `DONE`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from ..checkpoint import atomic_write_bytes
+from ..device import choose_device
+from ..errors import UserError
+from ..rundir import RunDir
+from ..seeding import seed_everything
+from .backbone import backbone_id, fresh_backbone
+from .build import build_model
+from .classifier import TextClassifier
+from .config import RunConfig
+from .examples import make_examples
+from .methods import get_method
+from .run_data import RunData
+
+MODEL_FILES = {"prompt": "prompt.safetensors", "finetune": "model.safetensors"}  # by method kind
+
+
+def model_file(run_dir: str | Path, method: str) -> Path:
+    """Where a run of `method` keeps its trained prompt or model."""
+    return Path(run_dir) / MODEL_FILES[get_method(method).kind]
+
+
+def start_run_folder(out: str | Path | None, cfg: RunConfig, data: RunData, backbone, extra: dict | None = None,
+                     enabled: bool = True) -> RunDir | None:
+    """Create the run folder and write config.json (None when there is no folder or this process
+    does not write); a previous run's DONE and metrics are removed."""
+    if out is None or not enabled:
+        return None
+    run = RunDir(out)
+    for name in ("DONE", "metrics.jsonl"):
+        (run / name).unlink(missing_ok=True)
+    method = get_method(cfg.method)
+    run.save_config({**asdict(cfg), "label_names": data.label_names, "num_train": len(data.few_shot.train),
+                     "num_dev": len(data.few_shot.dev), "num_test": len(data.test), "pair": data.pair,
+                     "method_summary": method.summary, "paper": method.paper,
+                     "description": f"{cfg.method} on {cfg.dataset}, K={cfg.shots}, seed {cfg.seed}",
+                     **(extra or {}), "backbone_id": backbone_id(backbone)})
+    return run
+
+
+def write_outputs(run: RunDir, model: TextClassifier, cfg: RunConfig, data: RunData, test_scores, results: dict) -> None:
+    """predictions.jsonl, examples.json, the trained model (when asked), results.json, then DONE."""
+    names = data.label_names
+    lines = []
+    for i, (ex, p) in enumerate(zip(data.test, test_scores.argmax(-1).tolist())):
+        lines.append(json.dumps({"index": i, "text": ex.text, **({"text_b": ex.text_b} if getattr(ex, "text_b", None) else {}),
+                                 "label": names[ex.label], "prediction": names[p], "correct": p == ex.label,
+                                 "scores": [round(float(s), 5) for s in test_scores[i].tolist()]}))
+    atomic_write_bytes(run / "predictions.jsonl", ("\n".join(lines) + "\n").encode())
+    run.save_json("examples.json", make_examples(model, data.test, test_scores, names, cfg.num_examples))
+    if cfg.save_model and get_method(cfg.method).trains:
+        model.save(model_file(run.path, cfg.method))
+    run.save_json("results.json", results)
+    run.mark_done()
+
+
+def load_run_model(run_dir: str | Path, device: str = "cpu") -> tuple[TextClassifier, dict]:
+    """(model, config dict) rebuilt from a run folder, with its trained prompt or weights loaded."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.exists():
+        raise UserError(f"{run_dir} is not a prompting run folder (no config.json); pass a folder written by "
+                        "`diffprompt prompting train --out DIR`")
+    conf = json.loads(cfg_path.read_text())
+    if conf.get("kind") != "prompting-train":
+        raise UserError(f"{run_dir} holds a {conf.get('kind')!r} run, not a prompting-train run")
+    cfg = RunConfig(**{k: conf[k] for k in RunConfig.__dataclass_fields__ if k in conf})
+    model_bb, tok = fresh_backbone(cfg.backbone)
+    seed_everything(cfg.seed)
+    model = build_model(cfg, model_bb, tok, conf["label_names"])
+    if get_method(cfg.method).trains:
+        path = model_file(run_dir, cfg.method)
+        if not path.exists():
+            raise UserError(f"run {run_dir} has no {path.name}; it was trained with save_model off, retrain it")
+        model.load(path)
+    model.eval()
+    model.to(choose_device(device))
+    return model, conf
