@@ -134,21 +134,25 @@ def test_evaluate_writes_json_and_markdown(tiny_run, cache_dir, monkeypatch):
     from diffprompt.diffusion.evaluation import evaluate
 
     monkeypatch.setenv("DIFFPROMPT_CACHE", str(cache_dir))  # the classifier of the test above
-    res = evaluate(tiny_run, samplers="ddpm,ddim:5", n_samples=16, nll_images=4, batch_size=16, data=bars(),
-                   classifier_epochs=6, fid_at=(8,), device="cpu")
-    assert [s["sampler"] for s in res["samplers"]] == ["DDPM-20", "DDIM-5"]
+    res = evaluate(tiny_run, samplers="ddpm,ddim:5,dpm++2m:4:trailing", n_samples=16, nll_images=4, batch_size=16,
+                   data=bars(), classifier_epochs=6, device="cpu")
+    assert [s["sampler"] for s in res["samplers"]] == ["DDPM-20", "DDIM-5", "DPM++2M-4 (trailing)"]
     for s in res["samplers"] + [res["real_floor"]]:
         assert np.isfinite(s["fid"]) and s["fid"] >= 0 and np.isfinite(s["kid"])
         assert sum(s["class_histogram"]) == 16 and 0 <= s["confident_share"] <= 1
-        assert set(s["fid_at"]) == {"8"}
+        assert s["n"] == 16 and s["fid_biased"] is True  # every row at the same n, below 1000
+        assert 0 <= s["precision"] <= 1 and 0 <= s["recall"] <= 1
     assert res["samplers"][0]["seconds_per_image"] > 0 and res["samplers"][1]["model_calls_per_image"] == 5
+    assert res["samplers"][2]["model_calls_per_image"] == 4 and res["samplers"][2]["spacing"] == "trailing"
+    # the floor is a stratified sample: 16 of the 36 train images of 2 classes, 8 of each
+    assert res["real_floor"]["class_histogram"] == [8, 8]
     assert res["classifier"]["test_accuracy"] == 1.0
     nll = res["nll"]
     assert nll["images"] == 4 and np.isfinite(nll["bpd"]) and nll["bpd"] > 0 and nll["split"] == "test"
     saved = json.loads((tiny_run / "eval.json").read_text())
     assert saved["kind"] == "diffusion-eval" and saved["samplers"][1]["fid"] == res["samplers"][1]["fid"]
     md = (tiny_run / "eval.md").read_text()
-    assert "| DDIM-5 | 5 |" in md and "real-data floor" in md and "bits/dim" in md
+    assert "| DDIM-5 | 5 |" in md and "real-data floor" in md and "bits/dim" in md and "(biased)" in md
     # an untrained model is far from the data; real train images are much closer to the test split
     assert res["real_floor"]["fid"] < res["samplers"][1]["fid"]
 
@@ -159,9 +163,12 @@ def test_evaluate_rejects_bad_samplers_before_sampling(tiny_run):
 
     with pytest.raises(UserError, match="cannot exceed"):
         evaluate(tiny_run, samplers="ddim:50", n_samples=4, nll_images=0, data=bars(), device="cpu")
-    assert parse_sampler_spec("ddim:50:0.5") == {"sampler": "ddim", "steps": 50, "eta": 0.5, "spec": "ddim:50:0.5"}
+    assert parse_sampler_spec("ddim:50:0.5") == {"sampler": "ddim", "steps": 50, "eta": 0.5, "spacing": "linspace",
+                                                 "spec": "ddim:50:0.5"}
+    assert parse_sampler_spec("dpm++2m:20:trailing") == {"sampler": "dpm++2m", "steps": 20, "eta": 0.0,
+                                                         "spacing": "trailing", "spec": "dpm++2m:20:trailing"}
     for bad, msg in (("plms:10", "unknown sampler"), ("ddim", "needs a step count"), ("ddim:10:-1", "eta must be"),
-                     ("ddim:x", "integer")):
+                     ("ddim:x", "cannot read 'x'"), ("dpm++2m:10:0.5", "cannot read '0.5'")):
         with pytest.raises(UserError, match=msg):
             parse_sampler_spec(bad)
 

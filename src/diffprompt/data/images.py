@@ -28,7 +28,7 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import UserError
 from . import sources
 from .catalog import IMAGE_SETS, TEXT_SETS, DataWarning, unknown_name_error
-from .splits import SEED, stratified_split
+from .splits import SEED, interleaved_order, stratified_sample, stratified_split
 
 IMAGE_TEST_FRACTION = 0.2
 ACCEPTED_FORMATS = ("PNG", "JPEG")
@@ -97,11 +97,10 @@ class ImageDataset:
         return np.bincount(self.labels, minlength=len(self.class_names)).tolist()
 
 
-def random_subset(images: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
-    """`n` images drawn without replacement (seeded), kept in stored order: splits are stored
-    class by class, so the first `n` would all be one class."""
-    idx = np.random.default_rng(seed).permutation(len(images))[: min(n, len(images))]
-    return images[np.sort(idx)]
+def stratified_subset(data: ImageDataset, n: int, seed: int = 0) -> np.ndarray:
+    """The images of `n` examples drawn so that every class gets its share (seeded, stable)."""
+    n = min(int(n), len(data.images))
+    return data.images[stratified_sample(data.labels, n, seed=seed)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -112,7 +111,13 @@ _LOCK = threading.Lock()
 
 
 def _split_by_keys(keys, labels) -> dict[str, np.ndarray]:
-    return stratified_split(keys, labels, {"test": IMAGE_TEST_FRACTION}, seed=SEED)
+    return _interleaved(stratified_split(keys, labels, {"test": IMAGE_TEST_FRACTION}, seed=SEED), keys, labels)
+
+
+def _interleaved(splits: dict[str, np.ndarray], keys, labels) -> dict[str, np.ndarray]:
+    """Each split in a seeded, class-interleaved order, never class by class as sources store them."""
+    labels = np.asarray(labels)
+    return {name: idx[interleaved_order(labels[idx], [keys[i] for i in idx])] for name, idx in splits.items()}
 
 
 def _pixel_keys(images: np.ndarray) -> list[bytes]:
@@ -160,7 +165,8 @@ def _load_fashion():
     images = np.concatenate([xtr, xte])[..., None]
     labels = np.concatenate([ytr, yte]).astype(np.int64)
     n = len(xtr)
-    splits = {"train": np.arange(n), "test": np.arange(n, len(images))}  # the official split
+    official = {"train": np.arange(n), "test": np.arange(n, len(images))}
+    splits = _interleaved(official, _pixel_keys(images), labels)
     return images, labels, list(FASHION_CLASSES), splits, f"Debian dataset-fashion-mnist: {d}"
 
 

@@ -79,3 +79,46 @@ def select_by_hash(keys: Sequence[str | bytes], k: int, seed: int = SEED, salt: 
     hashes = [stable_hash(f"{salt}\0".encode() + (key.encode() if isinstance(key, str) else key), seed) for key in keys]
     chosen = sorted(range(len(keys)), key=lambda i: (hashes[i], i))[:k]
     return np.array(sorted(chosen), dtype=np.int64)
+
+
+def hash_order(keys: Sequence[str | bytes], seed: int = SEED, salt: str = "order") -> np.ndarray:
+    """A stable shuffle: the positions 0..N-1 ranked by the salted hash of their keys."""
+    hashes = [stable_hash(f"{salt}\0".encode() + (key.encode() if isinstance(key, str) else key), seed) for key in keys]
+    return np.array(sorted(range(len(keys)), key=lambda i: (hashes[i], i)), dtype=np.int64)
+
+
+def interleaved_order(labels: Sequence[int] | np.ndarray, keys: Sequence[str | bytes] | None = None,
+                      seed: int = SEED) -> np.ndarray:
+    """The positions 0..N-1 in the order a split is stored in: classes interleaved so that every
+    prefix holds each class in its share (to within one example), never class by class.
+
+    The i-th of a class's n_c members goes to (i + 1/2) / n_c. Within a class the members are
+    ranked by the salted hash of their `keys` (a seeded, stable shuffle), or keep their order when
+    no keys are given (text sets: their few-shot draws depend on it).
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    rank = np.empty(len(labels))
+    within = hash_order(keys, seed) if keys is not None else np.arange(len(labels))
+    for c in np.unique(labels):
+        members = within[labels[within] == c]
+        rank[members] = (np.arange(len(members)) + 0.5) / len(members)
+    return np.lexsort((labels, rank)).astype(np.int64)
+
+
+def stratified_sample(labels: Sequence[int] | np.ndarray, n: int, seed: int = SEED, salt: str = "sample") -> np.ndarray:
+    """`n` positions drawn without replacement so that each class gets its share (largest remainder).
+
+    Within a class the positions are ranked by a salted hash of (seed, position), so the draw is
+    the same on every machine; the result is interleaved (`interleaved_order`), not grouped by class.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    if not 0 <= n <= len(labels):
+        raise ValueError(f"cannot draw {n} of {len(labels)} examples")
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = counts * n / len(labels) if len(labels) else counts
+    take = np.floor(quota).astype(np.int64)
+    for c in np.argsort(-(quota - take), kind="stable")[: n - int(take.sum())]:
+        take[c] += 1
+    rank = hash_order([str(i) for i in range(len(labels))], seed, salt)
+    chosen = np.array([i for c, k in zip(classes, take, strict=True) for i in rank[labels[rank] == c][:k]], dtype=np.int64)
+    return chosen[interleaved_order(labels[chosen])]

@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import UserError
 from . import sources
 from .catalog import IMAGE_SETS, TEXT_SETS, DataWarning, unknown_name_error
-from .splits import SEED, capped_fraction, normalise, select_by_hash, stratified_split
+from .splits import SEED, capped_fraction, interleaved_order, normalise, select_by_hash, stratified_split
 
 TEST_FRACTION, TEST_CAP = 0.2, 2000
 DEV_FRACTION, DEV_CAP = 0.1, 1000
@@ -137,8 +137,10 @@ def split_indices(examples: list[Example], seed: int = SEED) -> dict[str, np.nda
         "test": capped_fraction(n, TEST_FRACTION, TEST_CAP),
         "dev": capped_fraction(n, DEV_FRACTION, DEV_CAP),
     }
-    out = stratified_split([example_key(e) for e in examples], [e.label for e in examples], fractions, seed=seed)
-    return {name: out[name] for name in ("train", "dev", "test")}
+    labels = np.array([e.label for e in examples], dtype=np.int64)
+    out = stratified_split([example_key(e) for e in examples], labels, fractions, seed=seed)
+    # classes interleaved, each class in source order (the few-shot draws depend on that order)
+    return {name: out[name][interleaved_order(labels[out[name]])] for name in ("train", "dev", "test")}
 
 
 def make_dataset(name: str, examples: list[Example], label_names: list[str], source: str) -> TextDataset:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..cli import add_command, add_group
 from ..errors import UserError
+from .choices import DEFAULT_STEPS, SAMPLER_NAMES, SPACINGS
 
 # The handlers below import the library when they run: `diffprompt --help` must not import torch.
 
@@ -32,19 +33,28 @@ examples:
 SAMPLE_HELP = """\
 Draw samples from a trained model (EMA weights) as a PNG grid or an .npz of uint8 images.
 
+Samplers: ddpm (ancestral, all T steps), ddim (Song et al. 2021; --eta 0 is deterministic) and
+dpm++2m (DPM-Solver++(2M), Lu et al. 2022: about as good in 20 network calls as DDPM in 1000).
+--spacing picks the visited timesteps as diffusers names them (linspace, leading, trailing).
+
 examples:
-  diffprompt diffusion sample runs/ddpm-mnist --n 64 --sampler ddim --steps 50 --out grid.png
+  diffprompt diffusion sample runs/ddpm-mnist --n 64 --sampler dpm++2m --steps 20 --out grid.png
+  diffprompt diffusion sample runs/ddpm-mnist --n 64 --sampler ddim --steps 50 --spacing trailing
   diffprompt diffusion sample runs/ddpm-mnist --n 1000 --sampler ddpm --out samples.npz
 """
 
 EVALUATE_HELP = """\
-FID and KID (features of a small CNN trained on the train split, cached), the real-data floor
-(train vs test), the share of confidently classified samples, class histograms, bits/dim on
-test images, and sampling time per image, for several samplers. Writes eval.json and eval.md
-into the run folder.
+For several samplers: FID, KID x 10^3 and improved precision/recall (features of a small CNN
+trained on the train split, cached) against the full test split, the real-data floor (as many
+stratified train images, scored the same way), the share of confidently classified samples,
+class histograms, and sampling time per image; bits/dim (the full bound) on a stratified sample
+of test images. FID needs n >= 1000 to be trusted (below it is marked biased: read KID).
+Writes eval.json and eval.md into the run folder.
+
+Sampler specs: ddpm, ddim:STEPS[:ETA][:SPACING], dpm++2m:STEPS[:SPACING].
 
 example:
-  diffprompt diffusion evaluate runs/ddpm-mnist --samplers ddpm,ddim:10,ddim:50 --n-samples 1000 --nll-images 100
+  diffprompt diffusion evaluate runs/ddpm-mnist --samplers ddpm,ddim:50,dpm++2m:20 --n-samples 1000 --nll-images 1000
 """
 
 VISUALIZE_HELP = """\
@@ -84,9 +94,7 @@ def register(subparsers) -> None:
     p = add_command(group, "sample", "draw samples: PNG grid or .npz", SAMPLE_HELP)
     p.add_argument("path", metavar="RUN_DIR_OR_CKPT", help="a training run folder or a .safetensors checkpoint")
     p.add_argument("--n", type=int, default=64, help="number of samples")
-    p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim", help="ancestral DDPM or DDIM")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: 50 for ddim, T for ddpm)")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 DDPM-like")
+    _sampler_arguments(p, default="dpm++2m")
     p.add_argument("--out", help="grid.png or samples.npz (default RUN_DIR/samples-SAMPLER-STEPS.png)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256)
@@ -95,8 +103,8 @@ def register(subparsers) -> None:
 
     p = add_command(group, "evaluate", "FID/KID, confident share, bits/dim, sampling time", EVALUATE_HELP)
     p.add_argument("path", metavar="RUN_DIR_OR_CKPT")
-    p.add_argument("--samplers", default="ddpm,ddim:10,ddim:20,ddim:50,ddim:100",
-                   help="comma-separated: ddpm, ddim:STEPS, ddim:STEPS:ETA")
+    p.add_argument("--samplers", default="ddpm,ddim:20,ddim:50,dpm++2m:10,dpm++2m:20",
+                   help="comma-separated specs: ddpm, ddim:STEPS[:ETA][:SPACING], dpm++2m:STEPS[:SPACING]")
     p.add_argument("--n-samples", type=int, default=1000, help="samples per sampler")
     p.add_argument("--nll-images", type=int, default=100, help="test images for bits/dim (0 skips it; T model calls each)")
     p.add_argument("--dataset", help="data set (default: the one the model was trained on)")
@@ -109,15 +117,21 @@ def register(subparsers) -> None:
     p = add_command(group, "visualize", "forward/reverse process pictures and GIF", VISUALIZE_HELP)
     p.add_argument("path", metavar="RUN_DIR_OR_CKPT")
     p.add_argument("--n", type=int, default=8, help="images (rows) per picture")
-    p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm")
-    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: T for ddpm, 50 for ddim)")
-    p.add_argument("--eta", type=float, default=0.0)
+    _sampler_arguments(p, default="ddpm")
     p.add_argument("--frames", type=int, default=10, help="columns of the strips")
     p.add_argument("--dataset", help="data set for the forward process (default: the model's)")
     p.add_argument("--out", help="folder for the pictures (default: the run folder)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_visualize)
+
+
+def _sampler_arguments(p, default: str) -> None:
+    steps = ", ".join(f"{k} {v or 'T'}" for k, v in DEFAULT_STEPS.items())
+    p.add_argument("--sampler", choices=SAMPLER_NAMES, default=default, help=f"the reverse-process loop (default {default})")
+    p.add_argument("--steps", type=int, default=None, help=f"network calls per image (default: {steps})")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 DDPM-like")
+    p.add_argument("--spacing", choices=SPACINGS, default="linspace", help="which timesteps ddim and dpm++2m visit")
 
 
 def cmd_train(args) -> int:
@@ -138,7 +152,7 @@ def cmd_train(args) -> int:
 
 
 def _default_steps(sampler: str, steps: int | None) -> int | None:
-    return steps if steps is not None else (50 if sampler == "ddim" else None)
+    return steps if steps is not None else DEFAULT_STEPS[sampler]
 
 
 def cmd_sample(args) -> int:
@@ -154,11 +168,12 @@ def cmd_sample(args) -> int:
     model, diffusion, _ = load_model(args.path, device)
     steps = _default_steps(args.sampler, args.steps)
     shape = (model.config.in_channels, model.config.image_size, model.config.image_size)
-    x, seconds = generate(model, diffusion, args.n, shape, args.sampler, steps, args.eta, args.seed, args.batch_size, device)
+    x, seconds = generate(model, diffusion, args.n, shape, args.sampler, steps, args.eta, args.seed, args.batch_size,
+                          device, args.spacing)
     steps = steps or diffusion.T
     if out is None:
         out = (Path(args.path) if Path(args.path).is_dir() else Path(".")) / f"samples-{args.sampler}-{steps}.png"
-    save_samples(x, out, sampler=args.sampler, steps=steps, eta=args.eta, seed=args.seed)
+    save_samples(x, out, sampler=args.sampler, steps=steps, eta=args.eta, spacing=args.spacing, seed=args.seed)
     log(f"{args.n} samples ({args.sampler}, {steps} steps, {seconds / args.n * 1000:.1f} ms/image) -> {out}")
     print(out)
     return 0
@@ -175,32 +190,32 @@ def cmd_evaluate(args) -> int:
 
 def cmd_visualize(args) -> int:
     from ..data import load_images
-    from ..data.images import random_subset
+    from ..data.images import stratified_subset
     from ..device import choose_device
     from ..progress import log
     from .checkpoints import load_model
-    from .generate import check_sampler
     from .pixels import images_to_tensor
+    from .samplers import make_sampler
     from .visualize import write_visualizations
 
     if args.n < 1:
         raise UserError(f"--n must be >= 1, got {args.n}")
     device = choose_device(args.device)
     model, diffusion, meta = load_model(args.path, device)
-    steps = _default_steps(args.sampler, args.steps)
-    check_sampler(diffusion, args.sampler, steps, args.eta)
+    loop = make_sampler(args.sampler, _default_steps(args.sampler, args.steps), args.eta, args.spacing)
+    loop.timesteps(diffusion.T)  # a bad step count fails now, before any work
     dataset = args.dataset or meta.get("dataset")
     if not dataset:
         raise UserError("the checkpoint does not name its data set; pass --dataset NAME")
     data = load_images(dataset)
     try:
-        images = data.split("test").images
+        real = data.split("test")
     except UserError:  # a data set without a test split shows all its images
-        images = data.images
-    x0 = images_to_tensor(random_subset(images, args.n, args.seed))
+        real = data
+    x0 = images_to_tensor(stratified_subset(real, args.n, args.seed))
     out = Path(args.out) if args.out else (Path(args.path) if Path(args.path).is_dir() else Path(args.path).parent)
-    paths = write_visualizations(model, diffusion, out, x0.to(device), n=args.n, sampler=args.sampler, steps=steps,
-                                 eta=args.eta, frames=args.frames, seed=args.seed, device=device)
+    paths = write_visualizations(model, diffusion, out, x0.to(device), n=args.n, sampler=loop, frames=args.frames,
+                                 seed=args.seed, device=device)
     for p in paths.values():
         print(p)
     log(f"wrote {', '.join(Path(p).name for p in paths.values())} to {out}")

@@ -1,16 +1,21 @@
-"""Evaluating a trained DDPM: FID, KID, confident share, class histogram, bits/dim, sampling time.
+"""Evaluating a trained DDPM: FID, KID, precision/recall, confident share, class histogram,
+bits/dim, sampling time.
 
-    diffprompt diffusion evaluate RUN_DIR --samplers ddpm,ddim:10,ddim:50 --n-samples 1000 --nll-images 100
+    diffprompt diffusion evaluate RUN_DIR --samplers ddpm,ddim:50,dpm++2m:20 --n-samples 1000 --nll-images 1000
 
 * Features come from a small CNN trained on the data set's train split (`feature_classifier`),
-  cached; its test accuracy is reported. Samples are compared with the **test** split.
-* The real-data floor is the same FID/KID between `n_samples` train images and the test split:
-  what a perfect model would score with this many samples.
+  cached; its test accuracy is reported. Samples are compared with the **full test split**.
+* The real-data floor is the same scores for a stratified sample of `n_samples` train images: what
+  a perfect model would get at this n. Every sampler and the floor are scored at the same n.
+* FID is biased upwards at small n: below `UNBIASED_FID_N` samples it is flagged `fid_biased`, and
+  KID (an unbiased estimate, reported x 10^3 with its std over subsets) is the number to read.
+* Improved precision and recall (k = 3 nearest neighbours on the same features) tell "blurry but
+  diverse" (low precision) from "sharp but mode-collapsed" (low recall).
 * Confident share: the fraction of samples the classifier labels with probability >= 0.9;
   the class histogram shows whether every class is drawn.
-* NLL: the full variational bound in bits/dim (L_T + sum of KL terms + decoder L_0) on the first
-  `nll_images` test images (T model calls per image).
-* Sampler specs: `ddpm` (ancestral, all T steps), `ddim:STEPS` or `ddim:STEPS:ETA`.
+* NLL: the full variational bound in bits/dim (L_T + sum of KL terms + decoder L_0) on a stratified
+  sample of `nll_images` test images (T model calls per image), with its standard error.
+* Sampler specs: see `generate.parse_sampler_spec` (`ddpm`, `ddim:50`, `dpm++2m:20:trailing`, ...).
 
 Writes `eval.json` and `eval.md` into the run folder (or `out`).
 """
@@ -30,6 +35,7 @@ import torch
 
 from ..checkpoint import atomic_write_bytes
 from ..data import ImageDataset, load_images
+from ..data.images import stratified_subset
 from ..device import choose_device
 from ..errors import UserError
 from ..progress import log, progress
@@ -38,11 +44,13 @@ from ..seeding import make_generator
 from .checkpoints import load_model
 from .feature_classifier import load_or_train
 from .generate import check_sampler, generate, parse_sampler_spec, sampler_label
-from .metrics import fid_from_features, kid_from_features
+from .metrics import fid_from_features, kid_from_features, precision_recall
 from .pixels import images_to_tensor
 from .visualize import save_grid
 
 CONFIDENCE = 0.9
+UNBIASED_FID_N = 1000  # below this many samples FID's small-sample bias dominates
+PR_NEIGHBOURS = 3
 
 
 def machine_info() -> dict[str, Any]:
@@ -65,15 +73,14 @@ def _class_histogram(probs: np.ndarray, k: int) -> list[int]:
     return np.bincount(probs.argmax(1), minlength=k).tolist()
 
 
-def _quality(clf, images, ref_feats: np.ndarray, k: int, seed: int, fid_at: tuple[int, ...] = ()) -> dict[str, Any]:
+def _quality(clf, images, ref_feats: np.ndarray, k: int, seed: int) -> dict[str, Any]:
     feats, probs = clf.run(images)
-    kid, kid_std = kid_from_features(feats, ref_feats, num_subsets=50, subset_size=1000, seed=seed)
-    q = {"fid": fid_from_features(feats, ref_feats), "kid": kid, "kid_std": kid_std,
-         "confident_share": float((probs.max(1) >= CONFIDENCE).mean()),
-         "class_histogram": _class_histogram(probs, k), "n": int(len(feats))}
-    # FID is biased upwards at small n: FIDs at a common n (the first n samples) compare fairly
-    q["fid_at"] = {str(n): fid_from_features(feats[:n], ref_feats) for n in fid_at if 2 <= n <= len(feats)}
-    return q
+    kid, kid_std = kid_from_features(feats, ref_feats, num_subsets=100, subset_size=1000, seed=seed)
+    precision, recall = precision_recall(ref_feats, feats, k=PR_NEIGHBOURS)
+    return {"fid": fid_from_features(feats, ref_feats), "fid_biased": len(feats) < UNBIASED_FID_N,
+            "kid": kid, "kid_std": kid_std, "precision": precision, "recall": recall,
+            "confident_share": float((probs.max(1) >= CONFIDENCE).mean()),
+            "class_histogram": _class_histogram(probs, k), "n": int(len(feats))}
 
 
 @torch.no_grad()
@@ -99,7 +106,7 @@ def nll_on_images(model, diffusion, x0: torch.Tensor, batch_size: int, seed: int
 def evaluate(path: str | Path, samplers: list[str] | str = ("ddpm", "ddim:10", "ddim:20", "ddim:50", "ddim:100"),
              n_samples: int = 1000, nll_images: int = 100, batch_size: int = 250, seed: int = 0, device: str = "auto",
              dataset: str | None = None, out: str | Path | None = None, classifier_epochs: int = 8,
-             data: ImageDataset | None = None, fid_at: tuple[int, ...] = ()) -> dict[str, Any]:
+             data: ImageDataset | None = None) -> dict[str, Any]:
     """Evaluate a run folder or checkpoint; write eval.json and eval.md; return the results."""
     if isinstance(samplers, str):
         samplers = samplers.split(",")
@@ -111,7 +118,7 @@ def evaluate(path: str | Path, samplers: list[str] | str = ("ddpm", "ddim:10", "
     dev = choose_device(device)
     model, diffusion, meta = load_model(path, dev)
     for s in specs:  # fail fast on steps > T or a bad eta, before any sampling
-        check_sampler(diffusion, s["sampler"], s["steps"], s["eta"])
+        check_sampler(diffusion, s["sampler"], s["steps"], s["eta"], s["spacing"])
     dataset = dataset or meta.get("dataset")
     if not dataset:
         raise UserError("the checkpoint does not name its data set; pass --dataset NAME")
@@ -121,14 +128,14 @@ def evaluate(path: str | Path, samplers: list[str] | str = ("ddpm", "ddim:10", "
     clf = load_or_train(dataset, seed=0, device=dev, epochs=classifier_epochs, data=data)
     test_feats, test_probs = clf.run(test.images)
     k = len(clf.class_names) or int(max(data.split("train").labels.max(), test.labels.max())) + 1
-    quality = partial(_quality, clf, ref_feats=test_feats, k=k, seed=seed, fid_at=fid_at)
+    quality = partial(_quality, clf, ref_feats=test_feats, k=k, seed=seed)
     results: dict[str, Any] = {
         "kind": "diffusion-eval", "checkpoint": meta.get("path"), "dataset": dataset, "step": meta.get("step"),
         "diffusion": meta.get("diffusion"), "n_samples": n_samples, "reference": f"test split ({len(test.images)} images)",
         "classifier": {"test_accuracy": clf.test_accuracy, "key": clf.key, "cached": clf.cached,
                        "feature_dim": int(test_feats.shape[1]), "confidence_threshold": CONFIDENCE,
                        "test_confident_share": float((test_probs.max(1) >= CONFIDENCE).mean())},
-        "class_names": list(clf.class_names), "real_floor": _real_floor(quality, data.split("train").images, n_samples, seed),
+        "class_names": list(clf.class_names), "real_floor": _real_floor(quality, data.split("train"), n_samples, seed),
         "samplers": [], "device": str(dev), "machine": machine_info(), "seed": seed,
     }
     log(f"evaluating {meta.get('path')} on {dataset}: classifier test accuracy {clf.test_accuracy:.4f}, "
@@ -136,12 +143,12 @@ def evaluate(path: str | Path, samplers: list[str] | str = ("ddpm", "ddim:10", "
     grids = {}
     for s in specs:
         samples, seconds = generate(model, diffusion, n_samples, shape, s["sampler"], s["steps"], s["eta"], seed,
-                                    batch_size, dev)
+                                    batch_size, dev, s["spacing"])
         row = _sampler_row(s, diffusion.T, quality(samples), seconds / n_samples)
         results["samplers"].append(row)
         grids[row["sampler"]] = samples[:64]
     if nll_images:
-        x0 = images_to_tensor(test.images[:nll_images])
+        x0 = images_to_tensor(stratified_subset(test, nll_images, seed))
         results["nll"] = nll_on_images(model, diffusion, x0, batch_size=min(batch_size, 100), seed=seed, device=dev)
         log(f"NLL: {results['nll']['bpd']:.3f} bits/dim on {results['nll']['images']} test images")
     target = Path(out) if out else (Path(path) if Path(path).is_dir() else Path(path).parent)
@@ -158,18 +165,19 @@ def _image_shape(meta: dict[str, Any], images: np.ndarray, dataset: str) -> tupl
     return shape
 
 
-def _real_floor(quality, train_images: np.ndarray, n_samples: int, seed: int) -> dict[str, Any]:
-    """The scores of `n_samples` train images: what a perfect model would get with that many samples."""
-    n = min(n_samples, len(train_images))
-    idx = np.sort(np.random.default_rng(seed).choice(len(train_images), n, replace=False))
-    return dict(quality(train_images[idx]), what=f"{n} train images vs the test split")
+def _real_floor(quality, train: ImageDataset, n_samples: int, seed: int) -> dict[str, Any]:
+    """The scores of a stratified sample of `n_samples` train images: what a perfect model gets at that n."""
+    n = min(n_samples, len(train.images))
+    return dict(quality(stratified_subset(train, n, seed)), what=f"{n} train images vs the test split")
 
 
 def _sampler_row(spec: dict[str, Any], T: int, q: dict[str, Any], seconds_per_image: float) -> dict[str, Any]:
     steps = spec["steps"] or T
-    row = {"sampler": sampler_label(spec, T), "spec": spec["spec"], "steps": steps, "eta": spec["eta"], **q,
+    row = {"sampler": sampler_label(spec, T), "spec": spec["spec"], "steps": steps, "eta": spec["eta"],
+           "spacing": spec["spacing"], **q,
            "seconds_per_image": seconds_per_image, "model_calls_per_image": steps}
-    log(f"{row['sampler']}: FID {q['fid']:.3f}, KID {q['kid']:.4f}, confident {q['confident_share']:.3f}, "
+    log(f"{row['sampler']}: FID {q['fid']:.3f}, KID x1e3 {q['kid'] * 1e3:.2f}, precision {q['precision']:.3f}, "
+        f"recall {q['recall']:.3f}, confident {q['confident_share']:.3f}, "
         f"{seconds_per_image * 1000:.1f} ms/image")
     return row
 
@@ -190,36 +198,44 @@ def _fmt(v, digits: int = 3) -> str:
     return f"{v:.{digits}f}"
 
 
+def _quality_cells(q: dict[str, Any]) -> str:
+    fid = _fmt(q["fid"], 2) + (" (biased)" if q.get("fid_biased") else "")
+    return (f"{fid} | {_fmt(q['kid'] * 1e3, 2)} ± {_fmt(q['kid_std'] * 1e3, 2)} | {_fmt(q['precision'])} | "
+            f"{_fmt(q['recall'])} | {_fmt(q['confident_share'])}")
+
+
 def render_markdown(r: dict[str, Any]) -> str:
     """The results as a Markdown table with the reference, floor and classifier stated."""
+    n = r["n_samples"]
     lines = [
         f"# Evaluation of {r.get('checkpoint')} (step {r.get('step')})",
         "",
-        f"Data set `{r['dataset']}`; {r['n_samples']} samples per sampler, compared with the {r['reference']}. "
-        f"Features: a small CNN trained on the train split (test accuracy {r['classifier']['test_accuracy']:.4f}); "
-        "FID/KID values are comparable only with this classifier, not with Inception FIDs. "
-        f"Confident share: classifier probability >= {CONFIDENCE}.",
+        f"Data set `{r['dataset']}`; {n} samples per sampler and {r['real_floor']['n']} real images for the floor, "
+        f"compared with the {r['reference']}. Features: a small CNN trained on the train split (test accuracy "
+        f"{r['classifier']['test_accuracy']:.4f}); FID/KID values are comparable only with this classifier, not with "
+        f"Inception FIDs. Precision/recall: k = {PR_NEIGHBOURS} nearest neighbours. Confident share: classifier "
+        f"probability >= {CONFIDENCE}."
+        + (f" FID below n = {UNBIASED_FID_N} is biased upwards: read KID." if n < UNBIASED_FID_N else ""),
         "",
-        "| sampler | steps | FID | KID (x1e3) | confident share | s/image |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        f"| sampler | network calls | FID (n = {n}) | KID × 10³ | precision | recall | confident share | s / image |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for s in r["samplers"]:
-        lines.append(f"| {s['sampler']} | {s['steps']} | {_fmt(s['fid'])} | {_fmt(s['kid'] * 1e3, 2)} ± {_fmt(s['kid_std'] * 1e3, 2)} "
-                     f"| {_fmt(s['confident_share'])} | {_fmt(s['seconds_per_image'], 4)} |")
+        lines.append(f"| {s['sampler']} | {s['model_calls_per_image']} | {_quality_cells(s)} | "
+                     f"{_fmt(s['seconds_per_image'], 4)} |")
     f = r["real_floor"]
-    lines.append(f"| real-data floor ({f['what']}) | — | {_fmt(f['fid'])} | {_fmt(f['kid'] * 1e3, 2)} ± {_fmt(f['kid_std'] * 1e3, 2)} "
-                 f"| {_fmt(f['confident_share'])} | — |")
-    names = r.get("class_names") or []
+    lines.append(f"| real-data floor ({f['what']}) | — | {_quality_cells(f)} | — |")
+    names = r.get("class_names") or [str(i) for i in range(len(f["class_histogram"]))]
     lines += ["", "Class histograms of the samples (classifier's argmax):", "",
-              "| sampler | " + " | ".join(names or [str(i) for i in range(len(f["class_histogram"]))]) + " |",
-              "| --- |" + " ---: |" * len(f["class_histogram"])]
+              "| sampler | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(f["class_histogram"])]
     for s in r["samplers"]:
         lines.append(f"| {s['sampler']} | " + " | ".join(str(c) for c in s["class_histogram"]) + " |")
-    lines.append(f"| real floor | " + " | ".join(str(c) for c in f["class_histogram"]) + " |")
+    lines.append("| real floor | " + " | ".join(str(c) for c in f["class_histogram"]) + " |")
     if "nll" in r:
-        n = r["nll"]
-        lines += ["", f"NLL (variational bound) on the first {n['images']} test images: **{n['bpd']:.3f} ± "
-                  f"{n['bpd_stderr']:.3f} bits/dim** (prior L_T {n['prior_bpd']:.2e}, decoder L_0 {n['decoder_bpd']:.3f})."]
+        b = r["nll"]
+        lines += ["", f"NLL (variational bound) on a stratified sample of {b['images']} test images: "
+                  f"**{b['bpd']:.3f} ± {b['bpd_stderr']:.3f} bits/dim** (± one standard error; prior L_T "
+                  f"{b['prior_bpd']:.2e}, decoder L_0 {b['decoder_bpd']:.3f})."]
     m = r.get("machine", {})
     lines += ["", f"Machine: {m.get('cpu_model', m.get('processor'))}, {m.get('cpu_count')} CPUs, "
               f"torch {m.get('torch')} ({m.get('torch_threads')} threads), device {r.get('device')}."]

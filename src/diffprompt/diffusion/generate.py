@@ -5,7 +5,8 @@
     samples, seconds = generate(model, diffusion, 64, (1, 28, 28), spec["sampler"], spec["steps"], spec["eta"],
                                 seed=0, batch_size=64, device="cpu")
 
-A spec is `ddpm` (ancestral, all T steps), `ddim:STEPS` or `ddim:STEPS:ETA`. The loops themselves
+A spec is `ddpm` (ancestral, all T steps), `ddim:STEPS[:ETA][:SPACING]` or `dpm++2m:STEPS[:SPACING]`
+(see `parse_sampler_spec`). The loops themselves
 are in samplers.py; this is the layer the CLI, evaluation, training and the demo share.
 """
 
@@ -23,62 +24,78 @@ from ..checkpoint import atomic_write_bytes
 from ..errors import UserError
 from ..seeding import make_generator
 from .pixels import tensor_to_images
-from .samplers import make_sampler
+from .samplers import SAMPLERS, SPACINGS, make_sampler
 from .visualize import save_grid
 
 
 def parse_sampler_spec(spec: str) -> dict[str, Any]:
-    """`ddpm`, `ddpm:STEPS`, `ddim:STEPS`, `ddim:STEPS:ETA` -> dict(sampler, steps, eta, spec)."""
-    parts = [p.strip() for p in spec.strip().split(":")]
-    name = parts[0].lower()
-    if name not in ("ddpm", "ddim") or len(parts) > 3:
-        raise UserError(f"unknown sampler spec {spec!r}; use ddpm, ddim:STEPS or ddim:STEPS:ETA (e.g. ddim:50)")
-    steps = eta = None
+    """`NAME[:STEPS][:ETA][:SPACING]` -> dict(sampler, steps, eta, spacing, spec).
+
+    NAME is ddpm (all T steps), ddim or dpm++2m (both need STEPS); ETA (a number) is DDIM's
+    stochasticity; SPACING is linspace (the default), leading or trailing. Examples: `ddpm`,
+    `ddim:50`, `ddim:50:0.5`, `dpm++2m:20`, `dpm++2m:10:trailing`.
+    """
+    name, *rest = [p.strip() for p in spec.strip().split(":")]
+    name = name.lower()
+    usage = "use ddpm, ddim:STEPS[:ETA][:SPACING] or dpm++2m:STEPS[:SPACING] (e.g. ddim:50, dpm++2m:20:trailing)"
+    if name not in SAMPLERS or len(rest) > 3:
+        raise UserError(f"unknown sampler spec {spec!r}; {usage}")
+    out = {"sampler": name, "steps": None, "eta": 0.0, "spacing": "linspace", "spec": spec.strip()}
+    for i, part in enumerate(rest):
+        if part in SPACINGS:
+            out["spacing"] = part
+        elif i == 0 and part.isdigit():
+            out["steps"] = int(part)
+        elif i > 0 and name == "ddim" and _is_number(part):
+            out["eta"] = float(part)
+        else:
+            raise UserError(f"sampler spec {spec!r}: cannot read {part!r}; {usage}")
+    if name != "ddpm" and out["steps"] is None:
+        raise UserError(f"sampler spec {spec!r} needs a step count, e.g. {name}:20")
+    if out["eta"] < 0:
+        raise UserError(f"eta must be >= 0 (0 = deterministic DDIM, 1 = DDPM-like), got {out['eta']}")
+    return out
+
+
+def _is_number(text: str) -> bool:
     try:
-        if len(parts) > 1 and parts[1]:
-            steps = int(parts[1])
-        if len(parts) > 2:
-            eta = float(parts[2])
+        float(text)
     except ValueError:
-        raise UserError(f"sampler spec {spec!r}: steps must be an integer and eta a number (e.g. ddim:50:0.0)") from None
-    if name == "ddim" and steps is None:
-        raise UserError(f"sampler spec {spec!r} needs a step count, e.g. ddim:50")
-    if eta is not None and eta < 0:
-        raise UserError(f"eta must be >= 0 (0 = deterministic DDIM, 1 = DDPM-like), got {eta}")
-    return {"sampler": name, "steps": steps, "eta": 0.0 if eta is None else eta, "spec": spec.strip()}
+        return False
+    return True
 
 
 def sampler_label(s: dict[str, Any], T: int) -> str:
-    """`DDPM-1000`, `DDIM-50`, `DDIM-50 (eta 0.5)` for a parsed spec."""
-    steps = s["steps"] or T
-    label = f"{s['sampler'].upper()}-{steps}"
-    if s["sampler"] == "ddim" and s["eta"]:
-        label += f" (eta {s['eta']:g})"
-    return label
+    """`DDPM-1000`, `DDIM-50`, `DDIM-50 (eta 0.5)`, `DPM++2M-20 (trailing)` for a parsed spec."""
+    label = f"{s['sampler'].upper()}-{s['steps'] or T}"
+    notes = [f"eta {s['eta']:g}"] if s["sampler"] == "ddim" and s["eta"] else []
+    if s.get("spacing", "linspace") != "linspace" and s["sampler"] != "ddpm":
+        notes.append(s["spacing"])
+    return label + (f" ({', '.join(notes)})" if notes else "")
 
 
-def check_sampler(diffusion, sampler: str, steps: int | None, eta: float) -> None:
-    """A UserError now, before any sampling, for a bad sampler, steps (< 1 or > T) or eta (< 0)."""
-    make_sampler(sampler, steps=steps, eta=eta).timesteps(diffusion.T)
+def check_sampler(diffusion, sampler: str, steps: int | None, eta: float, spacing: str = "linspace") -> None:
+    """A UserError now, before any sampling, for a bad sampler, steps (< 1 or > T), eta (< 0) or spacing."""
+    make_sampler(sampler, steps=steps, eta=eta, spacing=spacing).timesteps(diffusion.T)
 
 
 @torch.no_grad()
 def generate(model, diffusion, n: int, shape: tuple[int, int, int], sampler: str, steps: int | None, eta: float,
-             seed: int, batch_size: int, device) -> tuple[torch.Tensor, float]:
+             seed: int, batch_size: int, device, spacing: str = "linspace") -> tuple[torch.Tensor, float]:
     """n samples (float NCHW in [-1, 1], on the CPU) in batches, and the wall time in seconds.
 
     All noise comes from one generator seeded with `seed`: the same call gives the same samples.
     """
     if n < 1:
         raise UserError(f"the number of samples must be >= 1, got {n}")
-    check_sampler(diffusion, sampler, steps, eta)
+    check_sampler(diffusion, sampler, steps, eta, spacing)
     g = make_generator(seed, device)
     out = []
     t0 = time.perf_counter()
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
-        out.append(diffusion.sample(model, (b, *shape), sampler=sampler, steps=steps, eta=eta, generator=g,
-                                    device=device, progress=True).cpu())
+        loop = make_sampler(sampler, steps=steps, eta=eta, spacing=spacing)
+        out.append(diffusion.sample(model, (b, *shape), sampler=loop, generator=g, device=device, progress=True).cpu())
     return torch.cat(out), time.perf_counter() - t0
 
 

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 
 from diffprompt.errors import UserError
+from diffprompt.progress import progress as progress_bar
 
-SPACINGS = ("linspace", "leading", "trailing")
+from .choices import SAMPLER_NAMES, SPACINGS
 
 
 class Sampler:
@@ -205,7 +206,7 @@ def _check_spacing(spacing: str) -> str:
     return spacing
 
 
-SAMPLERS = {"ddpm": DDPMSampler, "ddim": DDIMSampler, "dpm++2m": DPMSolverPPSampler}
+SAMPLERS = dict(zip(SAMPLER_NAMES, (DDPMSampler, DDIMSampler, DPMSolverPPSampler), strict=True))
 
 
 def make_sampler(sampler="ddpm", steps: int | None = None, eta: float = 0.0, spacing: str = "linspace") -> Sampler:
@@ -235,8 +236,6 @@ def sample_loop(diffusion, model, sampler: Sampler, shape, generator=None, clip_
     Returns (x0, chain, pred_x0s): chain = [x_T, ..., x0] if keep_chain else [];
     pred_x0s = the model's x0 estimate at each visited t if keep_pred_x0 else [].
     """
-    from diffprompt.progress import progress as progress_bar
-
     ts = sampler.timesteps(diffusion.T)  # validates steps before any work
     if x_T is not None:
         if tuple(x_T.shape) != tuple(shape):

@@ -35,7 +35,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 
 from ..data import ImageDataset, load_images
-from ..data.images import random_subset
+from ..data.images import stratified_subset
 from ..device import choose_device
 from ..errors import UserError
 from ..progress import bars_enabled, log, progress
@@ -352,10 +352,10 @@ def _pictures(run: TrainingRun, data: ImageDataset) -> float:
     if metrics:
         plot_loss(metrics, run.files / "loss.png")
     try:
-        real = data.split("test").images
+        real = data.split("test")
     except UserError:  # a data set without a test split shows train images
-        real = data.split("train").images
-    save_grid(random_subset(real, cfg.sample_n, cfg.seed), run.files / "real.png")
+        real = data.split("train")
+    save_grid(stratified_subset(real, cfg.sample_n, cfg.seed), run.files / "real.png")
     samples, seconds = generate(run.ema.model, run.diffusion, cfg.sample_n, tuple(run.derived["image_shape"]),
                                 cfg.sample_sampler, cfg.sample_steps if cfg.sample_sampler == "ddim" else None, 0.0,
                                 cfg.seed, cfg.sample_n, run.accelerator.device)

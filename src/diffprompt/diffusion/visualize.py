@@ -124,10 +124,13 @@ def save_gif(frames: Sequence[torch.Tensor], path: str | Path, nrow: int | None 
     return Path(path)
 
 
-def write_visualizations(model, diffusion, out_dir: str | Path, x0: torch.Tensor, n: int = 8, sampler: str = "ddpm",
+def write_visualizations(model, diffusion, out_dir: str | Path, x0: torch.Tensor, n: int = 8, sampler="ddpm",
                          steps: int | None = None, eta: float = 0.0, frames: int = 10, gif_frames: int = 40,
                          seed: int = 0, device=None) -> dict[str, str]:
-    """Write forward.png, reverse.png, reverse.gif and pred_x0.png into `out_dir`; return their paths."""
+    """Write forward.png, reverse.png, reverse.gif and pred_x0.png into `out_dir`; return their paths.
+
+    `sampler` is a name (with `steps`, `eta`) or a `samplers.Sampler` instance.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = device or x0.device
