@@ -157,6 +157,17 @@ def test_evaluate_writes_json_and_markdown(tiny_run, cache_dir, monkeypatch):
     assert res["real_floor"]["fid"] < res["samplers"][1]["fid"]
 
 
+def test_evaluate_estimates_bits_per_dim_from_few_timesteps(tiny_run, cache_dir, monkeypatch, tmp_path):
+    from diffprompt.diffusion.evaluation import evaluate
+
+    monkeypatch.setenv("DIFFPROMPT_CACHE", str(cache_dir))
+    res = evaluate(tiny_run, samplers="ddim:2", n_samples=4, nll_images=6, nll_timesteps=5, data=bars(),
+                   classifier_epochs=6, device="cpu", out=tmp_path)
+    nll = res["nll"]
+    assert nll["images"] == 6 and nll["timesteps"] == 5 and nll["exact"] is False and nll["bpd_stderr"] > 0
+    assert "prior_bpd" not in nll and "5 stratified timesteps" in (tmp_path / "eval.md").read_text()
+
+
 def test_evaluate_rejects_bad_samplers_before_sampling(tiny_run):
     from diffprompt.diffusion.evaluation import evaluate
     from diffprompt.diffusion.generate import parse_sampler_spec

@@ -356,6 +356,22 @@ def test_kl_terms_of_a_wrong_constant_prediction_match_the_closed_form():
         assert torch.allclose(a[:, t].double(), want, rtol=1e-4)
 
 
+def test_stratified_bound_estimate_is_exact_with_one_t_per_stratum_and_unbiased_with_fewer():
+    """For a constant x0-prediction every term is independent of x_t, so the exact bound is known."""
+    sched = NoiseSchedule.linear_scaled(30)
+    d = GaussianDiffusion(sched, prediction="x0")
+    x_star, y = grid_image((2, 1, 3, 3), seed=8), grid_image((1, 1, 3, 3), seed=9)
+    model = lambda x_t, t: y.expand_as(x_t)  # noqa: E731
+    exact = d.nll_terms(model, x_star, generator=gen(1), t_batch=30)["total_bpd"].double()
+    full = d.nll_estimate(model, x_star, num_t=29, generator=gen(2))
+    assert torch.allclose(full, exact, rtol=1e-5)
+    # 5 strata: each estimate is random; the mean of n draws is within 4 standard errors
+    n = 4000
+    draws = d.nll_estimate(model, x_star.repeat(n // 2, 1, 1, 1), num_t=5, generator=gen(3)).view(n // 2, 2)
+    mean, se = draws.mean(0), draws.std(0) / math.sqrt(n // 2)
+    assert torch.all(se > 0) and torch.all((mean - exact).abs() < 4 * se), (mean, exact, se)
+
+
 @pytest.mark.parametrize("variance", ["fixed_small", "fixed_large", "learned_range"])
 def test_every_kl_term_is_nonnegative_for_a_random_model(variance):
     d = GaussianDiffusion(NoiseSchedule.cosine(40), prediction="eps", variance=variance)

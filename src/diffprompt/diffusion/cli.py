@@ -107,6 +107,8 @@ def register(subparsers) -> None:
                    help="comma-separated specs: ddpm, ddim:STEPS[:ETA][:SPACING], dpm++2m:STEPS[:SPACING]")
     p.add_argument("--n-samples", type=int, default=1000, help="samples per sampler")
     p.add_argument("--nll-images", type=int, default=100, help="test images for bits/dim (0 skips it; T model calls each)")
+    p.add_argument("--nll-timesteps", type=int, default=0,
+                   help="0: the exact bound (T calls per image); K: its unbiased estimate from K stratified timesteps")
     p.add_argument("--dataset", help="data set (default: the one the model was trained on)")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
@@ -183,7 +185,8 @@ def cmd_evaluate(args) -> int:
     from .evaluation import evaluate, render_markdown
 
     res = evaluate(args.path, samplers=args.samplers, n_samples=args.n_samples, nll_images=args.nll_images,
-                   batch_size=args.batch_size, seed=args.seed, device=args.device, dataset=args.dataset, out=args.out)
+                   batch_size=args.batch_size, seed=args.seed, device=args.device, dataset=args.dataset, out=args.out,
+                   nll_timesteps=args.nll_timesteps)
     print(render_markdown(res))
     return 0
 
