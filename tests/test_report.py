@@ -81,8 +81,12 @@ def test_report_cli_out(tmp_path):
     assert (tmp_path / "x.html").stat().st_size > 1000
 
 
-def make_eval_run(path, kid_unit=1.0):
-    """A diffusion run as `diffusion evaluate` writes it: three samplers, the floor, bits/dim."""
+def make_eval_run(path, kid_unit=1e-5):
+    """A diffusion run as `diffusion evaluate` writes it: three samplers, the floor, bits/dim.
+
+    KID values are multiples of `kid_unit`: small as evaluate writes them, or large as older
+    evaluations on unnormalised features did (kid_unit=1).
+    """
     run = RunDir(path)
     run.save_config({"kind": "diffusion-demo", "dataset": "mnist5k", "diffusion": {"timesteps": 1000, "schedule": "linear"},
                      "samples": {"sampler": "DDIM-50", "n": 64, "seed": 7}, "real": {"n": 64, "split": "test"},
@@ -91,24 +95,25 @@ def make_eval_run(path, kid_unit=1.0):
     for name in ("samples.png", "real.png", "reverse.png"):
         Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(path / name)
 
-    def quality(fid, kid, kid_std, share):
-        return {"fid": fid, "kid": kid * kid_unit, "kid_std": kid_std * kid_unit, "confident_share": share,
-                "class_histogram": [26, 25, 25, 26, 25, 26, 25, 26, 25, 27], "n": 256, "fid_at": {}}
+    def quality(fid, kid, kid_std, share, precision, recall):
+        return {"fid": fid, "fid_biased": True, "kid": kid * kid_unit, "kid_std": kid_std * kid_unit,
+                "precision": precision, "recall": recall, "confident_share": share,
+                "class_histogram": [26, 25, 25, 26, 25, 26, 25, 26, 25, 27], "n": 256}
 
-    samplers = [("DDPM-1000", 1000, 9.613, quality(61.37, 140.27, 21.9, 0.6875)),
-                ("DDIM-10", 10, 0.0791, quality(112.79, 361.5993, 53.72, 0.33)),
-                ("DDIM-50", 50, 0.3772, quality(68.47, 164.7351, 30.08, 0.40))]
+    samplers = [("DDPM-1000", 1000, 9.613, quality(61.37, 140.27, 21.9, 0.6875, 0.713, 0.652)),
+                ("DDIM-10", 10, 0.0791, quality(112.79, 361.5993, 53.72, 0.33, 0.412, 0.598)),
+                ("DDIM-50", 50, 0.3772, quality(68.47, 164.7351, 30.08, 0.40, 0.655, 0.634))]
     run.save_json("eval.json", {
         "kind": "diffusion-eval", "dataset": "mnist5k", "step": 12000, "n_samples": 256,
         "reference": "test split (1000 images)",
         "classifier": {"test_accuracy": 0.965, "feature_dim": 128, "confidence_threshold": 0.9,
                        "test_confident_share": 0.91},
         "class_names": [str(i) for i in range(10)],
-        "real_floor": {**quality(12.27, 8.31, 4.02, 0.906), "what": "256 train images vs the test split"},
-        "samplers": [{"sampler": name, "spec": name.lower(), "steps": steps, "eta": 0.0, **q, "seconds_per_image": s,
-                      "model_calls_per_image": steps} for name, steps, s, q in samplers],
+        "real_floor": {**quality(12.27, 8.31, 4.02, 0.906, 0.781, 0.776), "what": "256 train images vs the test split"},
+        "samplers": [{"sampler": name, "spec": name.lower(), "steps": steps, "eta": 0.0, "spacing": "linspace", **q,
+                      "seconds_per_image": s, "model_calls_per_image": steps} for name, steps, s, q in samplers],
         "nll": {"bpd": 2.1093, "bpd_stderr": 0.0481, "prior_bpd": 2.7e-5, "decoder_bpd": 1.07, "images": 8,
-                "split": "test", "seconds": 41.2},
+                "split": "test", "timesteps": 1000, "exact": True, "seconds": 41.2},
         "device": "cpu", "machine": {"cpu_model": "test CPU", "cpu_count": 2, "torch": "2", "torch_threads": 2}, "seed": 0})
     run.mark_done()
     return path
@@ -159,8 +164,9 @@ def test_report_reads_like_a_results_page(tmp_path):
     demo.mark_done()
     page = render_report([tmp_path / "demo"]).read_text()
     # Human names with units; rounded numbers; the floor beside the samplers it bounds.
-    for text in ("FID (n = 256)", "s / image", "Speed-up vs DDPM-1000", "Bits/dim (bound)", ">2.109 ± 0.048<",
-                 ">362 ± 54<", ">121.5×<", "Real images: 256 train images vs the test split", ">59.3 ± 0.0<"):
+    for text in ("FID (n = 256)", "KID × 10³", "s / image", "Speed-up vs DDPM-1000", "Bits/dim (bound)",
+                 ">2.109 ± 0.048<", ">3.62 ± 0.54<", ">0.41<", ">121.5×<", ">59.3 ± 0.0<",
+                 "Real images: 256 train images vs the test split", "At n = 256 FID is biased upwards"):
         assert text in page, text
     assert "kid_std" not in page.split('<section id="appendix">')[0]  # raw keys only in the raw JSON
     assert not re.search(r"<h\d>[^<]*\.json", page)  # no file names as headings

@@ -8,11 +8,12 @@ same metrics for real train images against the same test split) and the bits/dim
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from .markup import paragraph, table
-from .numbers import DASH, count, is_number, one_decimal, percent, plus_minus, seconds, sig, times
+from .numbers import DASH, count, fixed, is_number, one_decimal, percent, plus_minus, seconds, sig, times
 from .view import Headline, RunView, read_json
 
 
@@ -37,8 +38,7 @@ def view(run: Path, cfg: dict) -> RunView:
 # eval.json
 
 
-SAMPLER_KEYS = ("sampler", "steps", "fid", "kid", "kid_std", "confident_share", "class_histogram", "n",
-                "seconds_per_image")
+SAMPLER_KEYS = ("sampler", "steps", "fid", "kid", "kid_std", "confident_share", "class_histogram", "seconds_per_image")
 FLOOR_KEYS = ("fid", "kid", "kid_std", "confident_share", "class_histogram")
 
 
@@ -90,22 +90,34 @@ def eval_sentences(ev: dict, ref: dict) -> list[str]:
     step = f" at training step {ev['step']}" if ev.get("step") is not None else ""
     out = [f"The model{step} drew {ev['n_samples']} images of {ev['dataset']} with each sampler; "
            f"they are compared with the {ev['reference']}."]
+    biased = any(q.get("fid_biased") for q in rows + [floor])
+    score = partial(_score, kid_first=biased, scale=_kid_unit(rows + [floor])[0])
+    name = score(ref)[0]
     fast = min(rows, key=lambda s: s["seconds_per_image"])
     if fast is not ref:
         out.append(f"{fast['sampler']} draws an image in {sig(fast['seconds_per_image'])} s, "
-                   f"{times(speedup(ref, fast))} faster than {ref['sampler']} "
-                   f"({sig(ref['seconds_per_image'])} s), at FID {one_decimal(fast['fid'])} against "
-                   f"{one_decimal(ref['fid'])}.")
-    best = min(rows, key=lambda s: s["fid"])
-    out.append(f"The lowest FID is {best['sampler']}'s, {one_decimal(best['fid'])}; real images score "
-               f"{one_decimal(floor['fid'])} at this n, the floor a perfect model would reach.")
+                   f"{times(speedup(ref, fast))} faster than {ref['sampler']} ({sig(ref['seconds_per_image'])} s), "
+                   f"at {name} {score(fast)[1]} against {score(ref)[1]}.")
+    best = min(rows, key=lambda s: s["kid"] if biased else s["fid"])
+    out.append(f"The best {name} is {best['sampler']}'s, {score(best)[1]}; real images score {score(floor)[1]} "
+               "at this n, the floor a perfect model would reach.")
     nll = ev.get("nll")
     if isinstance(nll, dict) and is_number(nll.get("bpd")):
         out.append(f"The likelihood bound on {nll['images']} {nll.get('split', 'test')} images is "
                    f"{plus_minus(nll['bpd'], nll.get('bpd_stderr'))} bits/dim.")
-    out.append("FID at a small n is biased upwards: compare it only within this table "
-               "(features of a small classifier trained on the data set, not Inception).")
+    if biased:
+        out.append(f"At n = {ev['n_samples']} FID is biased upwards, so KID, an unbiased estimate, is the score "
+                   "to compare.")
+    out.append("FID and KID use the features of a small classifier trained on the data set: they compare within "
+               "this table, not with published Inception scores.")
     return out
+
+
+def _score(q: dict, kid_first: bool, scale: float) -> tuple[str, str]:
+    """("FID", "68.5") or, where FID is biased at this n, ("KID", "3.1 ± 0.4 × 10⁻³")."""
+    if kid_first:
+        return "KID", plus_minus(q["kid"] * scale, q["kid_std"] * scale) + (" × 10⁻³" if scale != 1 else "")
+    return "FID", one_decimal(q["fid"])
 
 
 def eval_parts(ev: dict) -> list[tuple[str, str]]:
@@ -121,21 +133,23 @@ def quality_table(ev: dict) -> str:
     rows, floor = ev["samplers"], ev["real_floor"]
     ref = reference_sampler(rows)
     scale, kid = _kid_unit(rows + [floor])
-    extra = sorted({n for s in rows for n in s.get("fid_at", {})}, key=int)
-    columns = ["Sampler", "Steps", _fid_header(ev), *[f"FID (n = {n})" for n in extra], kid, "Confident (%)",
+    pr = all(is_number(q.get("precision")) and is_number(q.get("recall")) for q in rows + [floor])
+    columns = ["Sampler", "Steps", _fid_header(ev), kid, *(["Precision", "Recall"] if pr else []), "Confident (%)",
                "s / image", f"Speed-up vs {ref['sampler']}"]
 
-    def cells(s: dict) -> list[str]:
-        return [one_decimal(s["fid"]), *[one_decimal(s.get("fid_at", {}).get(n)) for n in extra],
-                plus_minus(s["kid"] * scale, s["kid_std"] * scale), percent(s["confident_share"], 0)]
+    def cells(q: dict) -> list[str]:
+        return [one_decimal(q["fid"]), plus_minus(q["kid"] * scale, q["kid_std"] * scale),
+                *([fixed(q["precision"], 2), fixed(q["recall"], 2)] if pr else []), percent(q["confident_share"], 0)]
 
-    body = [[s["sampler"], count(s["steps"]), *cells(s), sig(s["seconds_per_image"]),
-             times(speedup(ref, s))] for s in rows]
+    body = [[s["sampler"], count(s["steps"]), *cells(s), sig(s["seconds_per_image"]), times(speedup(ref, s))]
+            for s in rows]
     body.append([f"Real images: {floor.get('what', 'train vs test')}", DASH, *cells(floor), DASH, DASH])
     c = ev["classifier"]
-    note = (f"Confident: the share of images the classifier labels with probability ≥ "
-            f"{c.get('confidence_threshold', 0.9)} (real test images: {percent(c.get('test_confident_share'), 0)} %). "
-            "The last row is the floor: real images scored the same way.")
+    note = ("Precision: the share of samples that look like real images; recall: the share of real images the "
+            "samples cover (nearest neighbours in feature space). " if pr else "")
+    note += (f"Confident: the share of images the classifier labels with probability ≥ "
+             f"{c.get('confidence_threshold', 0.9)} (real test images: {percent(c.get('test_confident_share'), 0)} %). "
+             "The last row is the floor: real images scored the same way.")
     return table(columns, body, row_classes=[""] * len(rows) + ["floor"]) + paragraph(note, "muted")
 
 
@@ -151,11 +165,15 @@ def class_table(ev: dict) -> str:
 
 
 def likelihood_table(nll: dict) -> str:
-    columns = ["Bits/dim (bound)", "Prior L_T (bits/dim)", "Decoder L_0 (bits/dim)", "Test images", "Time (s)"]
-    row = [plus_minus(nll["bpd"], nll.get("bpd_stderr")), sig(nll.get("prior_bpd"), 2),
-           sig(nll.get("decoder_bpd"), 3), count(nll.get("images")), seconds(nll.get("seconds"))]
-    note = ("The full variational bound (L_T + every KL term + the discretised decoder L_0) per image, "
-            "mean ± standard error over the images.")
+    terms = is_number(nll.get("prior_bpd")) and is_number(nll.get("decoder_bpd"))
+    columns = ["Bits/dim (bound)", *(["Prior L_T (bits/dim)", "Decoder L_0 (bits/dim)"] if terms else []),
+               "Test images", "Time (s)"]
+    row = [plus_minus(nll["bpd"], nll.get("bpd_stderr")),
+           *([sig(nll["prior_bpd"], 2), sig(nll["decoder_bpd"], 3)] if terms else []),
+           count(nll.get("images")), seconds(nll.get("seconds"))]
+    how = ("the full variational bound (L_T + every KL term + the discretised decoder L_0)" if nll.get("exact", True)
+           else f"an unbiased estimate of the variational bound from {nll.get('timesteps')} timesteps per image")
+    note = f"Bits/dim: {how}, mean ± standard error over the images."
     return table(columns, [row], kinds="n" * len(columns)) + paragraph(note, "muted")
 
 

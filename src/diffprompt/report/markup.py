@@ -1,7 +1,7 @@
 """The HTML pieces of the results page: style, tables, inlined figures, collapsible blocks.
 
 Everything is inlined (pictures as data URIs), so the page needs no network and no script.
-Table headers never wrap and words never break inside themselves: a wide table scrolls.
+Table headers and numbers never wrap and words never break inside themselves: a wide table scrolls.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ h1{border-bottom:2px solid #444}h2{margin-top:2.5rem;border-bottom:1px solid #bb
 table{border-collapse:collapse;margin:.6rem 0 1.2rem;font-size:.9rem;display:block;overflow-x:auto;max-width:100%}
 th,td{border:1px solid #ccc;padding:.25rem .55rem;text-align:right;vertical-align:top;
 word-break:normal;overflow-wrap:normal;hyphens:none}
-th{background:#f0f0f0;white-space:nowrap}td{font-variant-numeric:tabular-nums}
+th{background:#f0f0f0;white-space:nowrap}td{font-variant-numeric:tabular-nums}td:not(.l){white-space:nowrap}
 td.l,th.l{text-align:left}td.text{min-width:24rem;max-width:40rem}
 table.headline{font-size:1rem}table.headline td:first-child{font-weight:600}
 tr.floor td{background:#f7f7f2;font-style:italic}

@@ -18,8 +18,10 @@ def is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _fixed(v: float, decimals: int) -> str:
+def fixed(v, decimals: int) -> str:
     """`v` rounded to `decimals` places; a negative count rounds to tens, hundreds, ..."""
+    if not is_number(v):
+        return DASH
     if decimals >= 0:
         return f"{v:.{decimals}f}"
     return f"{round(v, decimals):.0f}"
@@ -34,7 +36,7 @@ def sig(v, digits: int = 2) -> str:
     """`v` to `digits` significant digits, never in exponent notation."""
     if not is_number(v):
         return DASH
-    return "0" if v == 0 else _fixed(v, _decimals(v, digits))
+    return "0" if v == 0 else fixed(v, _decimals(v, digits))
 
 
 def plus_minus(mean, err, digits: int = 2) -> str:
@@ -44,7 +46,7 @@ def plus_minus(mean, err, digits: int = 2) -> str:
     if not is_number(err) or err <= 0:
         return sig(mean, 3)
     d = _decimals(err, digits)
-    return f"{_fixed(mean, d)} ± {_fixed(err, d)}"
+    return f"{fixed(mean, d)} ± {fixed(err, d)}"
 
 
 def one_decimal(v) -> str:
