@@ -29,6 +29,7 @@ from .progress import log
 from .rundir import RunDir
 
 PRETRAINED = "ddpm-tiny-mnist5k.safetensors"
+PREVIEW_IMAGES = 64  # images in each data set's preview grid
 
 
 @dataclass
@@ -94,8 +95,8 @@ def stage_data(cfg: DemoConfig, out: Path) -> None:
         except UserError as e:  # an optional set that is not installed
             log(f"  skipping {name}: {e}")
             continue
-        image_grid(ds, out / f"{name}.png", n=64, title=f"{name}: {len(ds)} images")
-        shown.append({"dataset": name, "images": len(ds), "classes": len(ds.class_names)})
+        image_grid(ds, out / f"{name}.png", n=PREVIEW_IMAGES, title=f"{name}: {len(ds)} images")
+        shown.append({"dataset": name, "images": len(ds), "classes": len(ds.class_names), "shown": PREVIEW_IMAGES})
     run.save_config({"kind": "data-preview", "datasets": [s["dataset"] for s in shown],
                      "known_image_sets": sorted(IMAGE_SETS),
                      "description": "Preview grids of the installed image sets (`diffprompt data show NAME`)."})
@@ -113,7 +114,8 @@ def _train_config(cfg: DemoConfig):
 
 
 def stage_train(cfg: DemoConfig, out: Path) -> None:
-    from .diffusion.training import LAST, train
+    from .diffusion.checkpoints import LAST
+    from .diffusion.training import train
 
     tc = _train_config(cfg)
     if (out / LAST).exists():  # interrupted earlier: continue exactly where it stopped
@@ -128,8 +130,11 @@ def stage_ddpm(cfg: DemoConfig, out: Path, trained: Path) -> None:
     import torch
 
     from .data import load_images
-    from .diffusion.evaluation import evaluate, generate, parse_sampler_spec
-    from .diffusion.training import images_to_tensor, load_model, random_subset
+    from .data.images import random_subset
+    from .diffusion.checkpoints import load_model
+    from .diffusion.evaluation import evaluate
+    from .diffusion.generate import generate, parse_sampler_spec, sampler_label
+    from .diffusion.pixels import images_to_tensor
     from .diffusion.visualize import save_grid, write_visualizations
 
     ckpt = pretrained_checkpoint() if cfg.pretrained else None
@@ -141,10 +146,16 @@ def stage_ddpm(cfg: DemoConfig, out: Path, trained: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     run = RunDir(out)
     model, diffusion, meta = load_model(source, cfg.device)
+    grid, chain = parse_sampler_spec(cfg.grid_sampler), parse_sampler_spec(cfg.chain_sampler)
+    grid_seed = cfg.seed + 7  # not the evaluation's seed: the grid shows other samples than those scored
     run.save_config({"kind": "diffusion-demo", "checkpoint": str(source), "checkpoint_is": why,
                      "model_step": meta.get("step"), "unet": meta.get("unet"), "diffusion": meta.get("diffusion"),
                      "dataset": meta.get("dataset", "mnist5k"), "eval_samplers": list(cfg.eval_samplers),
                      "eval_samples": cfg.eval_samples, "nll_images": cfg.nll_images,
+                     # how the pictures are made, for the report's captions
+                     "samples": {"sampler": sampler_label(grid, diffusion.T), "n": cfg.grid_samples, "seed": grid_seed},
+                     "real": {"n": cfg.grid_samples, "split": "test"},
+                     "chain": {"sampler": sampler_label(chain, diffusion.T), "n": cfg.chain_images},
                      "description": f"Sampling, evaluation and pictures from {why}."})
     data = load_images(meta.get("dataset") or "mnist5k")
     test = data.split("test")
@@ -152,13 +163,11 @@ def stage_ddpm(cfg: DemoConfig, out: Path, trained: Path) -> None:
         f"{cfg.eval_samples} samples each, NLL on {cfg.nll_images} test images")
     evaluate(source, samplers=list(cfg.eval_samplers), n_samples=cfg.eval_samples, nll_images=cfg.nll_images,
              seed=cfg.seed, device=cfg.device, out=out, classifier_epochs=cfg.classifier_epochs, data=data)
-    spec = parse_sampler_spec(cfg.grid_sampler)
     shape = tuple(int(v) for v in (meta["unet"]["in_channels"], meta["unet"]["image_size"], meta["unet"]["image_size"]))
-    samples, _ = generate(model, diffusion, cfg.grid_samples, shape, spec["sampler"], spec["steps"], spec["eta"],
-                          cfg.seed + 7, cfg.grid_samples, torch.device(cfg.device))
+    samples, _ = generate(model, diffusion, cfg.grid_samples, shape, grid["sampler"], grid["steps"], grid["eta"],
+                          grid_seed, cfg.grid_samples, torch.device(cfg.device))
     save_grid(samples, out / "samples.png", nrow=8)
     save_grid(random_subset(test.images, cfg.grid_samples, cfg.seed), out / "real.png", nrow=8)
-    chain = parse_sampler_spec(cfg.chain_sampler)
     log(f"  drawing the forward strip and the {cfg.chain_sampler} reverse chain of {cfg.chain_images} images")
     write_visualizations(model, diffusion, out, images_to_tensor(random_subset(test.images, cfg.chain_images, cfg.seed)),
                          n=cfg.chain_images, sampler=chain["sampler"], steps=chain["steps"], eta=chain["eta"],
@@ -167,7 +176,8 @@ def stage_ddpm(cfg: DemoConfig, out: Path, trained: Path) -> None:
 
 
 def stage_prompting(cfg: DemoConfig, out: Path) -> None:
-    from .prompting.experiments import CompareConfig, run_compare
+    from .prompting.config import CompareConfig
+    from .prompting.grid import run_compare
 
     cc = CompareConfig(datasets=["mr"], methods=list(cfg.prompt_methods), shots=cfg.prompt_shots,
                        seeds=[cfg.prompt_seed], steps=cfg.prompt_steps, limit_test=cfg.prompt_limit_test,
@@ -180,7 +190,8 @@ def stage_prompting(cfg: DemoConfig, out: Path) -> None:
 
 
 def run_demo(cfg: DemoConfig) -> dict:
-    from .report import render_report
+    """Run (or resume) every stage and render the report; return its headlines, path and duration."""
+    from .report import headlines, render_report
 
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
@@ -214,32 +225,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     top.save_json("stages.json", timings)
     top.mark_done()
     report = render_report([root], out=root / "report.html", title="diffprompt demo")
-    summary = _summary(root)
-    summary["report"] = str(report)
-    summary["seconds"] = round(time.perf_counter() - t_all, 1)
-    return summary
-
-
-def _summary(root: Path) -> dict:
-    """The headline numbers, read back from the stages' JSON files."""
-    rows = []
-    ev = root / "ddpm" / "eval.json"
-    if ev.exists():
-        e = json.loads(ev.read_text())
-        for s in e.get("samplers", []):
-            rows.append((f"DDPM {s['sampler']}", f"FID {s['fid']:.2f}, KID {s['kid']:.4f}, "
-                         f"confident {s['confident_share']:.0%}, {s['seconds_per_image'] * 1e3:.0f} ms/image"))
-        if "nll" in e:
-            rows.append(("DDPM NLL", f"{e['nll']['bpd']:.3f} bits/dim on {e['nll']['images']} test images"))
-        rows.append(("real-data floor", f"FID {e['real_floor']['fid']:.2f} (train vs test)"))
-    cj = root / "prompting" / "compare.json"
-    if cj.exists():
-        c = json.loads(cj.read_text())
-        for r in c.get("majority", []):
-            rows.append((f"{r['dataset'].upper()} majority class", f"accuracy {r['accuracy']:.3f}"))
-        for r in c.get("table", []):
-            rows.append((f"{r['dataset'].upper()} {r['method']}", f"accuracy {r['mean']:.3f}"))
-    return {"rows": rows}
+    return {"headlines": headlines(root), "report": str(report), "seconds": round(time.perf_counter() - t_all, 1)}
 
 
 def _cmd_demo(args) -> int:
@@ -251,11 +237,8 @@ def _cmd_demo(args) -> int:
     if args.fresh and Path(cfg.out).exists():
         shutil.rmtree(cfg.out)
     summary = run_demo(cfg)
-    width = max((len(k) for k, _ in summary["rows"]), default=10)
-    print(f"\n{'result':<{width}}  value")
-    print(f"{'-' * width}  {'-' * 40}")
-    for k, v in summary["rows"]:
-        print(f"{k:<{width}}  {v}")
+    for headline in summary["headlines"]:
+        print("\n" + headline.text())
     print(f"\ndemo finished in {summary['seconds']:.0f} s; open the report: {summary['report']}")
     return 0
 
