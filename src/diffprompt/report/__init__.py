@@ -9,6 +9,7 @@
     curves     training curves from metrics.jsonl
     numbers    rounding to what the noise supports
     markup     HTML pieces and the style sheet
+    cli        the `diffprompt report` command
 """
 
 from .cli import register
