@@ -6,7 +6,7 @@ Stages, each a run folder under `runs/demo/` that is skipped when it already hol
 1. `data`        preview grids of the image sets that are installed;
 2. `ddpm-train`  trains the tiny CPU U-Net on MNIST 5k from scratch for a short time budget
                  (a real run of the training loop: loss curve, checkpoint, first samples);
-3. `ddpm`        samples with DDPM and DDIM, evaluates FID, KID and bits/dim, and draws the forward
+3. `ddpm`        samples with DDIM and DPM-Solver++, evaluates FID, KID, precision/recall and bits/dim, and draws the forward
                  strip, the reverse chain (PNG and GIF) and samples beside real images. It uses the
                  pre-trained checkpoint shipped with diffprompt (`diffprompt/assets/`, made by
                  `benchmarks/bench_diffusion_quality.py`) because a few minutes of CPU training
@@ -45,11 +45,11 @@ class DemoConfig:
     train_set: dict = field(default_factory=dict)  # TrainConfig overrides
     # stage 3
     pretrained: bool = True
-    eval_samplers: tuple = ("ddim:10", "ddim:50")
+    eval_samplers: tuple = ("ddim:10", "ddim:50", "dpm++2m:10", "dpm++2m:20")
     eval_samples: int = 256
     nll_images: int = 8
     grid_samples: int = 64
-    grid_sampler: str = "ddim:50"
+    grid_sampler: str = "dpm++2m:20"
     chain_sampler: str = "ddpm"
     chain_images: int = 8
     classifier_epochs: int = 4
@@ -67,7 +67,7 @@ class DemoConfig:
             train_set={"timesteps": 50, "batch_size": 16, "sample_n": 8, "sample_steps": 5,
                        "model": {"base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1,
                                  "attention_resolutions": [14]}},
-            pretrained=False, eval_samplers=("ddim:5",), eval_samples=16, nll_images=2, grid_samples=16,
+            pretrained=False, eval_samplers=("ddim:5", "dpm++2m:5"), eval_samples=16, nll_images=2, grid_samples=16,
             grid_sampler="ddim:5", chain_sampler="ddim:10", chain_images=4, classifier_epochs=1,
             prompt_shots=4, prompt_steps=4, prompt_limit_test=32,
         )
@@ -130,7 +130,7 @@ def stage_ddpm(cfg: DemoConfig, out: Path, trained: Path) -> None:
     import torch
 
     from .data import load_images
-    from .data.images import random_subset
+    from .data.images import stratified_subset
     from .diffusion.checkpoints import load_model
     from .diffusion.evaluation import evaluate
     from .diffusion.generate import generate, parse_sampler_spec, sampler_label
@@ -165,11 +165,11 @@ def stage_ddpm(cfg: DemoConfig, out: Path, trained: Path) -> None:
              seed=cfg.seed, device=cfg.device, out=out, classifier_epochs=cfg.classifier_epochs, data=data)
     shape = tuple(int(v) for v in (meta["unet"]["in_channels"], meta["unet"]["image_size"], meta["unet"]["image_size"]))
     samples, _ = generate(model, diffusion, cfg.grid_samples, shape, grid["sampler"], grid["steps"], grid["eta"],
-                          grid_seed, cfg.grid_samples, torch.device(cfg.device))
+                          grid_seed, cfg.grid_samples, torch.device(cfg.device), grid["spacing"])
     save_grid(samples, out / "samples.png", nrow=8)
-    save_grid(random_subset(test.images, cfg.grid_samples, cfg.seed), out / "real.png", nrow=8)
+    save_grid(stratified_subset(test, cfg.grid_samples, cfg.seed), out / "real.png", nrow=8)
     log(f"  drawing the forward strip and the {cfg.chain_sampler} reverse chain of {cfg.chain_images} images")
-    write_visualizations(model, diffusion, out, images_to_tensor(random_subset(test.images, cfg.chain_images, cfg.seed)),
+    write_visualizations(model, diffusion, out, images_to_tensor(stratified_subset(test, cfg.chain_images, cfg.seed)),
                          n=cfg.chain_images, sampler=chain["sampler"], steps=chain["steps"], eta=chain["eta"],
                          seed=cfg.seed, device=torch.device(cfg.device))
     run.mark_done()

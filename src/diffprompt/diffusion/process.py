@@ -281,10 +281,8 @@ class GaussianDiffusion(nn.Module):
         """`p_mean_variance` for an already computed network output (used by the losses to reuse one call)."""
         t = self._check_t(t, x_t)
         pred, var_values = self.split_model_output(output, x_t)
+        pred_x0 = self._x0_estimate(pred, x_t, t, clip_denoised)
         alpha, sigma = self._scales(t, x_t.ndim)
-        pred_x0 = x0_from_model_output(self.prediction, pred, x_t, alpha, sigma)
-        if clip_denoised:
-            pred_x0 = pred_x0.clamp(-1.0, 1.0)
         mean, _, _ = self.q_posterior(pred_x0, x_t, t)
         log_variance = self.model_log_variance(t, x_t, var_values)
         return {
@@ -295,6 +293,18 @@ class GaussianDiffusion(nn.Module):
             "pred_eps": predict_eps_from_x0(x_t, pred_x0, alpha, sigma),  # consistent with the (clipped) x0
             "model_output": output,
         }
+
+    def _x0_estimate(self, pred: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, clip_denoised: bool) -> torch.Tensor:
+        alpha, sigma = self._scales(t, x_t.ndim)
+        pred_x0 = x0_from_model_output(self.prediction, pred, x_t, alpha, sigma)
+        return pred_x0.clamp(-1.0, 1.0) if clip_denoised else pred_x0
+
+    def predict_x0(self, model, x_t: torch.Tensor, t, clip_denoised: bool = True,
+                   model_kwargs: dict | None = None) -> torch.Tensor:
+        """The network's estimate of x0 at (x_t, t), clipped to [-1, 1] when asked: all an ODE solver needs."""
+        t = self._check_t(t, x_t)
+        pred, _ = self.split_model_output(model(x_t, t, **(model_kwargs or {})), x_t)
+        return self._x0_estimate(pred, x_t, t, clip_denoised)
 
     def p_mean_variance(self, model, x_t: torch.Tensor, t, clip_denoised: bool = True,
                         model_kwargs: dict | None = None) -> dict:

@@ -147,12 +147,12 @@ class DPMSolverPPSampler(Sampler):
 
     def step(self, diffusion, model, x_t, t, t_prev, generator=None, clip_denoised=True, model_kwargs=None):
         t_vec = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
-        x0 = diffusion.p_mean_variance(model, x_t, t_vec, clip_denoised, model_kwargs)["pred_x0"]
+        x0 = diffusion.predict_x0(model, x_t, t_vec, clip_denoised, model_kwargs)
         history, self._history = self._history, None
         if t_prev < 0:  # sigma = 0: the first-order update is x0 itself
             return x0, x0
         ab = diffusion.schedule.alphas_cumprod  # float64
-        (alpha_s, sigma_s, lam_s), (alpha_t, sigma_t, lam_t) = _half_log_snr(ab[t]), _half_log_snr(ab[t_prev])
+        (_, sigma_s, lam_s), (alpha_t, sigma_t, lam_t) = _half_log_snr(ab[t]), _half_log_snr(ab[t_prev])
         h = lam_t - lam_s
         d = x0
         if self.order == 2 and history is not None and history[0] == t:

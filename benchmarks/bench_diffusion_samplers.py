@@ -1,0 +1,234 @@
+"""Samplers on one checkpoint, all at n = 1000: quality against network calls, and speed against diffusers.
+
+For each sampler (DDPM-1000, DDIM 10/20/50/100, DPM-Solver++(2M) 5/10/15/20/50 by default): FID,
+KID x 10^3, improved precision/recall, confident share and seconds per image, each on n samples
+against the full test split, beside the real-data floor (n stratified train images, same n).
+Bits/dim on a stratified sample of test images: the unbiased 50-timestep estimate on --nll-images
+images, and the exact T-term bound on --exact-nll-images of them as a cross-check.
+
+Then two timings, each interleaved over --repeats rounds on the same network:
+- sampling loop: our DPMSolverPPSampler against diffusers' DPMSolverMultistepScheduler (20 steps,
+  batch 250, same network): the ratio is loop overhead, the network calls being the same;
+- evaluation overhead: features + FID + KID + precision/recall for n samples.
+
+Each sampler's result is kept in --work as it finishes, so a stopped run resumes where it was.
+
+    .venv/bin/python benchmarks/bench_diffusion_samplers.py            # the shipped checkpoint, ~90 min on 2 cores
+
+Writes benchmarks/results/diffusion_samplers_mnist5k.{json,md,png} (the png: FID against network calls).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from importlib import resources
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DEFAULT_SAMPLERS = ("dpm++2m:5,dpm++2m:10,dpm++2m:15,dpm++2m:20,dpm++2m:50,"
+                    "ddim:10,ddim:20,ddim:50,ddim:100,ddpm")
+SHIPPED = resources.files("diffprompt") / "assets" / "ddpm-tiny-mnist5k.safetensors"
+
+
+def evaluate_each(args) -> dict:
+    """One `evaluate` per sampler (cached in --work), then bits/dim; merged into one result."""
+    from diffprompt.diffusion.evaluation import evaluate
+
+    work = Path(args.work)
+    rows, first = [], None
+    for spec in args.samplers.split(","):
+        part = work / spec.replace(":", "-").replace("+", "p")
+        if not (part / "eval.json").exists():
+            uptime = os.getloadavg()[0]
+            evaluate(args.checkpoint, samplers=[spec], n_samples=args.n, nll_images=0, batch_size=args.batch_size,
+                     seed=args.seed, device="cpu", out=part)
+            _merge_load(part / "eval.json", uptime)
+        r = json.loads((part / "eval.json").read_text())
+        first = first or r
+        rows += r["samplers"]
+    nll = {}
+    for key, images, num_t in (("nll", args.nll_images, args.nll_timesteps), ("nll_exact", args.exact_nll_images, 0)):
+        part = work / key
+        if images and not (part / "eval.json").exists():
+            evaluate(args.checkpoint, samplers=[], n_samples=args.n, nll_images=images, nll_timesteps=num_t,
+                     batch_size=args.batch_size, seed=args.seed, device="cpu", out=part)
+        if images:
+            nll[key] = json.loads((part / "eval.json").read_text())["nll"]
+    return {**{k: first[k] for k in ("checkpoint", "dataset", "step", "diffusion", "n_samples", "reference",
+                                     "classifier", "class_names", "real_floor")}, "samplers": rows, **nll}
+
+
+def _merge_load(path: Path, before: float) -> None:
+    r = json.loads(path.read_text())
+    r["load_average_1m"] = {"before": before, "after": os.getloadavg()[0]}
+    path.write_text(json.dumps(r, indent=2))
+
+
+def time_loops(args) -> dict:
+    """Seconds for one batch through our DPM-Solver++(2M) loop and through diffusers', interleaved."""
+    import torch
+    from diffusers import DPMSolverMultistepScheduler
+
+    from diffprompt.diffusion.checkpoints import load_model
+    from diffprompt.diffusion.samplers import DPMSolverPPSampler, sample_loop
+
+    model, diffusion, _ = load_model(args.checkpoint, "cpu")
+    sched = DPMSolverMultistepScheduler(num_train_timesteps=diffusion.T, trained_betas=diffusion.schedule.betas.numpy(),
+                                        solver_order=2, algorithm_type="dpmsolver++", final_sigmas_type="zero")
+    shape = (args.loop_batch, 1, 28, 28)
+    x_T = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+
+    @torch.inference_mode()
+    def ours():
+        return sample_loop(diffusion, model, DPMSolverPPSampler(20), shape, x_T=x_T, clip_denoised=False)[0]
+
+    @torch.inference_mode()
+    def theirs():
+        sched.set_timesteps(20)
+        x = x_T
+        for t in sched.timesteps:
+            x = sched.step(model(x, t.expand(shape[0])), t, x).prev_sample
+        return x
+
+    times = {"ours": [], "diffusers": []}
+    for _ in range(args.repeats):
+        for name, fn in (("ours", ours), ("diffusers", theirs)):
+            t0 = time.perf_counter()
+            out = fn()
+            times[name].append(time.perf_counter() - t0)
+    diff = float((ours() - out).abs().max())
+    best = {k: min(v) for k, v in times.items()}
+    return {"batch": args.loop_batch, "steps": 20, "seconds": times, "best": best,
+            "speed_ratio": best["diffusers"] / best["ours"], "max_abs_difference": diff}
+
+
+def time_metrics(args) -> dict:
+    """Seconds to score n samples: features, FID, KID and precision/recall against the test split."""
+    from diffprompt.data import load_images
+    from diffprompt.data.images import stratified_subset
+    from diffprompt.diffusion.evaluation import _quality
+    from diffprompt.diffusion.feature_classifier import load_or_train
+
+    data = load_images("mnist5k")
+    clf = load_or_train("mnist5k", seed=0, device="cpu", data=data)
+    ref, _ = clf.run(data.split("test").images)
+    images = stratified_subset(data.split("train"), args.n, args.seed)
+    t0 = time.perf_counter()
+    _quality(clf, images, ref, k=10, seed=args.seed)
+    return {"n": args.n, "seconds": time.perf_counter() - t0}
+
+
+def plot(result: dict, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4), dpi=120)
+    ax = fig.add_subplot()
+    for family, marker in (("DPM++2M", "o"), ("DDIM", "s"), ("DDPM", "*")):
+        rows = sorted((r for r in result["samplers"] if r["sampler"].startswith(family + "-")),
+                      key=lambda r: r["model_calls_per_image"])
+        if rows:
+            ax.plot([r["model_calls_per_image"] for r in rows], [r["fid"] for r in rows], marker=marker,
+                    label=family if family != "DPM++2M" else "DPM-Solver++(2M)", markersize=9 if marker == "*" else 6)
+    ax.axhline(result["real_floor"]["fid"], color="grey", linestyle="--", label="real-data floor")
+    ax.set_xscale("log")
+    ax.set_xlabel("network calls per image")
+    ax.set_ylabel(f"FID (n = {result['n_samples']})")
+    ax.set_title("Sample quality against sampling cost (MNIST 5k, tiny U-Net)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _row(name: str, calls, q: dict, seconds) -> str:
+    kid = f"{q['kid'] * 1e3:.2f} ± {q['kid_std'] * 1e3:.2f}"
+    s = "—" if seconds is None else f"{seconds:.3f}"
+    return (f"| {name} | {calls} | {q['fid']:.2f} | {kid} | {q['precision']:.3f} | {q['recall']:.3f} | "
+            f"{q['confident_share']:.3f} | {s} |")
+
+
+def markdown(r: dict) -> str:
+    n, floor = r["n_samples"], r["real_floor"]
+    by = {s["sampler"]: s for s in r["samplers"]}
+    lines = [
+        "# Samplers at n = {} on the shipped MNIST 5k checkpoint".format(n), "",
+        f"Checkpoint `{Path(r['checkpoint']).name}` (step {r['step']}); every row scores {n} samples against the "
+        f"{r['reference']}; the floor scores {floor['n']} stratified train images the same way. Features: the small CNN "
+        f"trained on the train split (test accuracy {r['classifier']['test_accuracy']:.4f}), so FIDs compare only "
+        "within this table. KID is unbiased; precision/recall use k = 3 neighbours.", "",
+        f"| sampler | network calls | FID (n = {n}) | KID × 10³ | precision | recall | confident share | s / image |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for s in sorted(r["samplers"], key=lambda s: (s["sampler"].split("-")[0], s["model_calls_per_image"])):
+        lines.append(_row(s["sampler"], s["model_calls_per_image"], s, s["seconds_per_image"]))
+    lines.append(_row(f"real-data floor ({floor['what']})", "—", floor, None))
+    ddpm, dpm20, ddim50 = by.get("DDPM-1000"), by.get("DPM++2M-20"), by.get("DDIM-50")
+    if ddpm and dpm20 and ddim50:
+        lines += ["", f"Targets: DPM++2M-20 FID / DDPM-1000 FID = **{dpm20['fid'] / ddpm['fid']:.2f}** (target ≤ 1.1) "
+                  f"with {ddpm['model_calls_per_image'] / dpm20['model_calls_per_image']:.0f}× fewer network calls; "
+                  f"DDIM-50 / DDPM-1000 = **{ddim50['fid'] / ddpm['fid']:.2f}** (target ≤ 1.25)."]
+    for key, what in (("nll", "unbiased estimate from {t} stratified timesteps per image"), ("nll_exact", "all {t} terms")):
+        if key in r:
+            b = r[key]
+            lines += ["", f"Bits/dim ({what.format(t=b['timesteps'])}) on {b['images']} stratified test images: "
+                      f"**{b['bpd']:.3f} ± {b['bpd_stderr']:.3f}** (± one standard error)."]
+    if "loops" in r:
+        lp = r["loops"]
+        lines += ["", f"Sampling loop, DPM-Solver++(2M) 20 steps, batch {lp['batch']}, same network: ours "
+                  f"{lp['best']['ours']:.2f} s, diffusers' DPMSolverMultistepScheduler {lp['best']['diffusers']:.2f} s "
+                  f"(best of {len(lp['seconds']['ours'])}, interleaved): **{lp['speed_ratio']:.2f}×** "
+                  f"(max |difference| of the outputs {lp['max_abs_difference']:.1e})."]
+    if "metrics_time" in r:
+        lines += ["", f"Scoring {r['metrics_time']['n']} samples (features, FID, KID, precision/recall): "
+                  f"**{r['metrics_time']['seconds']:.1f} s**."]
+    hist = r.get("class_names") or []
+    lines += ["", "Class histograms (classifier argmax):", "", "| sampler | " + " | ".join(hist) + " |",
+              "| --- |" + " ---: |" * len(hist)]
+    lines += [f"| {s['sampler']} | " + " | ".join(map(str, s["class_histogram"])) + " |" for s in r["samplers"]]
+    m = r["machine"]
+    lines += ["", f"Machine: {m.get('cpu_model')}, {m.get('cpu_count')} cores, torch {m.get('torch')} "
+              f"({m.get('torch_threads')} threads); 1-minute load average {r['uptime']['before']} before and "
+              f"{r['uptime']['after']} after the run.", "", "Command:", "", "```", r["command"], "```", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", default=str(SHIPPED), help="a run folder or .safetensors (default: the shipped one)")
+    ap.add_argument("--samplers", default=DEFAULT_SAMPLERS)
+    ap.add_argument("--n", type=int, default=1000, help="samples per sampler, and floor images")
+    ap.add_argument("--nll-images", type=int, default=1000)
+    ap.add_argument("--nll-timesteps", type=int, default=50)
+    ap.add_argument("--exact-nll-images", type=int, default=100)
+    ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument("--loop-batch", type=int, default=250)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", default=str(ROOT / "runs" / "bench-samplers"))
+    ap.add_argument("--name", default="diffusion_samplers_mnist5k")
+    args = ap.parse_args()
+
+    from diffprompt.diffusion.evaluation import machine_info
+
+    before = os.getloadavg()[0]
+    t0 = time.time()
+    result = evaluate_each(args)
+    result["loops"] = time_loops(args)
+    result["metrics_time"] = time_metrics(args)
+    result.update(machine=machine_info(), uptime={"before": round(before, 2), "after": round(os.getloadavg()[0], 2)},
+                  wall_minutes=(time.time() - t0) / 60,
+                  command=".venv/bin/python benchmarks/bench_diffusion_samplers.py" + (
+                      "" if args.checkpoint == str(SHIPPED) else f" --checkpoint {args.checkpoint}"))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / f"{args.name}.md").write_text(markdown(result))
+    plot(result, RESULTS / f"{args.name}.png")
+    print((RESULTS / f"{args.name}.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
