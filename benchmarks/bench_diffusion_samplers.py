@@ -123,24 +123,10 @@ def time_metrics(args) -> dict:
 
 
 def plot(result: dict, path: Path) -> None:
-    from matplotlib.figure import Figure
+    from diffprompt.diffusion.visualize import fid_against_calls
 
-    fig = Figure(figsize=(6, 4), dpi=120)
-    ax = fig.add_subplot()
-    for family, marker in (("DPM++2M", "o"), ("DDIM", "s"), ("DDPM", "*")):
-        rows = sorted((r for r in result["samplers"] if r["sampler"].startswith(family + "-")),
-                      key=lambda r: r["model_calls_per_image"])
-        if rows:
-            ax.plot([r["model_calls_per_image"] for r in rows], [r["fid"] for r in rows], marker=marker,
-                    label=family if family != "DPM++2M" else "DPM-Solver++(2M)", markersize=9 if marker == "*" else 6)
-    ax.axhline(result["real_floor"]["fid"], color="grey", linestyle="--", label="real-data floor")
-    ax.set_xscale("log")
-    ax.set_xlabel("network calls per image")
-    ax.set_ylabel(f"FID (n = {result['n_samples']})")
-    ax.set_title("Sample quality against sampling cost (MNIST 5k, tiny U-Net)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
+    fig = fid_against_calls(result["samplers"], result["real_floor"])
+    fig.axes[0].set_title("Sample quality against sampling cost (MNIST 5k, tiny U-Net)")
     fig.savefig(path)
 
 

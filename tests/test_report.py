@@ -172,7 +172,8 @@ def test_report_reads_like_a_results_page(tmp_path):
     assert not re.search(r"<h\d>[^<]*\.json", page)  # no file names as headings
     # Captions say how each picture was made (read from the run's config).
     assert "Samples: 64 images drawn with DDIM-50 by the model at training step 12000, seed 7" in page
-    assert "Real images: 64 random test images of mnist5k" in page and "Reverse chain with DDPM-1000: 8 samples" in page
+    assert "Real images: 64 test images of mnist5k, a stratified sample" in page and "Reverse chain with DDPM-1000: 8 samples" in page
+    assert "against the network calls each image cost" in page  # the FID-against-calls plot
     # Contents first, configs and raw JSON collapsed at the end.
     assert page.index("<nav>") < page.index('id="summary"') < page.index('id="appendix"')
     assert page.count("<details><summary>Raw JSON") == 2 and "Resolved config: demo/ddpm" in page

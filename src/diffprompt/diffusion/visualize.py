@@ -176,3 +176,28 @@ def plot_loss(metrics: list[dict], path: str | Path, key: str = "loss") -> Path 
     fig.savefig(buf, format="png", dpi=100)
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
+
+
+def fid_against_calls(samplers: Sequence[dict], floor: dict | None = None) -> Figure | None:
+    """FID against network calls per image (log x), one line per sampler family, the real-data
+    floor dashed: the picture of what fewer network calls cost. None for fewer than two samplers."""
+    if len(samplers) < 2:
+        return None
+    fig = Figure(figsize=(6, 3.8), dpi=110)
+    ax = fig.add_subplot()
+    families: dict[str, list[dict]] = {}
+    for s in samplers:
+        families.setdefault(s["sampler"].split("-")[0], []).append(s)
+    for (family, rows), marker in zip(families.items(), "os*^vD", strict=False):
+        rows = sorted(rows, key=lambda r: r["model_calls_per_image"])
+        ax.plot([r["model_calls_per_image"] for r in rows], [r["fid"] for r in rows], marker=marker, label=family)
+    if floor:
+        ax.axhline(floor["fid"], color="grey", linestyle="--", label="real-data floor")
+    ns = {s.get("n") for s in samplers}
+    ax.set_xscale("log")
+    ax.set_xlabel("network calls per image")
+    ax.set_ylabel(f"FID (n = {ns.pop()})" if len(ns) == 1 else "FID")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig

@@ -12,7 +12,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .markup import paragraph, table
+from ..diffusion.visualize import fid_against_calls
+from .markup import paragraph, plot_figure, table
 from .numbers import DASH, count, fixed, is_number, one_decimal, percent, plus_minus, seconds, sig, times
 from .view import Headline, RunView, read_json
 
@@ -121,12 +122,22 @@ def _score(q: dict, kid_first: bool, scale: float) -> tuple[str, str]:
 
 
 def eval_parts(ev: dict) -> list[tuple[str, str]]:
-    parts = [("Sample quality and speed", quality_table(ev)), ("Which classes the samples show", class_table(ev))]
+    parts = [("Sample quality and speed", quality_table(ev) + calls_figure(ev)),
+             ("Which classes the samples show", class_table(ev))]
     nll = ev.get("nll")
     if isinstance(nll, dict) and is_number(nll.get("bpd")):
         parts.append(("Likelihood", likelihood_table(nll)))
     parts.append(("How it was measured", paragraph(measured_text(ev))))
     return parts
+
+
+def calls_figure(ev: dict) -> str:
+    """FID against network calls per image, when there are at least two samplers."""
+    fig = fid_against_calls(ev["samplers"], ev["real_floor"])
+    if fig is None:
+        return ""
+    return plot_figure(fig, f"FID of {ev['n_samples']} samples against the network calls each image cost (log scale), "
+                            "one line per sampler; the dashed line is the real-data floor at the same n.")
 
 
 def quality_table(ev: dict) -> str:
@@ -250,7 +261,8 @@ def _by(facts: dict) -> str:
 def real_caption(real: dict, dataset: str) -> str:
     if not real.get("n"):
         return f"Real images of {dataset}"
-    return f"Real images: {real['n']} random {real.get('split', 'test')} images of {dataset}"
+    return (f"Real images: {real['n']} {real.get('split', 'test')} images of {dataset}, a stratified sample "
+            "(every class in its share)")
 
 
 def samples_caption(samples: dict, step) -> str:
