@@ -10,10 +10,13 @@
     numbers    rounding to what the noise supports
     markup     HTML pieces and the style sheet
     cli        the `diffprompt report` command
+
+Names are imported on first use, so `diffprompt --help` does not pay for importing torch.
 """
 
-from .cli import register
-from .generic import format_value, json_tables
-from .page import headlines, render_report
+from ..lazy import lazy_exports
 
-__all__ = ["format_value", "headlines", "json_tables", "register", "render_report"]
+_EXPORTS = {"register": ".cli", "format_value": ".generic", "json_tables": ".generic", "headlines": ".page",
+            "render_report": ".page"}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

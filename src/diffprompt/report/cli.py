@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from ..cli import HelpFormatter
-from .page import render_report
 
 
 def _cmd_report(args) -> int:
+    from .page import render_report  # imported here: the page's modules import torch and matplotlib
+
     print(render_report(args.runs, out=args.out, allow_incomplete=args.allow_incomplete))
     return 0
 
