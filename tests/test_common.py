@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 import subprocess
 import sys
 
@@ -49,12 +50,27 @@ def test_explicit_generator_is_independent_of_global_state():
 
 def test_device_choice():
     assert choose_device("cpu").type == "cpu"
-    assert choose_device("auto").type in {"cpu", "cuda", "mps"}
     with pytest.raises(UserError, match="unknown device"):
         choose_device("tpu")
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="--device cpu"):
             choose_device("cuda")
+
+
+@pytest.mark.parametrize("cuda", [True, False])
+@pytest.mark.parametrize("mps", [True, False])
+def test_auto_device_is_cuda_exactly_when_cuda_is_available_then_mps_then_cpu(monkeypatch, cuda, mps):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    expected = "cuda" if cuda else "mps" if mps else "cpu"
+    assert choose_device("auto") == torch.device(expected)
+    assert choose_device(None) == torch.device(expected)  # no choice given means auto
+    if not cuda:
+        with pytest.raises(UserError, match="no CUDA GPU is visible; use --device cpu"):
+            choose_device("cuda:0")
+    if not mps:
+        with pytest.raises(UserError, match="MPS is not available; use --device cpu"):
+            choose_device("mps")
 
 
 def test_rundir_writes_config_and_metrics(tmp_path):
@@ -128,14 +144,40 @@ def test_progress_is_quiet_off_a_terminal(capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_cli_help_and_version(capsys):
-    assert main([]) == 0
-    assert "diffprompt" in capsys.readouterr().out
+COMMANDS = ("data", "diffusion", "prompting", "demo", "report")
+
+
+def test_version_is_the_installed_package_version(capsys):
+    import importlib.metadata
+    import tomllib
+    from pathlib import Path
+
+    import diffprompt
+
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    version = pyproject["project"]["version"]
+    assert diffprompt.__version__ == importlib.metadata.version("diffprompt") == version
+    assert capsys.readouterr().out == f"diffprompt {version}\n"
 
 
-def test_console_script_runs():
-    out = subprocess.run([sys.executable, "-m", "diffprompt", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "COMMAND" in out.stdout
+def test_help_lists_every_command_and_an_unknown_group_command_exits_2(capsys):
+    assert main([]) == 0
+    listed = re.findall(r"^    (\w+)\b", capsys.readouterr().out.split("positional arguments:")[1], flags=re.M)
+    assert tuple(listed) == COMMANDS
+    assert main(["diffusion"]) == 2  # a group without its command: the group's help, exit 2
+    assert "train" in capsys.readouterr().out
+
+
+def test_console_script_help_does_not_import_torch():
+    """`python -m diffprompt --help` lists the commands without importing torch (it stays fast)."""
+    code = ("import runpy, sys; sys.argv = ['diffprompt', '--help']\n"
+            "try:\n    runpy.run_module('diffprompt', run_name='__main__')\n"
+            "except SystemExit as e:\n    print('exit', e.code)\n"
+            "print('heavy', sorted(m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert all(f"    {c}" in out.stdout for c in COMMANDS)
+    assert out.stdout.splitlines()[-2:] == ["exit 0", "heavy []"]
