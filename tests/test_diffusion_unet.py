@@ -60,6 +60,38 @@ def test_learned_variance_gets_2c_outputs(size):
     assert out.shape == (2, 6, size, size)
 
 
+def test_learned_variance_channels_split_into_eps_and_the_variance_interpolation():
+    """A randomised 2C-channel U-Net: p_mean_variance takes eps from channels [0, C) and v from
+    [C, 2C), log Sigma = (v+1)/2 log beta_t + (1-v)/2 log beta-tilde_t (iDDPM eq. 15), recomputed
+    here from the betas in float64; tolerance 1e-5 for the float32 buffers."""
+    from diffprompt.diffusion.process import GaussianDiffusion
+    from diffprompt.diffusion.schedule import NoiseSchedule
+
+    schedule = NoiseSchedule.linear(50)
+    diffusion = GaussianDiffusion(schedule, prediction="eps", variance="learned_range")
+    model = randomize_(UNet(small(image_size=8, in_channels=3, out_channels=6)), seed=1).eval()
+    x_t, t = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(2)), torch.tensor([4, 37])
+    with torch.no_grad():
+        out = model(x_t, t)
+        got = diffusion.p_mean_variance(model, x_t, t, clip_denoised=False)
+    eps, v = out[:, :3].double(), out[:, 3:].double()
+    assert v.std() > 0.05 and (eps - v).abs().max() > 0.05  # both halves vary, and differ
+    betas = schedule.betas.double()
+    ab = torch.cumprod(1 - betas, 0)
+    ab_prev = torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
+    b, a, a_prev = (z[t][:, None, None, None] for z in (betas, ab, ab_prev))
+    x = x_t.double()
+    x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+    mean = b * a_prev.sqrt() / (1 - a) * x0 + (1 - a_prev) * (1 - b).sqrt() / (1 - a) * x
+    beta_tilde = b * (1 - a_prev) / (1 - a)
+    log_var = (v + 1) / 2 * b.log() + (1 - v) / 2 * beta_tilde.log()
+    torch.testing.assert_close(got["model_output"], out, rtol=0, atol=0)
+    torch.testing.assert_close(got["pred_x0"].double(), x0, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got["mean"].double(), mean, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got["log_variance"].double(), log_var, rtol=1e-5, atol=1e-5)
+    assert got["log_variance"].std() > 0.01  # the variance varies per pixel, as v does
+
+
 def test_timestep_may_be_scalar_or_float():
     model = randomize_(UNet(small(image_size=8))).eval()
     x = torch.randn(2, 1, 8, 8)
@@ -77,9 +109,40 @@ def test_cifar10_preset_has_ho_et_al_parameter_count():
     assert abs(n - 35.7e6) / 35.7e6 < 0.01, n
 
 
-def test_tiny_preset_size():
-    n = UNet(UNetConfig.preset("tiny")).num_parameters()
-    assert 1.0e6 <= n <= 2.0e6, n
+def tiny_parameters_by_hand(c_in: int = 1, ch: int = 32, temb: int = 128) -> int:
+    """The "tiny" preset's parameters counted from its layout: widths 32/64/64 at 28/14/7, one res
+    block per level down, two up, attention at 7x7 and in the middle."""
+    def conv(i, o, k=3):
+        return i * o * k * k + o
+
+    def linear(i, o):
+        return i * o + o
+
+    def norm(c):
+        return 2 * c
+
+    def res(i, o):  # norm, conv, time projection, norm, conv, and a 1x1 skip when the width changes
+        return norm(i) + conv(i, o) + linear(temb, o) + norm(o) + conv(o, o) + (conv(i, o, 1) if i != o else 0)
+
+    def attn(c):  # norm, fused q/k/v, output projection
+        return norm(c) + linear(c, 3 * c) + linear(c, c)
+
+    w1, w2 = ch, 2 * ch
+    time_mlp = linear(ch, temb) + linear(temb, temb)
+    # down: [res 32->32, down], [res 32->64, down], [res 64->64 + attn]; skips 32, 32, 32, 64, 64, 64
+    down = res(w1, w1) + conv(w1, w1) + res(w1, w2) + conv(w2, w2) + res(w2, w2) + attn(w2)
+    middle = res(w2, w2) + attn(w2) + res(w2, w2)
+    # up, deepest first, each block on [h, skip]: 7x7 (attn; the second upsamples), 14x14 (the second upsamples), 28x28
+    up = (res(w2 + w2, w2) + attn(w2) + res(w2 + w2, w2) + attn(w2) + conv(w2, w2)
+          + res(w2 + w2, w2) + res(w2 + w1, w2) + conv(w2, w2)
+          + res(w2 + w1, w1) + res(w1 + w1, w1))
+    return time_mlp + conv(c_in, ch) + down + middle + up + norm(w1) + conv(w1, c_in)
+
+
+def test_tiny_preset_has_exactly_the_hand_counted_parameters():
+    model = UNet(UNetConfig.preset("tiny"))
+    assert model.num_parameters() == tiny_parameters_by_hand() == 1_112_801
+    assert model.num_parameters(trainable_only=True) == 1_112_801
 
 
 def test_unsupported_size_names_the_supported_ones():
