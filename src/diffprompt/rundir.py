@@ -38,6 +38,7 @@ class RunDir:
     def __init__(self, path: str | Path, enabled: bool = True):
         self.path = Path(path)
         self.enabled = enabled
+        self.tracker = None  # a tracking.Tracker that gets every metrics line too (tracking.start_tracking)
         if enabled:
             self.path.mkdir(parents=True, exist_ok=True)
 
@@ -59,6 +60,8 @@ class RunDir:
         record.update(_jsonable(metrics))
         with open(self.path / METRICS_FILE, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        if self.tracker is not None:
+            self.tracker.log(record)
 
     def read_metrics(self) -> list[dict]:
         p = self.path / METRICS_FILE

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..cli import add_command, add_group
 from ..errors import UserError
+from ..tracking import NO_TRACKER, TRACKERS
 from .choices import DEFAULT_STEPS, SAMPLER_NAMES, SPACINGS
 
 # The handlers below import the library when they run: `diffprompt --help` must not import torch.
@@ -87,6 +88,8 @@ def register(subparsers) -> None:
     p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
                    help="random horizontal flips (default off: digits are not mirror-symmetric)")
     p.add_argument("--time-budget", dest="time_budget_s", type=float, help="stop after this many seconds of training")
+    p.add_argument("--log-with", choices=(NO_TRACKER, *TRACKERS),
+                   help="also send metrics.jsonl's lines and the samples to TensorBoard (RUN/tensorboard/) or W&B (default none)")
     p.add_argument("--out", help="run folder (default runs/ddpm-DATASET-TIME)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its last.safetensors")
     p.set_defaults(func=cmd_train)
@@ -142,7 +145,7 @@ def cmd_train(args) -> int:
     from .training import train
 
     flags = {k: getattr(args, k) for k in ("dataset", "unet_preset", "steps", "batch_size", "lr", "seed", "device",
-                                           "mixed_precision", "ckpt_every", "hflip", "time_budget_s")}
+                                           "mixed_precision", "ckpt_every", "hflip", "time_budget_s", "log_with")}
     if args.resume:
         if args.config:
             raise UserError("--resume continues a run with its saved config; drop --config (use --set/flags to change e.g. --steps)")

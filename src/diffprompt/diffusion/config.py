@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..tracking import NO_TRACKER, check_tracker
 from .parameterization import Prediction
 from .process import MIN_SNR_GAMMA, VLB_WEIGHT, GaussianDiffusion, LossType, LossWeighting, VarianceType
 from .samplers import SAMPLERS
@@ -81,6 +82,7 @@ class TrainConfig:
     sample_sampler: str = "ddim"
     sample_steps: int = 25
     time_budget_s: float = 0.0        # >0: stop early once this many seconds of training passed
+    log_with: str = NO_TRACKER        # also send metrics.jsonl's lines and the samples to "tensorboard" or "wandb"
 
     def validate(self) -> "TrainConfig":
         def choose(name: str, value: str, options) -> None:
@@ -107,6 +109,7 @@ class TrainConfig:
         if self.sample_steps < 1 or self.sample_steps > self.timesteps:
             raise UserError(f"sample_steps must be in 1..{self.timesteps} (the number of diffusion steps T), got {self.sample_steps}")
         self.make_diffusion()  # the process checks its own numbers (min_snr_gamma, vlb_weight, T)
+        check_tracker(self.log_with)
         return self
 
     def make_diffusion(self) -> GaussianDiffusion:

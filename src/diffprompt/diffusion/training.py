@@ -14,7 +14,8 @@ A run folder holds `config.json` (the resolved config, `"kind": "diffusion-train
 `metrics.jsonl` (loss, learning rate, grad norm, images/s every `log_every` steps), the
 checkpoints described in checkpoints.py (`last.safetensors` to resume, `model.safetensors` with
 the EMA weights to sample), and at the end `loss.png`, `samples.png` (EMA weights), `real.png`,
-`train_summary.json` and `DONE`.
+`train_summary.json` and `DONE`. With `log_with` set, the metrics lines and the samples also go
+to TensorBoard (`tensorboard/`) or W&B (tracking.py).
 
 `resume` continues bit for bit on CPU: N steps, then N more after a resume, give the same
 weights as 2N steps in one go.
@@ -41,6 +42,7 @@ from ..errors import UserError
 from ..progress import bars_enabled, log, progress
 from ..rundir import RunDir
 from ..seeding import seed_everything, set_rng_state
+from ..tracking import end_tracking, start_tracking
 from .checkpoints import LAST, MODEL, restore_training_checkpoint, save_training_checkpoint, saved_unet_config
 from .config import TrainConfig
 from .ema import EMA, unwrap
@@ -261,6 +263,7 @@ def setup(cfg: TrainConfig, out: str | Path | None, resume: str | Path | None, d
     else:  # different noise and timesteps on every process; the weights are already equal
         seed_everything(cfg.seed + accelerator.process_index)
     run.files.save_config({"kind": "diffusion-train", **cfg.to_dict(), "derived": derived})
+    start_tracking(run.files, cfg.log_with)
     run.model, run.optimizer = accelerator.prepare(model, optimizer)
     if accelerator.is_main_process:
         log(f"training a {derived['parameters'] / 1e6:.2f} M-parameter U-Net on {n} images of {channels}x{size}x{size} "
@@ -341,6 +344,7 @@ def finish(run: TrainingRun, data: ImageDataset, seconds: float, stopped_early: 
     if accelerator.is_main_process:
         sample_seconds = _pictures(run, data)
         _summary(run, seconds, stopped_early, sample_seconds)
+        end_tracking(run.files)
     accelerator.wait_for_everyone()
     accelerator.end_training()
 
@@ -360,6 +364,8 @@ def _pictures(run: TrainingRun, data: ImageDataset) -> float:
                                 cfg.sample_sampler, cfg.sample_steps if cfg.sample_sampler == "ddim" else None, 0.0,
                                 cfg.seed, cfg.sample_n, run.accelerator.device)
     save_grid(samples, run.files / "samples.png")
+    if run.files.tracker is not None:
+        run.files.tracker.log_image("samples", run.files / "samples.png", run.step)
     return seconds / cfg.sample_n
 
 

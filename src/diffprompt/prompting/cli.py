@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..cli import add_command, add_group
 from ..errors import UserError
+from ..tracking import NO_TRACKER, TRACKERS
 from .config import CompareConfig, RunConfig, RunOptions
 from .methods import METHOD_NAMES, METHODS, get_method, parse_methods
 
@@ -97,6 +98,8 @@ def _add_shared_args(p: argparse.ArgumentParser, defaults: RunOptions) -> None:
     p.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, mps")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads for torch (0: torch's default); 1 is fastest for BERT-tiny on a busy machine")
+    p.add_argument("--log-with", default=defaults.log_with, choices=(NO_TRACKER, *TRACKERS),
+                   help="also send every metrics.jsonl line to TensorBoard (RUN/tensorboard/) or W&B (docs/interop.md)")
 
 
 def _add_loop_args(p: argparse.ArgumentParser, defaults: RunOptions) -> None:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..errors import UserError
+from ..tracking import NO_TRACKER, check_tracker
 from .fewshot import CURVE_SHOTS, LMBFF_SEEDS
 from .methods import METHOD_NAMES, default_template, get_method
 
@@ -30,6 +31,7 @@ class RunOptions:
     eval_batch_size: int = 64
     limit_test: int | None = None  # evaluate on N test examples only (quick runs)
     device: str = "auto"
+    log_with: str = NO_TRACKER  # also send every metrics line to "tensorboard" or "wandb"
 
 
 def shared_options(options: RunOptions) -> dict:
@@ -77,6 +79,7 @@ class RunConfig(RunOptions):
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
         if cfg.shots < 0:
             raise UserError(f"--shots must be >= 0, got {cfg.shots}")
+        check_tracker(cfg.log_with)
         return cfg
 
     def default_folder(self) -> str:
@@ -127,6 +130,7 @@ class CompareConfig(RunOptions):
             self.curve_datasets = ["mr"] if "mr" in self.datasets else self.datasets[:1]
         if self.shots < 1:
             raise UserError(f"--shots must be at least 1 for the few-shot grid, got {self.shots}")
+        check_tracker(self.log_with)
         if self.curve and any(k < 1 for k in self.curve_shots):
             raise UserError(f"--curve-shots must all be >= 1, got {self.curve_shots}")
         for name, d in (("datasets", self.datasets), ("methods", self.methods), ("seeds", self.seeds)):

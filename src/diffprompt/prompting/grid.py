@@ -3,7 +3,8 @@
 `run_compare(CompareConfig, out)` runs every cell with `training.train_run` (one run folder per
 cell under `out/cells/DATASET/kK/METHOD/seedS/`), then writes into `out/`:
 
-- `config.json` ("kind": "prompting-compare"), `metrics.jsonl` (one line per finished cell);
+- `config.json` ("kind": "prompting-compare"), `metrics.jsonl` (one line per finished cell; with
+  `log_with`, these lines and every cell's own also go to TensorBoard or W&B: tracking.py);
 - `compare.json`: per data set and method the test accuracies of every seed, their mean and
   standard deviation (sample std, n - 1), the majority-class row, and the MR targets;
 - `compare.md` and `compare.png`: its table and bar chart (`grid_render.py`);
@@ -28,6 +29,7 @@ from typing import Callable
 
 from ..progress import log
 from ..rundir import RunDir
+from ..tracking import end_tracking, start_tracking
 from .backbone import fresh_backbone
 from .config import CompareConfig, RunConfig
 from .distributed import get_accelerator
@@ -39,7 +41,7 @@ from .training import train_run
 Cell = tuple[str, str, int, int]  # (data set, method, K, seed)
 
 # Config fields that do not change a cell's result: a finished cell is reused whatever they are.
-_NOT_RESULT_KEYS = ("device", "eval_batch_size", "num_examples", "save_model", "kind")
+_NOT_RESULT_KEYS = ("device", "eval_batch_size", "num_examples", "save_model", "kind", "log_with")
 
 
 def run_compare(cc: CompareConfig, out: str | Path, quiet: bool = False) -> dict:
@@ -52,6 +54,7 @@ def run_compare(cc: CompareConfig, out: str | Path, quiet: bool = False) -> dict
         (out / "DONE").unlink(missing_ok=True)
     run.save_config({**asdict(cc), "description": (
         f"{', '.join(cc.methods)} on {', '.join(cc.datasets)}, K={cc.shots} per class, seeds {cc.seeds}")})
+    start_tracking(run, cc.log_with)  # the grid's lines; every cell run tracks its own
     data = functools.lru_cache(maxsize=None)(load_data)
     cells = grid_cells(cc)
     results: dict[Cell, dict] = {}
@@ -71,6 +74,7 @@ def run_compare(cc: CompareConfig, out: str | Path, quiet: bool = False) -> dict
             write_learning_curve(cc, out, results, data)
         summary["seconds"] = round(time.time() - t0, 1)
         run.mark_done()
+        end_tracking(run)
     get_accelerator(cc.device).wait_for_everyone()
     return summary
 

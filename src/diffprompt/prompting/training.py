@@ -11,7 +11,8 @@
    the dev accuracy is measured, and the best state so far is kept in memory (ties keep the
    earlier state); `patience` stops early;
 4. restore the best state, evaluate on the test split, and write the run folder
-   (`run_folder.write_outputs`).
+   (`run_folder.write_outputs`); with `log_with`, its metrics lines also go to TensorBoard or
+   W&B (tracking.py).
 
 Multi-process training goes through Accelerate (`torchrun --standalone --nproc_per_node 2 -m
 diffprompt prompting train ...` on CPUs with gloo, `accelerate launch --num_processes N -m ...` on
@@ -34,6 +35,7 @@ from ..errors import UserError
 from ..progress import log, progress
 from ..rundir import RunDir
 from ..seeding import seed_everything
+from ..tracking import end_tracking, start_tracking
 from .backbone import fresh_backbone
 from .build import build_model
 from .classifier import TextClassifier
@@ -62,6 +64,7 @@ def train_run(cfg: RunConfig, out: str | Path | None, ds=None, backbone=None, qu
     bb, tok = backbone if backbone is not None else fresh_backbone(cfg.backbone)
     model = build_model(cfg, bb, tok, data.label_names)
     run = start_run_folder(out, cfg, data, bb, extra_config, enabled=acc.is_main_process)
+    start_tracking(run, cfg.log_with)
     model.to(acc.device)
     train, dev = data.few_shot.train, data.few_shot.dev
     trains = get_method(cfg.method).trains
@@ -104,6 +107,7 @@ def train_run(cfg: RunConfig, out: str | Path | None, ds=None, backbone=None, qu
     results = run_results(cfg, data, model, test_scores, best, extra)
     if run is not None:
         write_outputs(run, model, cfg, data, test_scores, results)
+        end_tracking(run)
     if not quiet:
         log(f"{cfg.method} on {cfg.dataset} (K={cfg.shots}, seed {cfg.seed}): test accuracy {results['test_accuracy']:.4f} "
             f"(dev {best.accuracy:.3f} at step {best.step})")
