@@ -66,10 +66,32 @@ def test_train_writes_a_run_and_resume_continues(run, capsys):
     assert (run / "DONE").exists()
 
 
-def test_sample_grid_and_npz(run, tmp_path):
-    assert main(["diffusion", "sample", str(run), "--n", "5", "--sampler", "ddim", "--steps", "4",
-                 "--out", str(tmp_path / "g.png"), "--device", "cpu"]) == 0
-    assert Image.open(tmp_path / "g.png").size[0] > 8
+def test_sample_grid_of_five_is_three_by_two_padded_white_and_holds_the_samples(run, tmp_path):
+    """n = 5 tiles as ceil(sqrt(5)) = 3 per row, 2 rows, 2-pixel white gaps and border, scaled 2x
+    (nearest): 8x8 images give (3*(8+2)+2) x (2*(8+2)+2) = 32 x 22 pixels, 64 x 44 on disk. The
+    tiles are exactly the uint8 samples the same seed writes to an .npz; the sixth slot stays white."""
+    argv = ["diffusion", "sample", str(run), "--n", "5", "--sampler", "ddim", "--steps", "4", "--seed", "3",
+            "--device", "cpu", "--out"]
+    assert main(argv + [str(tmp_path / "g.png")]) == 0 and main(argv + [str(tmp_path / "g.npz")]) == 0
+    png = Image.open(tmp_path / "g.png")
+    assert png.mode == "L" and png.size == (64, 44)
+    big = np.asarray(png)
+    grid = big[::2, ::2]
+    np.testing.assert_array_equal(np.repeat(np.repeat(grid, 2, 0), 2, 1), big)  # nearest-neighbour 2x
+    images = np.load(tmp_path / "g.npz")["images"][..., 0]
+    assert images.shape == (5, 8, 8)
+    tiles = np.zeros(grid.shape, dtype=bool)
+    for i in range(6):
+        r, c = divmod(i, 3)
+        rows, cols = slice(2 + 10 * r, 10 + 10 * r), slice(2 + 10 * c, 10 + 10 * c)
+        if i < 5:
+            np.testing.assert_array_equal(grid[rows, cols], images[i], err_msg=f"tile {i}")
+            tiles[rows, cols] = True
+    assert (grid[~tiles] == 255).all()  # gaps, border and the empty sixth slot
+    assert (grid[12:20, 22:30] == 255).all() and not (grid[2:10, 22:30] == 255).all()  # slot 6 empty, slot 3 not
+
+
+def test_sample_npz_and_its_seed(run, tmp_path):
     assert main(["diffusion", "sample", str(run / "model.safetensors"), "--n", "3", "--sampler", "ddpm",
                  "--out", str(tmp_path / "s.npz"), "--seed", "1"]) == 0
     z = np.load(tmp_path / "s.npz")
@@ -80,12 +102,36 @@ def test_sample_grid_and_npz(run, tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "t.npz")["images"], z["images"])
 
 
-def test_visualize_and_evaluate(run, tmp_path, monkeypatch):
-    monkeypatch.setenv("DIFFPROMPT_CACHE", str(tmp_path / "cache"))
+def strip_size(columns: int, rows: int, size: int = 8, pad: int = 2, scale: int = 2, band: int = 12) -> tuple[int, int]:
+    """(width, height) of a labelled strip: a grid of rows x columns images, scaled, under a label band."""
+    return (columns * (size + pad) + pad) * scale, (rows * (size + pad) + pad) * scale + band
+
+
+def test_visualize_has_the_frame_counts_and_pixel_sizes_asked_for(run, tmp_path):
+    """T = 20, 2 images, DDIM with 5 steps (a chain of 6 states, 5 x0 predictions), --frames 4:
+    forward.png shows x0 and 8 noise levels (t = 1, 2, 4, 6, 9, 12, 15, 20: denser early), the
+    strips 4 columns each, the GIF every one of the 6 states as a 2-image row, scaled 3x."""
     out = tmp_path / "pics"
-    assert main(["diffusion", "visualize", str(run), "--n", "2", "--sampler", "ddim", "--steps", "5",
-                 "--out", str(out)]) == 0
-    assert {p.name for p in out.iterdir()} >= {"forward.png", "reverse.png", "reverse.gif", "pred_x0.png"}
+    assert main(["diffusion", "visualize", str(run), "--n", "2", "--sampler", "ddim", "--steps", "5", "--frames", "4",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == {"forward.png", "reverse.png", "reverse.gif", "pred_x0.png"}
+    assert Image.open(out / "forward.png").size == strip_size(9, 2) == (184, 56)
+    assert Image.open(out / "reverse.png").size == strip_size(4, 2) == (84, 56)
+    assert Image.open(out / "pred_x0.png").size == strip_size(4, 2)
+    gif = Image.open(out / "reverse.gif")
+    assert gif.size == ((2 * 10 + 2) * 3, (10 + 2) * 3)
+    durations = []
+    for i in range(gif.n_frames):
+        gif.seek(i)
+        durations.append(gif.info["duration"])
+    # 6 frames of 80 ms, the last (the samples) held 1500 ms; the GIF writer merges a frame that
+    # repeats the one before into it, adding the durations, so the total counts the frames written
+    assert sum(durations) == 5 * 80 + 1500 and durations[-1] >= 1500 and 1 < gif.n_frames <= 6
+    assert all(d % 80 == 0 for d in durations[:-1]) and (durations[-1] - 1500) % 80 == 0
+
+
+def test_evaluate_writes_its_files(run, tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFPROMPT_CACHE", str(tmp_path / "cache"))
     assert main(["diffusion", "evaluate", str(run), "--samplers", "ddim:4", "--n-samples", "8",
                  "--nll-images", "2", "--device", "cpu"]) == 0
     res = json.loads((run / "eval.json").read_text())
