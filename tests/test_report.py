@@ -75,10 +75,26 @@ def test_report_refuses_non_runs_and_runs_in_progress(tmp_path, capsys):
     assert main(["report", str(tmp_path / "busy"), "--allow-incomplete"]) == 0
 
 
-def test_report_cli_out(tmp_path):
+def test_report_cli_out_shows_the_runs_json_values(tmp_path, capsys):
     run = make_run(tmp_path / "r")
     assert main(["report", str(run), "--out", str(tmp_path / "x.html")]) == 0
-    assert (tmp_path / "x.html").stat().st_size > 1000
+    assert capsys.readouterr().out.strip() == str(tmp_path / "x.html") and not (run / "report.html").exists()
+    page = (tmp_path / "x.html").read_text()
+    for sampler, scores in json.loads((run / "eval.json").read_text()).items():
+        assert f">{sampler}<" in page
+        for v in scores.values():
+            assert f">{format_value(v)}<" in page, v
+    for key, value in json.loads((run / "config.json").read_text()).items():
+        assert f"&quot;{key}&quot;: {json.dumps(value).replace(chr(34), '&quot;')}" in page, key
+    assert "Incomplete run" not in page
+
+
+def test_report_allow_incomplete_renders_the_run_and_says_it_is_incomplete(tmp_path):
+    run = make_run(tmp_path / "busy", done=False)
+    assert main(["report", str(run), "--allow-incomplete"]) == 0
+    page = (run / "report.html").read_text()
+    assert "Incomplete run: no DONE marker" in page
+    assert f">{format_value(12.3456)}<" in page and "It was [MASK]" in page
 
 
 def make_eval_run(path, kid_unit=1e-5):

@@ -110,6 +110,9 @@ def run_section(run: Run) -> str:
     kind = run.cfg.get("kind", "run")
     parts = [f'<section id="{run.anchor}"><h2>{esc(run.title)}</h2>',
              paragraph(f"Run folder {run.path} ({kind}).", "muted")]
+    if is_run(run.path) and not (run.path / DONE_FILE).exists():  # rendered with --allow-incomplete
+        parts.append(paragraph(f"Incomplete run: no {DONE_FILE} marker (still running or interrupted); "
+                               "what follows is what it had written so far."))
     if run.cfg.get("description") and not run.root:
         parts.append(paragraph(str(run.cfg["description"])))
     parts.append(pictures_html(run))
