@@ -3,6 +3,7 @@ optimizer-state round trip, and a 2-process gloo run (torchrun) with identical r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -199,7 +200,7 @@ def test_optimizer_state_round_trip():
 
 
 DIST_SCRIPT = textwrap.dedent("""
-    import json, os, sys
+    import hashlib, json, os, sys
     import numpy as np
     import torch
     torch.set_num_threads(1)
@@ -208,12 +209,32 @@ DIST_SCRIPT = textwrap.dedent("""
     from diffprompt.data.images import ImageDataset
     from diffprompt.diffusion.config import resolve_config
 
-    calls = []
-    real_save = ck.save_checkpoint
-    def spy(path, *a, **k):
-        calls.append(str(path))
+    def own_hash(module):
+        # this process's own weights, hashed here (not by the code under test)
+        module = getattr(module, "module", module)  # DDP wraps the model
+        h = hashlib.sha256()
+        for name, t in sorted(module.state_dict().items()):
+            h.update(name.encode() + t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    record = {"saves": [], "batches": []}
+    real_save, real_setup, real_finish = ck.save_checkpoint, tr.setup, tr.finish
+    real_next = tr.TrainingRun.next_batch
+    def save_spy(path, *a, **k):
+        record["saves"].append(str(path))
         return real_save(path, *a, **k)
-    ck.save_checkpoint = spy
+    def setup_spy(*a, **k):
+        run = real_setup(*a, **k)
+        record["initial"] = own_hash(run.model)
+        return run
+    def finish_spy(run, *a, **k):
+        record["final"], record["ema"] = own_hash(run.model), own_hash(run.ema.model)
+        return real_finish(run, *a, **k)
+    def next_spy(self):
+        x0 = real_next(self)
+        record["batches"].append(hashlib.sha256(x0.numpy().tobytes()).hexdigest())
+        return x0
+    ck.save_checkpoint, tr.setup, tr.finish, tr.TrainingRun.next_batch = save_spy, setup_spy, finish_spy, next_spy
 
     rng = np.random.default_rng(0)
     n = 32
@@ -226,13 +247,15 @@ DIST_SCRIPT = textwrap.dedent("""
             "log_every=1", "device=cpu"]
     out = sys.argv[1]
     tr.train(resolve_config(sets=sets, steps=3, batch_size=8, seed=1), out=out + "/run", data=data)
-    rank = int(os.environ["RANK"])
-    with open(f"{out}/rank{rank}.json", "w") as f:
-        json.dump({"saves": calls}, f)
+    with open(f"{out}/rank{os.environ['RANK']}.json", "w") as f:
+        json.dump(record, f)
 """)
 
 
 def test_two_process_gloo_run_keeps_replicas_identical(tmp_path):
+    """torchrun, 2 processes: each rank hashes its own weights (in the script, not with the code
+    under test). Both start equal, see different halves of every batch, end equal to each other and
+    to the saved checkpoint, and differ from the start: DDP's gradient average keeps them in step."""
     script = tmp_path / "dist_train.py"
     script.write_text(DIST_SCRIPT)
     env = dict(os.environ, OMP_NUM_THREADS="1", DIFFPROMPT_QUIET="1")
@@ -240,14 +263,18 @@ def test_two_process_gloo_run_keeps_replicas_identical(tmp_path):
     cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
-    assert summary["world_size"] == 2
-    hashes = summary["replica_weight_sha256"]
-    assert len(hashes) == 2 and hashes[0] == hashes[1]
-    r0 = json.loads((tmp_path / "rank0.json").read_text())["saves"]
-    r1 = json.loads((tmp_path / "rank1.json").read_text())["saves"]
-    assert r1 == [] and any(p.endswith("last.safetensors") for p in r0)
+    r0, r1 = (json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1))
+    assert r0["initial"] == r1["initial"]  # the same seeded initialisation
+    assert len(r0["batches"]) == len(r1["batches"]) == 3
+    assert all(a != b for a, b in zip(r0["batches"], r1["batches"]))  # each rank its own half of the batch
+    assert r0["final"] == r1["final"] and r0["ema"] == r1["ema"]  # and yet identical replicas
+    assert r0["final"] != r0["initial"]  # after three steps that moved the weights
     tensors, meta = load_checkpoint(tmp_path / "run" / "last.safetensors")
-    assert meta["step"] == 3
-    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert cfg["derived"]["world_size"] == 2
+    saved = hashlib.sha256()
+    for name in sorted(k for k in tensors if k.startswith("model.")):
+        saved.update(name[len("model."):].encode() + tensors[name].contiguous().numpy().tobytes())
+    assert saved.hexdigest() == r0["final"] and meta["step"] == 3
+    assert r1["saves"] == [] and any(p.endswith("last.safetensors") for p in r0["saves"])  # only rank 0 writes
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["images_seen"] == 3 * 8
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["derived"]["world_size"] == 2
