@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -36,7 +37,7 @@ def test_zero_shot_cli(tmp_path, capsys):
     assert (out / "DONE").exists()
 
 
-def test_train_evaluate_predict_round_trip(soft_run, tmp_path, capsys):
+def test_train_then_evaluate_gives_the_training_runs_test_accuracy(soft_run, capsys):
     res = json.loads((soft_run / "results.json").read_text())
     # the prompt file is small: two soft tokens of the 128-wide BERT-tiny
     assert (soft_run / "prompt.safetensors").stat().st_size < 10_000
@@ -45,20 +46,38 @@ def test_train_evaluate_predict_round_trip(soft_run, tmp_path, capsys):
     ev = json.loads((soft_run / "evaluate-mr-test.json").read_text())
     # same 16 test examples, same model: same accuracy as at the end of training
     assert ev["n"] == 16 and ev["accuracy"] == pytest.approx(res["test_accuracy"])
+
+def test_predict_prints_what_the_saved_prompt_predicts(soft_run, tmp_path, capsys):
+    """`predict` equals the prompt file loaded on its own (PromptClassifier.from_file): the same
+    label and the same label scores (log-probabilities, to the 4 decimals printed) for every text."""
+    from diffprompt.prompting.model import PromptClassifier
+
+    texts = ["a gorgeous , witty film", "dull and slow", "one fine movie", "another bad one"]
+    names = json.loads((soft_run / "config.json").read_text())["label_names"]
+    model = PromptClassifier.from_file(soft_run / "prompt.safetensors")
+    scores = model.scores_in_batches(texts)
+    expected = [(names[int(row.argmax())], row) for row in scores]
     capsys.readouterr()
-    assert main(["prompting", "predict", str(soft_run), "--text", "a gorgeous , witty film", "--text", "dull and slow"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2 and all(line.split("\t")[0] in ("negative", "positive") for line in lines)
+    assert main(["prompting", "predict", str(soft_run), "--text", texts[0], "--text", texts[1]]) == 0
+    lines = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
+    assert [(label, text) for label, _, text in lines] == [(label, t) for (label, _), t in zip(expected[:2], texts)]
+    for (_, score, _), (label, row) in zip(lines, expected):
+        assert float(score) == pytest.approx(float(row[names.index(label)]), abs=1e-4)
     inp = tmp_path / "in.txt"
     inp.write_text("one fine movie\n\nanother bad one\n", encoding="utf-8")
     assert main(["prompting", "predict", str(soft_run), "--input", str(inp), "--output", str(tmp_path / "p.jsonl")]) == 0
     rows = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
-    assert [r["text"] for r in rows] == ["one fine movie", "another bad one"]
+    assert [r["text"] for r in rows] == texts[2:]  # the blank line is skipped
+    for r, (label, row) in zip(rows, expected[2:]):
+        assert r["label"] == label
+        assert r["scores"] == pytest.approx({n: float(v) for n, v in zip(names, row)}, abs=1e-4)
 
 
-def test_compare_cli_and_resume(tmp_path, capsys):
+def test_compare_cli_two_seeds_mean_and_sample_std_and_resume(tmp_path, capsys):
+    """Two seeds: compare.json's mean and std, and compare.md's "mean (std)" cells, are
+    statistics.mean and statistics.stdev (n - 1) of the cells' own test accuracies."""
     out = tmp_path / "cmp"
-    argv = ["prompting", "compare", "--datasets", "mr", "--methods", "zero-shot,soft", "--shots", "4", "--seeds", "13",
+    argv = ["prompting", "compare", "--datasets", "mr", "--methods", "zero-shot,soft", "--shots", "4", "--seeds", "13,21",
             "--steps", "2", "--eval-every", "2", "--limit-test", "24", "--curve-shots", "2,4", "--threads", "1",
             "--out", str(out)]
     assert main(argv) == 0
@@ -67,23 +86,30 @@ def test_compare_cli_and_resume(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["kind"] == "prompting-compare"
     summary = json.loads((out / "compare.json").read_text())
     rows = {r["method"]: r for r in summary["table"]}
-    assert set(rows) == {"zero-shot", "soft"} and all(r["n"] == 1 for r in rows.values())
-    cell = json.loads((out / "cells/mr/k4/soft/seed13/results.json").read_text())
-    assert rows["soft"]["mean"] == cell["test_accuracy"]
+    assert set(rows) == {"zero-shot", "soft"}
     md = (out / "compare.md").read_text()
-    assert "| majority class |" in md and f"{100 * cell['test_accuracy']:.1f} (0.0)" in md
+    for method, row in rows.items():
+        accs = [json.loads((out / f"cells/mr/k4/{method}/seed{s}/results.json").read_text())["test_accuracy"]
+                for s in (13, 21)]
+        assert row["n"] == 2 and row["accuracies"] == accs
+        assert row["mean"] == pytest.approx(statistics.mean(accs), abs=1e-12)
+        assert row["std"] == pytest.approx(statistics.stdev(accs), abs=1e-12)
+        assert f"| {method} | {100 * statistics.mean(accs):.1f} ({100 * statistics.stdev(accs):.1f}) |" in md
+    assert rows["soft"]["std"] > 0  # the seeds differ, so n against n - 1 shows
+    assert "| majority class |" in md and "over 2 seed(s) 13, 21" in md
     curve = json.loads((out / "learning_curve.json").read_text())
-    assert curve["curves"][0]["shots"] == [2, 4]
+    assert curve["curves"][0]["shots"] == [2, 4] and curve["curves"][0]["n"] == [2, 2]
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     n_metrics = len((out / "metrics.jsonl").read_text().splitlines())
+    assert n_metrics == 8
     capsys.readouterr()
     # resume: every cell is finished, nothing is rerun
     assert main(argv) == 0
     assert len((out / "metrics.jsonl").read_text().splitlines()) == n_metrics
-    assert "resumed: 4 of 4 cells" in capsys.readouterr().err
-    # a changed setting reruns exactly the cells it touches (soft at K = 4 and K = 2)
+    assert "resumed: 8 of 8 cells" in capsys.readouterr().err
+    # a changed setting reruns exactly the cells it touches (soft at K = 4 and K = 2, two seeds each)
     assert main(argv + ["--lr", "soft=0.5"]) == 0
-    assert len((out / "metrics.jsonl").read_text().splitlines()) == n_metrics + 2
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == n_metrics + 4
     assert json.loads((out / "cells/mr/k4/soft/seed13/config.json").read_text())["lr"] == 0.5
 
 
