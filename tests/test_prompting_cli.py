@@ -47,6 +47,7 @@ def test_train_then_evaluate_gives_the_training_runs_test_accuracy(soft_run, cap
     # same 16 test examples, same model: same accuracy as at the end of training
     assert ev["n"] == 16 and ev["accuracy"] == pytest.approx(res["test_accuracy"])
 
+
 def test_predict_prints_what_the_saved_prompt_predicts(soft_run, tmp_path, capsys):
     """`predict` equals the prompt file loaded on its own (PromptClassifier.from_file): the same
     label and the same label scores (log-probabilities, to the 4 decimals printed) for every text."""
