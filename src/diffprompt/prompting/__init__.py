@@ -17,7 +17,7 @@ _EXPORTS = {
     "load_backbone": ".backbone", "FineTuneClassifier": ".finetune", "PromptClassifier": ".model",
     "TextClassifier": ".classifier", "base_model": ".model", "full_vocab_label_logits": ".model", "mlm_head": ".model",
     "PromptEncoder": ".prompt_encoder", "Template": ".template", "check_texts": ".template",
-    "Verbalizer": ".verbalizer",
+    "Verbalizer": ".verbalizer", "export_peft": ".peft_io", "import_peft": ".peft_io",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

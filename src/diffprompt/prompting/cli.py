@@ -1,4 +1,4 @@
-"""`diffprompt prompting ...`: zero-shot, train, evaluate, predict, compare.
+"""`diffprompt prompting ...`: zero-shot, train, evaluate, predict, compare, export, import-peft.
 
 Defaults come from the config classes (`config.py`). At import time this module loads only
 argparse and those torch-free classes; the handlers import the library (torch, transformers)
@@ -26,7 +26,29 @@ COMPARE_EXAMPLE = ("  diffprompt prompting compare --datasets mr,cr,trec --metho
 EXAMPLES = ("  diffprompt prompting zero-shot --dataset mr\n"
             "  diffprompt prompting train --dataset mr --method prompt-ft --shots 16 --seed 13 --out runs/pft\n"
             "  diffprompt prompting evaluate runs/pft\n"
-            "  diffprompt prompting predict runs/pft --text 'a gorgeous, witty film'\n" + COMPARE_EXAMPLE)
+            "  diffprompt prompting predict runs/pft --text 'a gorgeous, witty film'\n" + COMPARE_EXAMPLE + "\n"
+            "  diffprompt prompting export runs/soft --to peft runs/soft-peft\n"
+            "  diffprompt prompting import-peft runs/soft-peft --out runs/from-peft")
+
+EXPORT_HELP = """\
+Write the soft prompt of a `prompting train` run as a PEFT prompt-tuning adapter folder
+(adapter_config.json, adapter_model.safetensors) that peft.PeftModel.from_pretrained(backbone, OUT)
+loads; its README.md shows the call. The template must start with all its soft tokens
+({soft*N} {x} ... {mask}) and the backbone must be frozen; anything else is refused with the reason.
+
+example:
+  diffprompt prompting export runs/soft --to peft runs/soft-peft
+"""
+IMPORT_PEFT_HELP = """\
+Turn a PEFT prompt-tuning adapter folder into a run folder of method soft, which `prompting
+evaluate` and `predict` take. An adapter exported by `prompting export` comes back exactly
+(template, label words and data set from its diffprompt.json); for another adapter give the
+template (starting with its soft tokens), the label words and the data set.
+
+example:
+  diffprompt prompting import-peft runs/soft-peft --out runs/from-peft
+  diffprompt prompting evaluate runs/from-peft --split test
+"""
 
 
 # ----------------------------------------------------------------------------- parsers
@@ -42,6 +64,8 @@ def register(subparsers) -> None:
     _add_evaluate(g)
     _add_predict(g)
     _add_compare(g)
+    _add_export(g)
+    _add_import_peft(g)
 
 
 def _add_zero_shot(g) -> None:
@@ -164,6 +188,26 @@ def _add_compare(g) -> None:
     p.add_argument("--curve-methods", default=None, help="default: --methods")
     p.add_argument("--out", default="runs/compare")
     p.set_defaults(func=cmd_compare)
+
+
+def _add_export(g) -> None:
+    p = add_command(g, "export", "write a run's soft prompt as a PEFT prompt-tuning adapter", description=EXPORT_HELP)
+    p.add_argument("run_dir", help="a folder written by `diffprompt prompting train` (method soft or hybrid)")
+    p.add_argument("--to", default="peft", choices=["peft"], help="the format to write")
+    p.add_argument("out", help="the adapter folder to write")
+    p.set_defaults(func=cmd_export)
+
+
+def _add_import_peft(g) -> None:
+    p = add_command(g, "import-peft", "a PEFT prompt-tuning adapter as a run folder (soft tokens) to evaluate and predict",
+                    description=IMPORT_PEFT_HELP)
+    p.add_argument("adapter", help="a folder with adapter_config.json and adapter_model.safetensors")
+    p.add_argument("--out", default=None, help="run folder (default: runs/prompting/peft-ADAPTER)")
+    p.add_argument("--dataset", default=None, help="the labels' data set; default: the adapter's, else " + RUN.dataset)
+    p.add_argument("--template", default=None, help="default: the adapter's, else {soft*M} and the data set's hard template")
+    p.add_argument("--verbalizer", default=None, help="label words; default: the adapter's, else the data set's")
+    p.add_argument("--backbone", default=None, help="default: the adapter's base model")
+    p.set_defaults(func=cmd_import_peft)
 
 
 # ----------------------------------------------------------------------------- argument values
@@ -303,4 +347,22 @@ def cmd_compare(args) -> int:
     print((Path(args.out) / "compare.md").read_text(encoding="utf-8"))
     print(f"results in {args.out}: compare.json, compare.md, compare.png"
           + (", learning_curve.json, learning_curve.png" if cc.curve else "") + f" ({summary.get('seconds', 0)} s)")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .peft_io import export_run
+
+    out = export_run(args.run_dir, args.out)
+    print(f"PEFT prompt-tuning adapter in {out}: peft.PeftModel.from_pretrained(backbone, {str(out)!r}) loads it "
+          "(its README.md shows the call)")
+    return 0
+
+
+def cmd_import_peft(args) -> int:
+    from .peft_io import import_run
+
+    out = import_run(args.adapter, args.out or f"runs/prompting/peft-{Path(args.adapter).name}", args.dataset,
+                     args.template, args.verbalizer, args.backbone)
+    print(f"run folder: {out} (evaluate it: diffprompt prompting evaluate {out})")
     return 0
