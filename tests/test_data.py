@@ -5,11 +5,9 @@ from __future__ import annotations
 import bz2
 import csv
 import gzip
-import io
 import json
 import os
 import random
-import warnings
 
 import numpy as np
 import pytest

@@ -7,13 +7,14 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from diffprompt.errors import UserError
 from diffprompt.prompting.backbone import fresh_backbone
 from diffprompt.prompting.build import build_verbalizer
 from diffprompt.prompting.config import RunConfig
 from diffprompt.prompting.methods import METHODS, default_template, default_verbalizer_spec
-from diffprompt.prompting.run_data import load_data
+from diffprompt.prompting.run_data import limit_examples, load_data
 from diffprompt.prompting.training import train_run
 
 
@@ -51,36 +52,135 @@ def test_prompt_ft_on_mr_16_shot_lowers_the_training_loss(mr, tmp_path):
         assert best.startswith(ex["prediction"])
 
 
-def test_soft_training_moves_only_the_soft_tokens(mr):
+def test_soft_training_moves_the_soft_tokens_lowers_the_loss_and_leaves_the_backbone(mr, tmp_path, monkeypatch):
+    """Soft prompt tuning: the two soft tokens start as the embeddings of "it" and "was" and move;
+    the loss on the few-shot training set, recomputed here from the model's label scores at both
+    states, goes down; every backbone tensor is bitwise unchanged; the saved prompt is the chosen
+    state and gives the reported test accuracy."""
+    from diffprompt.prompting import training
+    from diffprompt.prompting.model import PromptClassifier
+
     torch.set_num_threads(1)
+    seen = []  # (model, soft embeddings, examples) each time the training-set loss is measured: before and after
+
+    def spy(model, examples, batch_size=64):
+        seen.append((model, model.soft_embeddings.detach().clone(), examples))
+        return real_mean_loss(model, examples, batch_size)
+
+    real_mean_loss = training.mean_loss
+    monkeypatch.setattr(training, "mean_loss", spy)
     bb, tok = fresh_backbone(None)
     before = {k: v.clone() for k, v in bb.state_dict().items()}
     cfg = RunConfig(dataset="mr", method="soft", shots=4, seed=21, steps=6, eval_every=3, limit_test=16, lr=0.1)
-    res = train_run(cfg, None, ds=mr, backbone=(bb, tok), quiet=True)
+    res = train_run(cfg, tmp_path / "soft", ds=mr, backbone=(bb, tok), quiet=True)
     assert res["trainable_parameters"] == 2 * bb.config.hidden_size  # {soft=It was}: two soft tokens
     for k, v in bb.state_dict().items():
         assert torch.equal(v, before[k]), k
-    assert res["train_loss_after"] != res["train_loss_before"]
+    [(model, start, train), (_, end, _)] = seen
+    words = bb.get_input_embeddings().weight.detach()
+    it, was = (tok(" " + w, add_special_tokens=False)["input_ids"] for w in ("It", "was"))
+    torch.testing.assert_close(start, torch.stack([words[it].mean(0), words[was].mean(0)]), rtol=0, atol=0)
+    assert (end - start).abs().max() > 0.05  # lr 0.1 for six steps moves them
+    labels = torch.tensor([ex.label for ex in train])
+    losses = []
+    with torch.no_grad():
+        for state in (start, end):
+            model.soft_embeddings.copy_(state)
+            losses.append(float(F.cross_entropy(model.scores_in_batches([ex.text for ex in train]), labels)))
+    assert losses == pytest.approx([res["train_loss_before"], res["train_loss_after"]], abs=1e-5)
+    assert losses[1] < losses[0] - 0.05, losses
+    saved = PromptClassifier.from_file(tmp_path / "soft" / "prompt.safetensors")
+    chosen = {0: start, cfg.steps: end}.get(res["best_step"])
+    if chosen is not None:  # the state of the dev set's best step
+        torch.testing.assert_close(saved.soft_embeddings, chosen, rtol=0, atol=0)
+    else:
+        assert not torch.equal(saved.soft_embeddings, start) and not torch.equal(saved.soft_embeddings, end)
+    assert accuracy_on_test_subset(saved, mr, 16) == res["test_accuracy"]
 
 
-def test_finetune_and_zero_shot_run(mr):
+def accuracy_on_test_subset(model, ds, limit: int) -> float:
+    """Accuracy of `model` on the run's `limit`-example test subset, predicted here."""
+    examples = limit_examples(ds.split("test").examples, limit)
+    pred = model.scores_in_batches([ex.text for ex in examples], batch_size=64).argmax(-1).tolist()
+    return sum(p == ex.label for p, ex in zip(pred, examples)) / len(examples)
+
+
+def test_zero_shot_accuracy_is_the_hard_prompts_own_prediction(mr, tmp_path):
+    """Zero-shot on MR: the reported accuracy and predictions equal those of a PromptClassifier built
+    here from the template "{x} It was {mask}." and the words bad / good on the untrained BERT-tiny."""
+    from diffprompt.prompting.model import PromptClassifier
+
     torch.set_num_threads(1)
-    z = train_run(RunConfig(dataset="mr", method="zero-shot", shots=4, seed=13, limit_test=24), None, ds=mr, quiet=True)
+    z = train_run(RunConfig(dataset="mr", method="zero-shot", shots=4, seed=13, limit_test=24), tmp_path / "zs",
+                  ds=mr, quiet=True)
     assert z["trainable_parameters"] == 0 and z["best_step"] == 0 and "train_loss_before" not in z
+    bb, tok = fresh_backbone(None)
+    model = PromptClassifier(bb, tok, "{x} It was {mask}.", {"negative": ["bad"], "positive": ["good"]}).eval()
+    assert accuracy_on_test_subset(model, mr, 24) == z["test_accuracy"]
+    examples = limit_examples(mr.split("test").examples, 24)
+    preds = [json.loads(line) for line in (tmp_path / "zs" / "predictions.jsonl").read_text().splitlines()]
+    ours = model.scores_in_batches([ex.text for ex in examples]).argmax(-1).tolist()
+    assert [p["text"] for p in preds] == [ex.text for ex in examples]
+    assert [p["prediction"] for p in preds] == [("negative", "positive")[i] for i in ours]
+
+
+def test_finetune_accuracy_is_the_saved_models_own_prediction(mr, tmp_path):
+    """Fine-tuning: the saved model, loaded on its own, predicts the reported test accuracy."""
+    from diffprompt.prompting.finetune import FineTuneClassifier
+
+    torch.set_num_threads(1)
     f = train_run(RunConfig(dataset="mr", method="finetune", shots=4, seed=13, steps=4, eval_every=2, limit_test=24),
-                  None, ds=mr, quiet=True)
-    assert f["template"] is None and 0.0 <= f["test_accuracy"] <= 1.0
-    assert f["train_loss_after"] < f["train_loss_before"]
+                  tmp_path / "ft", ds=mr, quiet=True)
+    assert f["template"] is None and f["train_loss_after"] < f["train_loss_before"]
+    saved = FineTuneClassifier.from_file(tmp_path / "ft" / "model.safetensors").eval()
+    assert accuracy_on_test_subset(saved, mr, 24) == f["test_accuracy"]
 
 
-def test_default_templates_and_verbalizers_cover_the_named_sets():
-    for name in ("mr", "cr", "subj", "trec"):
-        ds = load_data(name)
-        spec = default_verbalizer_spec(name, ds.label_names)
-        assert spec is not None and set(spec) == set(ds.label_names)
-        for style in ("hard", "soft", "hybrid"):
-            assert "{mask}" in default_template(name, style) and "{x}" in default_template(name, style)
+# LM-BFF's manual prompts (uncased BERT) and label words, as methods.py's table documents them.
+DEFAULTS = {
+    "mr": ({"hard": "{x} It was {mask}.", "soft": "{x} {soft=It was} {mask}", "hybrid": "{x} {soft*2} It was {mask}."},
+           {"negative": ["bad"], "positive": ["good"]}),
+    "cr": ({"hard": "{x} It was {mask}.", "soft": "{x} {soft=It was} {mask}", "hybrid": "{x} {soft*2} It was {mask}."},
+           {"negative": ["bad"], "positive": ["good"]}),
+    "subj": ({"hard": "{x} This is {mask}.", "soft": "{x} {soft=This is} {mask}", "hybrid": "{x} {soft*2} This is {mask}."},
+             {"subjective": ["subjective"], "objective": ["objective"]}),
+    "trec": ({"hard": "{mask} : {x}", "soft": "{soft=question about} {mask} : {x}", "hybrid": "{soft*2} {mask} : {x}"},
+             {"ABBR": ["expression"], "DESC": ["description"], "ENTY": ["entity"], "HUM": ["human"],
+              "LOC": ["location"], "NUM": ["number"]}),
+}
+
+
+@pytest.mark.parametrize("name", list(DEFAULTS))
+def test_default_templates_and_label_words_per_data_set(name):
+    templates, words = DEFAULTS[name]
+    ds = load_data(name)
+    assert default_verbalizer_spec(name, ds.label_names) == words
+    for style, template in templates.items():
+        assert default_template(name, style) == template
+    for method in ("zero-shot", "prompt-ft", "soft", "hybrid"):  # what a run resolves to
+        style = METHODS[method].style
+        assert RunConfig(dataset=name, method=method).resolved().template == templates[style]
+    verbalizer = build_verbalizer(RunConfig(dataset=name), ds.label_names)
+    assert verbalizer.words == [words[n] for n in ds.label_names]
+    assert documented_templates()[name] == [templates[s] for s in ("hard", "soft", "hybrid")]
+
+
+def documented_templates() -> dict[str, list[str]]:
+    """The table of default templates in methods.py's docstring: {data set: [hard, soft, hybrid]}."""
+    from diffprompt.prompting import methods
+
+    table = {}
+    for line in methods.__doc__.splitlines():
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and "{mask}" in cells[1]:
+            table.update({name: cells[1:4] for name in cells[0].split(", ")})
+    return table
+
+
+def test_default_templates_of_files_and_pairs():
     assert default_template("mytask.csv", "hard", pair=True) == "{x} ? {mask} , {x2}"
+    assert default_template("mytask.csv", "soft") == "{x} {soft*4} {mask}"
+    assert default_verbalizer_spec("mytask.csv", ["a", "b"]) is None
 
 
 def test_verbalizer_lacking_a_label_and_bad_method_settings():
