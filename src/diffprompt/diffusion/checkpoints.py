@@ -34,6 +34,7 @@ from ..checkpoint import (
 from ..errors import UserError
 from ..seeding import get_rng_state
 from .config import TrainConfig
+from .diffusers_import import diffusers_source, is_hub_id, load_diffusers
 from .ema import EMA, unwrap
 from .process import GaussianDiffusion
 from .unet import UNet, UNetConfig
@@ -116,17 +117,31 @@ def diffusion_from_spec(spec: dict[str, Any], config: dict[str, Any] | None = No
     return GaussianDiffusion.from_dict(spec)
 
 
+def output_folder(path: str | Path) -> Path:
+    """Where a command writes by default: the run folder, the checkpoint's folder, or for a hub id
+    runs/OWNER--NAME (the id names no folder here)."""
+    if Path(path).is_dir():
+        return Path(path)
+    return Path("runs") / str(path).replace("/", "--") if is_hub_id(path) else Path(path).parent
+
+
 def _checkpoint_in(path: Path) -> Path:
     if not path.is_dir():
         return path
     for name in (MODEL, LAST):
         if (path / name).exists():
             return path / name
-    raise UserError(f"{path} holds no {MODEL} or {LAST}; pass a training run folder or a .safetensors checkpoint")
+    raise UserError(f"{path} holds no {MODEL} or {LAST}; pass a training run folder, a .safetensors checkpoint or a diffusers folder")
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[UNet, GaussianDiffusion, dict[str, Any]]:
-    """(EMA model, diffusion, sidecar + "path") from a run folder, `model.safetensors`, or a training checkpoint."""
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, GaussianDiffusion, dict[str, Any]]:
+    """(EMA model, diffusion, sidecar + "path") from a run folder, `model.safetensors`, or a training checkpoint;
+    or (model, diffusion, meta) from a diffusers folder or hub id (`diffusers_import.load_diffusers`).
+
+    meta["unet"] holds at least in_channels and image_size; meta.get("dataset") and meta.get("step") may be None.
+    """
+    if diffusers_source(path):
+        return load_diffusers(path, device)
     path = _checkpoint_in(Path(path))
     tensors, meta = load_checkpoint(path)
     if "unet" not in meta or "diffusion" not in meta:

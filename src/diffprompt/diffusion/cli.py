@@ -58,6 +58,18 @@ example:
   diffprompt diffusion evaluate runs/ddpm-mnist --samplers ddpm,ddim:50,dpm++2m:20 --n-samples 1000 --nll-images 1000
 """
 
+EXPORT_HELP = """\
+Write a model trained here in another library's format. --to diffusers writes a folder that
+diffusers.DDPMPipeline.from_pretrained(OUT) loads: model_index.json, unet/ (a UNet2DModel config and
+the EMA weights in safetensors) and scheduler/ (a DDPMScheduler config with the exact betas,
+prediction and variance type). A U-Net part UNet2DModel cannot express is refused. Every
+`diffprompt diffusion` command also reads such a folder, or a hub id (docs/interop.md).
+
+example:
+  diffprompt diffusion export runs/ddpm-mnist --to diffusers runs/ddpm-mnist-diffusers
+  python -c "import diffusers; diffusers.DDPMPipeline.from_pretrained('runs/ddpm-mnist-diffusers')(batch_size=4)"
+"""
+
 VISUALIZE_HELP = """\
 Pictures of the processes: forward.png (x_0 -> x_T at chosen t), reverse.png and reverse.gif
 (the reverse chain x_T -> x_0), and pred_x0.png (the model's x_0 estimate along the chain).
@@ -95,7 +107,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_train)
 
     p = add_command(group, "sample", "draw samples: PNG grid or .npz", SAMPLE_HELP)
-    p.add_argument("path", metavar="RUN_DIR_OR_CKPT", help="a training run folder or a .safetensors checkpoint")
+    p.add_argument("path", metavar="RUN_DIR_OR_CKPT",
+                   help="a training run folder, a .safetensors checkpoint, a diffusers folder or a hub id")
     p.add_argument("--n", type=int, default=64, help="number of samples")
     _sampler_arguments(p, default="dpm++2m")
     p.add_argument("--out", help="grid.png or samples.npz (default RUN_DIR/samples-SAMPLER-STEPS.png)")
@@ -129,6 +142,12 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_visualize)
+
+    p = add_command(group, "export", "write a model as a diffusers pipeline folder", EXPORT_HELP)
+    p.add_argument("path", metavar="RUN_DIR_OR_CKPT", help="a training run folder or a .safetensors checkpoint")
+    p.add_argument("--to", choices=("diffusers",), required=True, help="the format to write")
+    p.add_argument("out", metavar="OUT", help="a new (or empty) folder")
+    p.set_defaults(func=cmd_export)
 
 
 def _sampler_arguments(p, default: str) -> None:
@@ -170,9 +189,9 @@ def cmd_sample(args) -> int:
     if out is not None and out.suffix.lower() not in (".png", ".npz"):
         raise UserError(f"--out must end in .png (a grid) or .npz (uint8 images), got {out}")
     device = choose_device(args.device)
-    model, diffusion, _ = load_model(args.path, device)
+    model, diffusion, meta = load_model(args.path, device)
     steps = _default_steps(args.sampler, args.steps)
-    shape = (model.config.in_channels, model.config.image_size, model.config.image_size)
+    shape = (meta["unet"]["in_channels"], meta["unet"]["image_size"], meta["unet"]["image_size"])
     x, seconds = generate(model, diffusion, args.n, shape, args.sampler, steps, args.eta, args.seed, args.batch_size,
                           device, args.spacing)
     steps = steps or diffusion.T
@@ -199,7 +218,7 @@ def cmd_visualize(args) -> int:
     from ..data.images import stratified_subset
     from ..device import choose_device
     from ..progress import log
-    from .checkpoints import load_model
+    from .checkpoints import load_model, output_folder
     from .pixels import images_to_tensor
     from .samplers import make_sampler
     from .visualize import write_visualizations
@@ -219,10 +238,17 @@ def cmd_visualize(args) -> int:
     except UserError:  # a data set without a test split shows all its images
         real = data
     x0 = images_to_tensor(stratified_subset(real, args.n, args.seed))
-    out = Path(args.out) if args.out else (Path(args.path) if Path(args.path).is_dir() else Path(args.path).parent)
+    out = Path(args.out) if args.out else output_folder(args.path)
     paths = write_visualizations(model, diffusion, out, x0.to(device), n=args.n, sampler=loop, frames=args.frames,
                                  seed=args.seed, device=device)
     for p in paths.values():
         print(p)
     log(f"wrote {', '.join(Path(p).name for p in paths.values())} to {out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .diffusers_export import export_diffusers
+
+    print(export_diffusers(args.path, args.out))
     return 0

@@ -42,7 +42,7 @@ from ..errors import UserError
 from ..progress import log, progress
 from ..rundir import RunDir
 from ..seeding import make_generator
-from .checkpoints import load_model
+from .checkpoints import load_model, output_folder
 from .feature_classifier import load_or_train
 from .generate import check_sampler, generate, parse_sampler_spec, sampler_label
 from .metrics import fid_from_features, kid_from_features, precision_recall
@@ -160,7 +160,7 @@ def evaluate(path: str | Path, samplers: list[str] | str = ("ddpm", "ddim:10", "
         results["nll"] = nll_on_images(model, diffusion, x0, batch_size=min(batch_size, 100), seed=seed, device=dev,
                                        num_t=nll_timesteps)
         log(f"NLL: {results['nll']['bpd']:.3f} bits/dim on {results['nll']['images']} test images")
-    target = Path(out) if out else (Path(path) if Path(path).is_dir() else Path(path).parent)
+    target = Path(out) if out else output_folder(path)
     return _write(results, grids, target)
 
 
@@ -217,7 +217,7 @@ def render_markdown(r: dict[str, Any]) -> str:
     """The results as a Markdown table with the reference, floor and classifier stated."""
     n = r["n_samples"]
     lines = [
-        f"# Evaluation of {r.get('checkpoint')} (step {r.get('step')})",
+        f"# Evaluation of {r.get('checkpoint')}" + (f" (step {r['step']})" if r.get("step") is not None else ""),
         "",
         f"Data set `{r['dataset']}`; {n} samples per sampler and {r['real_floor']['n']} real images for the floor, "
         f"compared with the {r['reference']}. Features: a small CNN trained on the train split (test accuracy "
