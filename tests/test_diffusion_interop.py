@@ -238,6 +238,9 @@ def test_commands_read_diffusers_folders(tmp_path, monkeypatch):
     res = json.loads((theirs / "eval.json").read_text())
     assert math.isfinite(res["nll"]["bpd"]) and res["nll"]["timesteps"] == 10
     assert {"fid", "kid", "precision", "recall"} <= set(res["samplers"][0])
+    assert main(["diffusion", "visualize", str(theirs), "--dataset", str(bars), "--n", "2", "--sampler", "ddim",
+                 "--steps", "3"]) == 0
+    assert {"forward.png", "reverse.png", "reverse.gif", "pred_x0.png"} <= {p.name for p in theirs.iterdir()}
 
 
 def test_a_hub_id_offline_is_one_line_without_a_traceback(tmp_path):

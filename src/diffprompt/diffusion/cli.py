@@ -80,7 +80,7 @@ example:
 
 
 def register(subparsers) -> None:
-    group = add_group(subparsers, "diffusion", "train, sample, evaluate, visualize a DDPM",
+    group = add_group(subparsers, "diffusion", "train, sample, evaluate, visualize, export a DDPM",
                       "Denoising diffusion probabilistic models (DDPM, with DDIM sampling).\n\n"
                       "example: diffprompt diffusion train && diffprompt diffusion sample runs/ddpm-mnist5k-*/")
 
