@@ -50,6 +50,8 @@ GOOGLE_LIKE = dict(sample_size=8, in_channels=1, out_channels=1, block_out_chann
 def quiet_one_thread(monkeypatch, one_thread):
     monkeypatch.setenv("DIFFPROMPT_QUIET", "1")
     diffusers.utils.logging.disable_progress_bar()
+    yield
+    diffusers.utils.logging.enable_progress_bar()
 
 
 def random_unet(config: dict, seed: int = 0) -> UNet:
@@ -215,8 +217,9 @@ def test_pickled_weights_are_never_opened(tmp_path):
 def test_without_diffusers_the_error_names_the_install(tmp_path, monkeypatch):
     folder = google_like_pipeline(tmp_path / "pipe")
     monkeypatch.setitem(sys.modules, "diffusers", None)
-    with pytest.raises(UserError, match="pip install diffusers"):
-        load_model(folder)
+    for source in (folder, "google/ddpm-cifar10-32"):  # said before any download
+        with pytest.raises(UserError, match="pip install diffusers"):
+            load_model(source)
 
 
 # --- the commands ------------------------------------------------------------------------------

@@ -67,6 +67,7 @@ def load_diffusers(source: str | Path,
     the diffusers config), diffusion (`to_dict()`), scheduler (its full config), and for an export of
     ours the data set, step, seed and source it recorded.
     """
+    _diffusers()  # a missing diffusers is said before any download
     folder = _download(str(source)) if is_hub_id(source) else Path(source)
     unet_dir = _unet_folder(folder)
     if unet_dir is None:
