@@ -13,6 +13,12 @@ Read top to bottom:
    -> middle (res, attention, res) -> up path (concatenate a skip, res block, attention,
    upsampling) -> GroupNorm, SiLU, conv_out.
 
+Class-conditional (`num_classes` K > 0, for classifier-free guidance, guidance.py): an embedding
+table of K + 1 rows, the last one the null class, whose row for the label is added to the time
+embedding before its SiLU, as diffusers' UNet2DModel does with `num_class_embeds`. The table is
+built after every other layer, so a conditional and an unconditional U-Net drawn from the same
+seed share all their other weights.
+
 The layout of the network follows Ho et al.'s TensorFlow code: the time MLP maps the sinusoidal
 embedding of width `base_channels` to `time_embed_mult * base_channels`; each residual block adds
 a linear projection of SiLU(time embedding) after its first convolution; each level of the down
@@ -58,6 +64,7 @@ class UNetConfig:
     num_heads: int = 1  # attention heads (Ho et al. use 1)
     time_embed_mult: int = 4  # time-embedding width = time_embed_mult * base_channels
     norm_groups: int = 32  # GroupNorm groups (every width must be divisible by it)
+    num_classes: int = 0  # 0: unconditional; K: a class embedding of K + 1 rows (the last: the null class)
 
     def __post_init__(self) -> None:
         # JSON and TOML give lists; the config holds tuples so that it stays hashable and printable.
@@ -136,6 +143,8 @@ class UNetConfig:
                 raise UserError(f"U-Net {name} must be >= 1, got {getattr(self, name)}")
         if self.out_channels is not None and self.out_channels < 1:
             raise UserError(f"U-Net out_channels must be >= 1 (or None for in_channels), got {self.out_channels}")
+        if int(self.num_classes) < 0:
+            raise UserError(f"U-Net num_classes must be >= 0 (0: unconditional), got {self.num_classes}")
         if not self.channel_mults or min(self.channel_mults) < 1:
             raise UserError(f"U-Net channel_mults must be a non-empty list of positive integers, got {list(self.channel_mults)}")
         if not 0.0 <= self.dropout < 1.0:
@@ -373,13 +382,26 @@ class UNet(nn.Module):
         # NCHW measured as fast (benchmarks/results/diffusion_speed_cpu1t.md). Set
         # torch.contiguous_format to run in NCHW. It changes speed only, never the result.
         self.memory_format = torch.channels_last
+        self.class_embed = nn.Embedding(c.num_classes + 1, temb_dim) if c.num_classes else None
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    @property
+    def null_class(self) -> int | None:
+        """The label of "no class" (the last row of the class embedding); None when unconditional."""
+        return self.config.num_classes if self.config.num_classes else None
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """eps (or x0, v) for x [B, C, H, W] at steps t ([B] or a scalar); `class_labels` [B] (or a scalar)
+        in 0..num_classes, num_classes being the null class, which None means for a conditional U-Net."""
         B = x.shape[0]
         t = torch.as_tensor(t, device=x.device)
         if t.ndim == 0:
             t = t.expand(B)
-        temb = F.silu(self.time_mlp(timestep_embedding(t, self.config.base_channels).to(x.dtype)))
+        emb = self.time_mlp(timestep_embedding(t, self.config.base_channels).to(x.dtype))
+        if self.class_embed is not None:
+            emb = emb + self.class_embed(self._labels(class_labels, B, x.device))
+        elif class_labels is not None:
+            raise UserError("this U-Net is unconditional (num_classes 0): it takes no class labels")
+        temb = F.silu(emb)
         # The memory layout is chosen once here and every layer below keeps it (see memory_format).
         h = self.conv_in(x.contiguous(memory_format=self.memory_format))
         skips = [h]
@@ -391,6 +413,13 @@ class UNet(nn.Module):
         for block in self.up:
             h = block(torch.cat([h, skips.pop()], dim=1), temb)
         return self.conv_out(F.silu(self.norm_out(h), inplace=not torch.is_grad_enabled())).contiguous()
+
+    def _labels(self, class_labels: torch.Tensor | None, batch: int, device) -> torch.Tensor:
+        """The labels as a LongTensor [B]: None -> the null class, a scalar -> repeated."""
+        if class_labels is None:
+            return torch.full((batch,), self.config.num_classes, dtype=torch.long, device=device)
+        labels = torch.as_tensor(class_labels, device=device).long()
+        return labels.expand(batch) if labels.ndim == 0 else labels
 
     # --- reporting -------------------------------------------------------------
 
