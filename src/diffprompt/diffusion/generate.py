@@ -8,6 +8,9 @@
 A spec is `ddpm` (ancestral, all T steps), `ddim:STEPS[:ETA][:SPACING]` or `dpm++2m:STEPS[:SPACING]`
 (see `parse_sampler_spec`). The loops themselves
 are in samplers.py; this is the layer the CLI, evaluation, training and the demo share.
+
+A class-conditional model takes `class_labels` (one per sample) and a guidance scale
+(guidance.py); `class_rows(K, n)` asks for n samples of each class, a row per class.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch
 from ..checkpoint import atomic_write_bytes
 from ..errors import UserError
 from ..seeding import make_generator
+from .guidance import guided
 from .pixels import tensor_to_images
 from .samplers import SAMPLERS, SPACINGS, make_sampler
 from .visualize import save_grid
@@ -79,32 +83,48 @@ def check_sampler(diffusion, sampler: str, steps: int | None, eta: float, spacin
     make_sampler(sampler, steps=steps, eta=eta, spacing=spacing).timesteps(diffusion.T)
 
 
+def class_rows(num_classes: int, per_class: int) -> torch.Tensor:
+    """Labels [0]*per_class + [1]*per_class + ...: a grid with per_class columns has a row per class."""
+    return torch.arange(num_classes).repeat_interleave(per_class)
+
+
 @torch.no_grad()
 def generate(model, diffusion, n: int, shape: tuple[int, int, int], sampler: str, steps: int | None, eta: float,
-             seed: int, batch_size: int, device, spacing: str = "linspace") -> tuple[torch.Tensor, float]:
+             seed: int, batch_size: int, device, spacing: str = "linspace", class_labels=None,
+             guidance: float = 0.0) -> tuple[torch.Tensor, float]:
     """n samples (float NCHW in [-1, 1], on the CPU) in batches, and the wall time in seconds.
 
     All noise comes from one generator seeded with `seed`: the same call gives the same samples.
+    `class_labels` (n of them) asks a conditional model for those classes with guidance scale
+    `guidance` (0: the plain conditional model); without them a conditional model samples its null
+    class, unconditionally.
     """
     if n < 1:
         raise UserError(f"the number of samples must be >= 1, got {n}")
     check_sampler(diffusion, sampler, steps, eta, spacing)
+    if class_labels is None and guidance:
+        raise UserError("a guidance scale needs classes to guide towards: pass class labels (--class)")
+    labels = None if class_labels is None else guided(model, class_labels, guidance).class_labels
+    if labels is not None and labels.numel() != n:
+        raise UserError(f"{labels.numel()} class labels for {n} samples: give one label per sample")
     g = make_generator(seed, device)
     out = []
     t0 = time.perf_counter()
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
+        net = model if labels is None else guided(model, labels[start:start + b], guidance)
         loop = make_sampler(sampler, steps=steps, eta=eta, spacing=spacing)
-        out.append(diffusion.sample(model, (b, *shape), sampler=loop, generator=g, device=device, progress=True).cpu())
+        out.append(diffusion.sample(net, (b, *shape), sampler=loop, generator=g, device=device, progress=True).cpu())
     return torch.cat(out), time.perf_counter() - t0
 
 
-def save_samples(x: torch.Tensor, path: str | Path, **info: Any) -> Path:
-    """Samples as a PNG grid (`.png`) or as uint8 images [N, H, W, C] with `info` beside them (`.npz`)."""
+def save_samples(x: torch.Tensor, path: str | Path, nrow: int | None = None, **info: Any) -> Path:
+    """Samples as a PNG grid (`.png`, `nrow` per row, default square) or as uint8 images [N, H, W, C]
+    with `info` beside them (`.npz`)."""
     path = Path(path)
     if path.suffix.lower() == ".npz":
         buf = io.BytesIO()
         np.savez_compressed(buf, images=tensor_to_images(x), **info)
         atomic_write_bytes(path, buf.getvalue())
         return path
-    return save_grid(x, path)
+    return save_grid(x, path, nrow=nrow)
