@@ -231,9 +231,9 @@ DIST_SCRIPT = textwrap.dedent("""
         record["final"], record["ema"] = own_hash(run.model), own_hash(run.ema.model)
         return real_finish(run, *a, **k)
     def next_spy(self):
-        x0 = real_next(self)
+        x0, cond = real_next(self)
         record["batches"].append(hashlib.sha256(x0.numpy().tobytes()).hexdigest())
-        return x0
+        return x0, cond
     ck.save_checkpoint, tr.setup, tr.finish, tr.TrainingRun.next_batch = save_spy, setup_spy, finish_spy, next_spy
 
     rng = np.random.default_rng(0)

@@ -8,6 +8,10 @@
 * `model.safetensors` (+ `.json`): the EMA weights alone with the U-Net config and the diffusion's
   spec: what `diffprompt diffusion sample/evaluate/visualize` load (`load_model`).
 
+A class-conditional model's U-Net config holds its number of classes (`num_classes`), and every
+sidecar its `class_names`; a checkpoint without them (every one from before conditioning) is
+unconditional and loads as it always did.
+
 The sidecar's "diffusion" is `GaussianDiffusion.to_dict()`, every argument of the process (schedule,
 prediction, variance, loss type and weighting). Files from before it held the full spec name only
 the schedule, timesteps, prediction and variance; they load with the defaults for the rest.
@@ -45,15 +49,18 @@ CONFIG = "config.json"
 
 
 def save_training_checkpoint(out: Path, step: int, model, ema: EMA, optimizer, order, cfg: TrainConfig,
-                             diffusion: GaussianDiffusion, keep_copy: bool = False) -> None:
-    """Write last.safetensors (and ckpt-STEP.safetensors with `keep_copy`) and model.safetensors."""
+                             diffusion: GaussianDiffusion, keep_copy: bool = False,
+                             class_names: list[str] | None = None) -> None:
+    """Write last.safetensors (and ckpt-STEP.safetensors with `keep_copy`) and model.safetensors;
+    `class_names` go into the sidecars of a conditional model."""
     bare = unwrap(model)
     opt_tensors, opt_meta = flatten_optimizer_state(getattr(optimizer, "optimizer", optimizer).state_dict())
     data_tensors, data_meta = order.state()
     rng_tensors, rng_meta = get_rng_state(cuda=next(bare.parameters()).is_cuda)
     tensors = {**with_prefix("model.", bare.state_dict()), **with_prefix("ema.", ema.state_dict()), **opt_tensors,
                **with_prefix("data.", data_tensors), **with_prefix("rng.", rng_tensors)}
-    described = {"step": step, "config": cfg.to_dict(), "unet": bare.config.to_dict(), "diffusion": diffusion.to_dict()}
+    described = {"step": step, "config": cfg.to_dict(), "unet": bare.config.to_dict(), "diffusion": diffusion.to_dict(),
+                 **({"class_names": list(class_names)} if class_names is not None else {})}
     meta = {"kind": "diffusion-train-checkpoint", **described, "ema_updates": ema.num_updates,
             "optim": opt_meta, "data": data_meta, "rng": rng_meta}
     if keep_copy:
@@ -98,7 +105,8 @@ def saved_unet_config(run_dir: Path, cfg: TrainConfig) -> UNetConfig | None:
     """
     saved = read_run_config(run_dir)
     side = sidecar_path(run_dir / LAST)
-    if (saved.get("unet_preset"), saved.get("model")) != (cfg.unet_preset, cfg.model) or not side.exists():
+    settings = (saved.get("unet_preset"), saved.get("model"), saved.get("conditional", False))
+    if settings != (cfg.unet_preset, cfg.model, cfg.conditional) or not side.exists():
         return None
     return UNetConfig.from_dict(json.loads(side.read_text())["unet"])
 

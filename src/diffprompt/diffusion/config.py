@@ -32,6 +32,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..tracking import NO_TRACKER, check_tracker
+from .guidance import COND_DROP_PROB
 from .parameterization import Prediction
 from .process import MIN_SNR_GAMMA, VLB_WEIGHT, GaussianDiffusion, LossType, LossWeighting, VarianceType
 from .samplers import SAMPLERS
@@ -51,6 +52,8 @@ class TrainConfig:
     # model
     unet_preset: str = "tiny"         # `UNetConfig.preset` name
     model: dict = field(default_factory=dict)  # UNetConfig overrides, e.g. {"base_channels": 32}
+    conditional: bool = False         # a class embedding (classes: the data set's), for classifier-free guidance
+    cond_drop_prob: float = COND_DROP_PROB  # share of labels replaced by the null class in training
     # diffusion: what `GaussianDiffusion` takes (see process.py)
     schedule: str = "linear"
     timesteps: int = 1000
@@ -106,6 +109,10 @@ class TrainConfig:
             raise UserError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.warmup_steps < 0 or self.ckpt_every < 0 or self.grad_clip < 0:
             raise UserError("warmup_steps, ckpt_every and grad_clip must be >= 0")
+        if not 0.0 <= self.cond_drop_prob <= 1.0:
+            raise UserError(f"cond_drop_prob must be in [0, 1], got {self.cond_drop_prob}")
+        if "num_classes" in self.model:
+            raise UserError("the number of classes comes from the data set: drop model.num_classes and pass --conditional")
         if self.sample_steps < 1 or self.sample_steps > self.timesteps:
             raise UserError(f"sample_steps must be in 1..{self.timesteps} (the number of diffusion steps T), got {self.sample_steps}")
         self.make_diffusion()  # the process checks its own numbers (min_snr_gamma, vlb_weight, T)
@@ -118,10 +125,13 @@ class TrainConfig:
                                  variance=self.variance, loss_type=self.loss, loss_weighting=self.loss_weighting,
                                  min_snr_gamma=self.min_snr_gamma, vlb_weight=self.vlb_weight)
 
-    def make_unet_config(self, channels: int, size: int) -> UNetConfig:
+    def make_unet_config(self, channels: int, size: int, num_classes: int = 0) -> UNetConfig:
         """The U-Net for images of `channels` x `size` x `size`: the preset, then the `model` overrides;
-        twice the channels out when the diffusion learns its variance."""
-        overrides = dict(self.model)
+        twice the channels out when the diffusion learns its variance; a class embedding for
+        `num_classes` classes when the run is conditional."""
+        if self.conditional and num_classes < 1:
+            raise UserError("--conditional needs a data set with class labels (image folders: a sub-folder per class)")
+        overrides = dict(self.model, num_classes=num_classes if self.conditional else 0)
         overrides.setdefault("in_channels", channels)
         overrides.setdefault("image_size", size)
         overrides.setdefault("out_channels", self.make_diffusion().model_output_channels(channels))

@@ -19,6 +19,11 @@ to TensorBoard (`tensorboard/`) or W&B (tracking.py).
 
 `resume` continues bit for bit on CPU: N steps, then N more after a resume, give the same
 weights as 2N steps in one go.
+
+With `conditional`, the U-Net gets a class embedding for the data set's classes and each
+training label is replaced by the null class with probability `cond_drop_prob` (guidance.py),
+drawn from the data-order generator, so a resume repeats those draws too; `samples.png` then has
+a row per class.
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ from ..tracking import end_tracking, start_tracking
 from .checkpoints import LAST, MODEL, restore_training_checkpoint, save_training_checkpoint, saved_unet_config
 from .config import TrainConfig
 from .ema import EMA, unwrap
-from .generate import generate
+from .generate import class_rows, generate
+from .guidance import drop_labels
 from .pixels import images_to_tensor
 from .process import GaussianDiffusion
 from .unet import UNet
@@ -77,10 +83,10 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: str | Path | 
     t_start = time.perf_counter()
     model.train()
     for _ in bar:
-        x0 = run.next_batch()  # x0 ~ q(x0)
+        x0, cond = run.next_batch()  # x0 ~ q(x0), with its (dropped) class label when conditional
         lr = warm_up(optimizer, cfg, run.step)
         with accelerator.autocast():  # t ~ Uniform({1..T}), eps ~ N(0, I), the configured loss (L_simple: eq. 14)
-            loss = run.diffusion.training_loss(model, x0)["loss"].float().mean()
+            loss = run.diffusion.training_loss(model, x0, model_kwargs=cond)["loss"].float().mean()
         window.add(gather_finite_loss(accelerator, loss, run))
         accelerator.backward(loss)  # take a gradient descent step
         if cfg.grad_clip > 0:
@@ -210,18 +216,25 @@ class TrainingRun:
     diffusion: GaussianDiffusion
     order: BatchOrder
     images: torch.Tensor  # the train split, float [N, C, H, W] in [-1, 1]
+    labels: torch.Tensor | None  # its class labels [N] when the run is conditional
     derived: dict[str, Any]
     step: int = 0
 
-    def next_batch(self) -> torch.Tensor:
-        """This process's slice of the next global batch, on its device."""
+    def next_batch(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """This process's slice of the next global batch, on its device, and the model's keyword
+        arguments: {} or {"class_labels": labels, each dropped to the null class with cond_drop_prob}."""
         idx, flip = self.order.next()
+        cond = {}
+        if self.labels is not None:  # drawn for the global batch, so every process draws the same
+            null = self.derived["num_classes"]
+            cond["class_labels"] = drop_labels(self.labels[idx], self.cfg.cond_drop_prob, null, self.order.gen)
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         idx, flip = idx[rank::world], flip[rank::world]
+        cond = {k: v[rank::world].to(self.accelerator.device) for k, v in cond.items()}
         x0 = self.images[idx.to(self.images.device)]
         if self.cfg.hflip and bool(flip.any()):
             x0 = torch.where(flip.to(x0.device)[:, None, None, None], x0.flip(3), x0)
-        return x0.to(self.accelerator.device, non_blocking=True)
+        return x0.to(self.accelerator.device, non_blocking=True), cond
 
     def log(self, window: LogWindow, bar, **values: float) -> None:
         """One line of metrics.jsonl for the window, and the progress bar's figures."""
@@ -233,7 +246,7 @@ class TrainingRun:
         """The checkpoints of this step (written by the main process; the others wait)."""
         if self.accelerator.is_main_process:
             save_training_checkpoint(self.out, self.step, self.model, self.ema, self.optimizer, self.order, self.cfg,
-                                     self.diffusion, keep_copy)
+                                     self.diffusion, keep_copy, self.derived.get("class_names"))
         self.accelerator.wait_for_everyone()
 
 
@@ -247,17 +260,22 @@ def setup(cfg: TrainConfig, out: str | Path | None, resume: str | Path | None, d
     out = _run_folder(cfg, out, resume)
     images = _train_images(data)
     n, channels, size = images.shape[0], images.shape[1], images.shape[2]
-    unet_cfg = (saved_unet_config(out, cfg) if resume is not None else None) or cfg.make_unet_config(channels, size)
+    unet_cfg = ((saved_unet_config(out, cfg) if resume is not None else None)
+                or cfg.make_unet_config(channels, size, data.num_classes))
     torch.manual_seed(cfg.seed)
     model = UNet(unet_cfg).to(accelerator.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
                                   weight_decay=cfg.weight_decay)
     derived = {"unet": unet_cfg.to_dict(), "parameters": model.num_parameters(), "image_shape": [channels, size, size],
                "train_images": n, "world_size": accelerator.num_processes, "mixed_precision": cfg.mixed_precision}
+    labels = None
+    if unet_cfg.num_classes:
+        labels = torch.as_tensor(data.split("train").labels, dtype=torch.long)
+        derived.update(num_classes=unet_cfg.num_classes, class_names=list(data.class_names))
     run = TrainingRun(cfg, out, RunDir(out, enabled=accelerator.is_main_process), accelerator, model,
                       EMA(model, decay=cfg.ema_decay, warmup=cfg.ema_warmup), optimizer,
                       cfg.make_diffusion().to(accelerator.device), BatchOrder(n, cfg.batch_size, cfg.seed, cfg.hflip),
-                      images if accelerator.device.type == "cpu" else images.to(accelerator.device), derived)
+                      images if accelerator.device.type == "cpu" else images.to(accelerator.device), labels, derived)
     if resume is not None:
         _resume(run)
     else:  # different noise and timesteps on every process; the weights are already equal
@@ -266,7 +284,8 @@ def setup(cfg: TrainConfig, out: str | Path | None, resume: str | Path | None, d
     start_tracking(run.files, cfg.log_with)
     run.model, run.optimizer = accelerator.prepare(model, optimizer)
     if accelerator.is_main_process:
-        log(f"training a {derived['parameters'] / 1e6:.2f} M-parameter U-Net on {n} images of {channels}x{size}x{size} "
+        conditioned = f", conditioned on {unet_cfg.num_classes} classes," if unet_cfg.num_classes else ""
+        log(f"training a {derived['parameters'] / 1e6:.2f} M-parameter U-Net{conditioned} on {n} images of {channels}x{size}x{size} "
             f"({cfg.dataset}) for {cfg.steps} steps, batch {cfg.batch_size}, on {accelerator.device} x "
             f"{accelerator.num_processes} -> {out}")
     return run
@@ -360,26 +379,40 @@ def _pictures(run: TrainingRun, data: ImageDataset) -> float:
     except UserError:  # a data set without a test split shows train images
         real = data.split("train")
     save_grid(stratified_subset(real, cfg.sample_n, cfg.seed), run.files / "real.png")
-    samples, seconds = generate(run.ema.model, run.diffusion, cfg.sample_n, tuple(run.derived["image_shape"]),
+    labels, per_row = _sample_labels(run)
+    n = cfg.sample_n if labels is None else len(labels)
+    samples, seconds = generate(run.ema.model, run.diffusion, n, tuple(run.derived["image_shape"]),
                                 cfg.sample_sampler, cfg.sample_steps if cfg.sample_sampler == "ddim" else None, 0.0,
-                                cfg.seed, cfg.sample_n, run.accelerator.device)
-    save_grid(samples, run.files / "samples.png")
+                                cfg.seed, n, run.accelerator.device, class_labels=labels)
+    save_grid(samples, run.files / "samples.png", nrow=per_row)
     if run.files.tracker is not None:
         run.files.tracker.log_image("samples", run.files / "samples.png", run.step)
-    return seconds / cfg.sample_n
+    return seconds / n
+
+
+def _sample_labels(run: TrainingRun) -> tuple[torch.Tensor | None, int | None]:
+    """The classes of samples.png (a row per class, sample_n // K per row) and the row length; (None, None)
+    for an unconditional run."""
+    k = run.derived.get("num_classes", 0)
+    if not k:
+        return None, None
+    per_row = max(1, run.cfg.sample_n // k)
+    return class_rows(k, per_row), per_row
 
 
 def _summary(run: TrainingRun, seconds: float, stopped_early: bool, sample_seconds_per_image: float) -> None:
     cfg, step, derived = run.cfg, run.step, run.derived
     metrics = run.files.read_metrics()
     steps_label = cfg.sample_steps if cfg.sample_sampler == "ddim" else cfg.timesteps
+    labels, per_row = _sample_labels(run)
     run.files.save_json("train_summary.json", {
         "steps": step, "stopped_early_by_time_budget": stopped_early, "train_seconds": round(seconds, 2),
         "images_seen": step * cfg.batch_size, "images_per_s": step * cfg.batch_size / max(seconds, 1e-9),
         "final_loss": metrics[-1].get("loss") if metrics else None, "parameters": derived["parameters"],
         "device": str(run.accelerator.device), "world_size": derived["world_size"],
         "replica_weight_sha256": derived["replica_weight_sha256"],
-        "samples": f"{cfg.sample_n} x {cfg.sample_sampler}-{steps_label}",
+        "samples": f"{cfg.sample_n if labels is None else len(labels)} x {cfg.sample_sampler}-{steps_label}"
+                   + ("" if labels is None else f", {per_row} per class (a row each)"),
         "sample_seconds_per_image": sample_seconds_per_image,
     })
     run.files.mark_done()
