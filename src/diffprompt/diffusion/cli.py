@@ -28,6 +28,7 @@ examples:
   diffprompt diffusion train --steps 2000 --out runs/ddpm-mnist
   diffprompt diffusion train --config ddpm-tiny-mnist --set lr=5e-4 --set model.base_channels=64
   diffprompt diffusion train --resume runs/ddpm-mnist --steps 4000
+  diffprompt diffusion train --conditional --steps 2000 --out runs/ddpm-mnist-cond
   accelerate launch --num_processes 2 -m diffprompt diffusion train --mixed-precision bf16
 """
 
@@ -38,10 +39,15 @@ Samplers: ddpm (ancestral, all T steps), ddim (Song et al. 2021; --eta 0 is dete
 dpm++2m (DPM-Solver++(2M), Lu et al. 2022: about as good in 20 network calls as DDPM in 1000).
 --spacing picks the visited timesteps as diffusers names them (linspace, leading, trailing).
 
+A model trained with --conditional takes --class (an index, a class name, or `all`: --n samples
+of every class, a row each) and --guidance w, classifier-free guidance (Ho & Salimans 2022):
+eps = (1 + w) eps(x, class) - w eps(x, no class); 0 is the plain conditional model.
+
 examples:
   diffprompt diffusion sample runs/ddpm-mnist --n 64 --sampler dpm++2m --steps 20 --out grid.png
   diffprompt diffusion sample runs/ddpm-mnist --n 64 --sampler ddim --steps 50 --spacing trailing
   diffprompt diffusion sample runs/ddpm-mnist --n 1000 --sampler ddpm --out samples.npz
+  diffprompt diffusion sample runs/ddpm-mnist-cond --class all --n 10 --guidance 2.0
 """
 
 EVALUATE_HELP = """\
@@ -54,8 +60,14 @@ Writes eval.json and eval.md into the run folder.
 
 Sampler specs: ddpm, ddim:STEPS[:ETA][:SPACING], dpm++2m:STEPS[:SPACING].
 
-example:
+A model trained with --conditional is sampled with the classes requested evenly at each
+--guidance scale w (default 0); each row adds the conditional accuracy (the share of samples the
+classifier assigns to the class asked for), and eval-guidance.png plots FID and conditional
+accuracy against w. Its bits/dim is given each test image's true label (w = 0).
+
+examples:
   diffprompt diffusion evaluate runs/ddpm-mnist --samplers ddpm,ddim:50,dpm++2m:20 --n-samples 1000 --nll-images 1000
+  diffprompt diffusion evaluate runs/ddpm-mnist-cond --samplers dpm++2m:20 --guidance 0,0.5,1,2,4
 """
 
 EXPORT_HELP = """\
@@ -97,6 +109,9 @@ def register(subparsers) -> None:
     p.add_argument("--device", help="auto, cpu, cuda or mps (default auto)")
     p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), help="mixed precision on GPUs (default no)")
     p.add_argument("--ckpt-every", type=int, help="also keep ckpt-STEP.safetensors every N steps (default 0: only the end)")
+    p.add_argument("--conditional", action=argparse.BooleanOptionalAction, default=None,
+                   help="class-conditional, for classifier-free guidance: a class embedding, labels dropped to "
+                        "'no class' with probability cond_drop_prob (default off)")
     p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
                    help="random horizontal flips (default off: digits are not mirror-symmetric)")
     p.add_argument("--time-budget", dest="time_budget_s", type=float, help="stop after this many seconds of training")
@@ -111,7 +126,11 @@ def register(subparsers) -> None:
                    help="a training run folder, a .safetensors checkpoint, a diffusers folder or a hub id")
     p.add_argument("--n", type=int, default=64, help="number of samples")
     _sampler_arguments(p, default="dpm++2m")
-    p.add_argument("--out", help="grid.png or samples.npz (default RUN_DIR/samples-SAMPLER-STEPS.png)")
+    p.add_argument("--class", dest="class_", metavar="CLASS",
+                   help="conditional models: a class index or name, or all (--n of each, a row per class)")
+    p.add_argument("--guidance", type=float, default=0.0,
+                   help="classifier-free guidance scale w with --class (default 0: the plain conditional model)")
+    p.add_argument("--out", help="grid.png or samples.npz (default RUN_DIR/samples-SAMPLER-STEPS[-CLASS-wW].png)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
@@ -125,6 +144,8 @@ def register(subparsers) -> None:
     p.add_argument("--nll-images", type=int, default=100, help="test images for bits/dim (0 skips it; T model calls each)")
     p.add_argument("--nll-timesteps", type=int, default=0,
                    help="0: the exact bound (T calls per image); K: its unbiased estimate from K stratified timesteps")
+    p.add_argument("--guidance", metavar="W,W,...",
+                   help="conditional models: comma-separated guidance scales to sample at (default 0)")
     p.add_argument("--dataset", help="data set (default: the one the model was trained on)")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
@@ -164,7 +185,8 @@ def cmd_train(args) -> int:
     from .training import train
 
     flags = {k: getattr(args, k) for k in ("dataset", "unet_preset", "steps", "batch_size", "lr", "seed", "device",
-                                           "mixed_precision", "ckpt_every", "hflip", "time_budget_s", "log_with")}
+                                           "mixed_precision", "ckpt_every", "conditional", "hflip", "time_budget_s",
+                                           "log_with")}
     if args.resume:
         if args.config:
             raise UserError("--resume continues a run with its saved config; drop --config (use --set/flags to change e.g. --steps)")
@@ -190,17 +212,47 @@ def cmd_sample(args) -> int:
         raise UserError(f"--out must end in .png (a grid) or .npz (uint8 images), got {out}")
     device = choose_device(args.device)
     model, diffusion, meta = load_model(args.path, device)
+    labels, nrow = _class_labels(args.class_, args.n, meta, args.guidance)
+    n = args.n if labels is None else len(labels)
     steps = _default_steps(args.sampler, args.steps)
     shape = (meta["unet"]["in_channels"], meta["unet"]["image_size"], meta["unet"]["image_size"])
-    x, seconds = generate(model, diffusion, args.n, shape, args.sampler, steps, args.eta, args.seed, args.batch_size,
-                          device, args.spacing)
+    x, seconds = generate(model, diffusion, n, shape, args.sampler, steps, args.eta, args.seed, args.batch_size,
+                          device, args.spacing, class_labels=labels, guidance=args.guidance)
     steps = steps or diffusion.T
     if out is None:
-        out = (Path(args.path) if Path(args.path).is_dir() else Path(".")) / f"samples-{args.sampler}-{steps}.png"
-    save_samples(x, out, sampler=args.sampler, steps=steps, eta=args.eta, spacing=args.spacing, seed=args.seed)
-    log(f"{args.n} samples ({args.sampler}, {steps} steps, {seconds / args.n * 1000:.1f} ms/image) -> {out}")
+        which = "" if labels is None else f"-class{args.class_}-w{args.guidance:g}"
+        out = (Path(args.path) if Path(args.path).is_dir() else Path(".")) / f"samples-{args.sampler}-{steps}{which}.png"
+    info = {} if labels is None else {"class_labels": labels.numpy(), "guidance": args.guidance}
+    save_samples(x, out, nrow=nrow, sampler=args.sampler, steps=steps, eta=args.eta, spacing=args.spacing,
+                 seed=args.seed, **info)
+    log(f"{n} samples ({args.sampler}, {steps} steps, {seconds / n * 1000:.1f} ms/image) -> {out}")
     print(out)
     return 0
+
+
+def _class_labels(choice: str | None, n: int, meta: dict, guidance: float):
+    """(labels, grid row length) for `--class`: (None, None) without it; n of one class; or n of each (`all`)."""
+    import torch
+
+    from .generate import class_rows
+
+    k = int(meta["unet"].get("num_classes", 0) or 0)
+    if choice is None:
+        if guidance:
+            raise UserError("--guidance needs --class: the classes to guide towards (a class, or all)")
+        return None, None
+    if not k:
+        raise UserError(f"{meta.get('path')} is an unconditional model (not trained with --conditional): "
+                        "it takes no --class; drop --class and --guidance")
+    if choice == "all":
+        return class_rows(k, n), n
+    names = list(meta.get("class_names") or [])
+    if choice in names:
+        return torch.full((n,), names.index(choice)), None
+    if not choice.isdigit() or int(choice) >= k:
+        known = ", ".join(names) if names else f"0..{k - 1}"
+        raise UserError(f"unknown class {choice!r}; choose an index 0..{k - 1}, a name ({known}) or all")
+    return torch.full((n,), int(choice)), None
 
 
 def cmd_evaluate(args) -> int:
@@ -208,7 +260,7 @@ def cmd_evaluate(args) -> int:
 
     res = evaluate(args.path, samplers=args.samplers, n_samples=args.n_samples, nll_images=args.nll_images,
                    batch_size=args.batch_size, seed=args.seed, device=args.device, dataset=args.dataset, out=args.out,
-                   nll_timesteps=args.nll_timesteps)
+                   nll_timesteps=args.nll_timesteps, guidance=args.guidance)
     print(render_markdown(res))
     return 0
 
