@@ -4,7 +4,8 @@
 * `reverse.png` — the reverse chain from x_T (left) to x_0 (right), at evenly spaced steps;
 * `reverse.gif` — the same chain, animated (Pillow), one frame per kept step;
 * `pred_x0.png` — the model's prediction of x_0 at the same steps;
-* `loss.png` — the training loss curve (matplotlib, Agg back end).
+* `loss.png` — the training loss curve (matplotlib, Agg back end);
+* `eval-guidance.png` — FID and conditional accuracy against the guidance scale w (`guidance_tradeoff`).
 """
 
 from __future__ import annotations
@@ -172,10 +173,7 @@ def plot_loss(metrics: list[dict], path: str | Path, key: str = "loss") -> Path 
     ax.grid(alpha=0.3)
     ax.set_title("training loss")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    atomic_write_bytes(path, buf.getvalue())
-    return Path(path)
+    return save_figure(fig, path, dpi=100)
 
 
 def fid_against_calls(samplers: Sequence[dict], floor: dict | None = None) -> Figure | None:
@@ -186,8 +184,9 @@ def fid_against_calls(samplers: Sequence[dict], floor: dict | None = None) -> Fi
     fig = Figure(figsize=(6, 3.8), dpi=110)
     ax = fig.add_subplot()
     families: dict[str, list[dict]] = {}
-    for s in samplers:
-        families.setdefault(s["sampler"].split("-")[0], []).append(s)
+    for s in samplers:  # a conditional model's rows: a line per sampler family and guidance scale
+        w = f" w={s['guidance']:g}" if "guidance" in s else ""
+        families.setdefault(s["sampler"].split("-")[0] + w, []).append(s)
     for (family, rows), marker in zip(families.items(), "os*^vD", strict=False):
         rows = sorted(rows, key=lambda r: r["model_calls_per_image"])
         ax.plot([r["model_calls_per_image"] for r in rows], [r["fid"] for r in rows], marker=marker, label=family)
@@ -201,3 +200,39 @@ def fid_against_calls(samplers: Sequence[dict], floor: dict | None = None) -> Fi
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def guidance_tradeoff(samplers: Sequence[dict], real_accuracy: float | None = None) -> Figure | None:
+    """FID (left) and conditional accuracy (right) against the guidance scale w, a line per sampler:
+    Ho & Salimans' fidelity-diversity trade-off. None unless some sampler has two or more scales."""
+    lines: dict[str, list[dict]] = {}
+    for s in samplers:
+        if "guidance" in s:
+            head, _, tail = s["sampler"].partition(" ")
+            lines.setdefault(head.rsplit("-w", 1)[0] + (f" {tail}" if tail else ""), []).append(s)
+    if not any(len(rows) > 1 for rows in lines.values()):
+        return None
+    fig = Figure(figsize=(9, 3.6), dpi=110)
+    ax_fid, ax_acc = fig.subplots(1, 2)
+    for (name, rows), marker in zip(lines.items(), "os*^vD", strict=False):
+        rows = sorted(rows, key=lambda r: r["guidance"])
+        ws = [r["guidance"] for r in rows]
+        ax_fid.plot(ws, [r["fid"] for r in rows], marker=marker, label=name)
+        ax_acc.plot(ws, [r["conditional_accuracy"] for r in rows], marker=marker, label=name)
+    if real_accuracy is not None:
+        ax_acc.axhline(real_accuracy, color="grey", linestyle="--", label="real test images")
+    for ax, label in ((ax_fid, "FID"), (ax_acc, "conditional accuracy")):
+        ax.set_xlabel("guidance scale w")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+    ax_acc.legend()
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int | None = None) -> Path:
+    """A matplotlib figure as a PNG (at the figure's dpi unless given), written atomically."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
