@@ -43,7 +43,7 @@ def export_diffusers(source: str | Path, out: str | Path) -> Path:
     unet = diffusers_unet_config(model.config)
     weights = to_diffusers_state_dict(model.config, model.state_dict())
     note = {"diffusion": diffusion.to_dict(), "source": meta["path"],
-            **{k: meta[k] for k in ("dataset", "step", "seed") if meta.get(k) is not None}}
+            **{k: meta[k] for k in ("dataset", "step", "seed", "class_names") if meta.get(k) is not None}}
     _write_json(out / "unet" / "config.json", unet)
     blob = save({k: v.contiguous() for k, v in weights.items()}, metadata={"format": "pt"})
     atomic_write_bytes(out / "unet" / WEIGHTS, blob)

@@ -155,14 +155,15 @@ def _network(unet: nn.Module, diffusion: GaussianDiffusion) -> tuple[nn.Module, 
     and meta["unet"] (our config, or the sizes the commands need)."""
     config = dict(unet.config)
     size, channels = config["sample_size"], config["in_channels"]
-    if not isinstance(size, int) or config.get("class_embed_type") or config.get("num_class_embeds"):
-        raise UserError("only unconditional UNet2DModels with square images load here "
+    ours = unet_config_from_diffusers(config)
+    classes = config.get("class_embed_type") or config.get("num_class_embeds")
+    if not isinstance(size, int) or (classes and ours is None):  # a class embedding only in our layout
+        raise UserError("only UNet2DModels with square images, unconditional or with our class embedding, load here "
                         f"(sample_size {size}, class_embed_type {config.get('class_embed_type')})")
     if config["out_channels"] != diffusion.model_output_channels(channels):
         raise UserError(f"the UNet2DModel returns {config['out_channels']} channels for {channels}-channel images, "
                         f"but the scheduler's variance {diffusion.variance.value} needs "
                         f"{diffusion.model_output_channels(channels)}")
-    ours = unet_config_from_diffusers(config)
     if ours is None:
         return DiffusersUNet(unet), {"in_channels": channels, "image_size": size, "out_channels": config["out_channels"],
                                      "diffusers": {k: v for k, v in config.items() if not k.startswith("_")}}

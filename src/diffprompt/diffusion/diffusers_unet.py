@@ -12,6 +12,11 @@ Both networks follow Ho et al.'s layout (unet.py), so they match layer for layer
     up.K (block i, J-th level from below)  up_blocks.J.resnets.i, .attentions.i, .upsamplers.0
     res: norm1 conv1 temb_proj norm2 conv2 skip     norm1 conv1 time_emb_proj norm2 conv2 conv_shortcut
     attn: norm, qkv (q, k, v stacked), proj         group_norm, to_q + to_k + to_v, to_out.0
+    class_embed (a conditional U-Net's)    class_embedding (num_class_embeds = num_classes + 1)
+
+A class-conditional U-Net adds its class embedding to the time embedding before the SiLU, as
+UNet2DModel does with `num_class_embeds` and `class_embed_type=None`: forward(x, t, class_labels=y)
+computes what ours computes with the same labels (our null class is the last row).
 
 The settings that make UNet2DModel compute what ours computes: the sinusoidal embedding with sin
 first and frequencies exp(-ln(10^4) i / (half - 1)) (`flip_sin_to_cos=False`, `freq_shift=1`), a
@@ -58,7 +63,7 @@ def diffusers_unet_config(c: UNetConfig) -> dict:
         "act_fn": "silu", "attention_head_dim": _attention_head_dim(c, widths, attends),
         "norm_num_groups": c.norm_groups, "attn_norm_num_groups": None, "norm_eps": NORM_EPS,
         "resnet_time_scale_shift": "default", "add_attention": True, "class_embed_type": None,
-        "num_class_embeds": None,
+        "num_class_embeds": c.num_classes + 1 if c.num_classes else None,
     }
 
 
@@ -92,13 +97,14 @@ def _candidate(d: dict) -> UNetConfig:
     widths = list(d["block_out_channels"])
     base, size = widths[0], d["sample_size"]
     attends = [t.startswith("Attn") for t in d["down_block_types"]]
-    head_dim, out = d["attention_head_dim"], d["out_channels"]
+    head_dim, out, embeds = d["attention_head_dim"], d["out_channels"], d.get("num_class_embeds")
     return UNetConfig.from_dict({
         "in_channels": d["in_channels"], "out_channels": None if out == d["in_channels"] else out, "image_size": size,
         "base_channels": base, "channel_mults": [w // base for w in widths], "num_res_blocks": d["layers_per_block"],
         "attention_resolutions": [size // 2**i for i, a in enumerate(attends) if a], "dropout": d["dropout"],
         "num_heads": 1 if head_dim is None else widths[-1] // head_dim,
         "time_embed_mult": (d["time_embedding_dim"] or 4 * base) // base, "norm_groups": d["norm_num_groups"],
+        "num_classes": embeds - 1 if embeds else 0,
     })
 
 
@@ -133,7 +139,7 @@ def _module_pairs(c: UNetConfig) -> dict[str, tuple[str, str]]:
     pairs = {"time_mlp.0": ("time_embedding.linear_1", ""), "time_mlp.2": ("time_embedding.linear_2", ""),
              "conv_in": ("conv_in", ""), "norm_out": ("conv_norm_out", ""), "conv_out": ("conv_out", ""),
              "mid.0.res": ("mid_block.resnets.0", "res"), "mid.0.attn": ("mid_block.attentions.0", "attn"),
-             "mid.1.res": ("mid_block.resnets.1", "res")}
+             "mid.1.res": ("mid_block.resnets.1", "res"), "class_embed": ("class_embedding", "")}
     last = len(c.channel_mults) - 1
     k = 0
     for level in range(last + 1):
