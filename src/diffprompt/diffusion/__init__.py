@@ -32,6 +32,7 @@ _EXPORTS = {
     "NoiseSchedule": ".schedule",
     "UNet": ".unet",
     "UNetConfig": ".unet",
+    "guided": ".guidance",
     "TrainConfig": ".config",
     "train": ".training",
     "load_model": ".checkpoints",
