@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from ..errors import UserError
 from .classifier import TextClassifier
-from .config import RunConfig
+from .config import AUTO, RunConfig
 from .finetune import FineTuneClassifier
 from .methods import default_verbalizer_spec, get_method
 from .model import PromptClassifier
@@ -14,6 +15,9 @@ from .verbalizer import Verbalizer
 def build_verbalizer(cfg: RunConfig, label_names: list[str]) -> Verbalizer:
     """The verbalizer for a run: `--verbalizer` text (labels by name or index), the data set's
     default words, or `Verbalizer.default_for(label_names)`. A data label it lacks is a UserError."""
+    if cfg.verbalizer == AUTO:
+        raise UserError("--verbalizer auto: the label words are chosen by a training run (training.choose_label_words); "
+                        "build the model with the words it chose")
     if cfg.verbalizer:
         return Verbalizer.from_string(cfg.verbalizer, label_names=label_names)
     spec = default_verbalizer_spec(cfg.dataset, label_names)

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..cli import add_command, add_group
 from ..errors import UserError
 from ..tracking import NO_TRACKER, TRACKERS
-from .config import CompareConfig, RunConfig, RunOptions
+from .config import CALIBRATIONS, CompareConfig, RunConfig, RunOptions
 from .methods import METHOD_NAMES, METHODS, get_method, parse_methods
 
 RUN = RunConfig()  # the defaults of one run
@@ -24,6 +24,8 @@ METHODS_HELP = ", ".join(METHOD_NAMES)
 COMPARE_EXAMPLE = ("  diffprompt prompting compare --datasets mr,cr,trec --methods zero-shot,prompt-ft,soft,hybrid,finetune \\\n"
                    "      --shots 16 --seeds 13,21,42,87,100 --out runs/compare")
 EXAMPLES = ("  diffprompt prompting zero-shot --dataset mr\n"
+            "  diffprompt prompting zero-shot --dataset mr --calibrate content-free\n"
+            "  diffprompt prompting train --dataset mr --method prompt-ft --verbalizer auto --seed 13 --out runs/auto\n"
             "  diffprompt prompting train --dataset mr --method prompt-ft --shots 16 --seed 13 --out runs/pft\n"
             "  diffprompt prompting evaluate runs/pft\n"
             "  diffprompt prompting predict runs/pft --text 'a gorgeous, witty film'\n" + COMPARE_EXAMPLE + "\n"
@@ -114,7 +116,19 @@ def _add_shared_args(p: argparse.ArgumentParser, defaults: RunOptions) -> None:
     """The options a run and the grid share, outside the training loop."""
     p.add_argument("--verbalizer", default=defaults.verbalizer,
                    help="label words, by label name or index, e.g. 'negative:bad;positive:good' or '0:terrible,bad;1:great,good'; "
+                        "'auto': searched on the K training examples (LM-BFF), written to label_words.json; "
                         "default: each data set's own")
+    p.add_argument("--auto-words", type=int, default=defaults.auto_words, help="--verbalizer auto: words kept per class")
+    p.add_argument("--auto-candidates", type=int, default=defaults.auto_candidates,
+                   help="--verbalizer auto: candidate verbalizers by summed log-probability")
+    p.add_argument("--auto-finetune", type=int, default=defaults.auto_finetune,
+                   help="--verbalizer auto: candidates (best zero-shot train accuracy first) trained briefly and judged on dev")
+    p.add_argument("--auto-steps", type=int, default=defaults.auto_steps, help="--verbalizer auto: training steps per candidate")
+    p.add_argument("--calibrate", default=defaults.calibrate, metavar="|".join(CALIBRATIONS),
+                   help="divide the label-word probabilities by those of content-free inputs ('N/A', '', the mask) "
+                        "or by their mean over unlabeled train-split texts, then renormalise (Zhao et al. 2021)")
+    p.add_argument("--domain-examples", type=int, default=defaults.domain_examples,
+                   help="--calibrate domain: train-split texts averaged (a fixed subset)")
     p.add_argument("--backbone", default=defaults.backbone, help="a Hugging Face masked LM id or folder; default: the packaged BERT-tiny")
     p.add_argument("--max-length", type=int, default=defaults.max_length, help="tokens per input; only the {x} slots are truncated")
     p.add_argument("--limit-test", type=int, default=defaults.limit_test,

@@ -15,11 +15,26 @@ from ..tracking import NO_TRACKER, check_tracker
 from .fewshot import CURVE_SHOTS, LMBFF_SEEDS
 from .methods import METHOD_NAMES, default_template, get_method
 
+AUTO = "auto"  # --verbalizer auto
+CALIBRATIONS = ("none", "content-free", "domain")  # --calibrate (calibration.py)
+
+
+def check_calibration(kind: str) -> str:
+    if kind not in CALIBRATIONS:
+        raise UserError(f"--calibrate must be one of {', '.join(CALIBRATIONS)}; got {kind!r}")
+    return kind
+
 
 @dataclass
 class RunOptions:
     shots: int = 16  # K per class; 0 (one run only) = the whole train split, no few-shot draw
-    verbalizer: str | None = None  # "0:terrible;1:great" style; None: the data set's default
+    verbalizer: str | None = None  # "0:terrible;1:great" style; "auto": searched (label_search.py); None: the data set's default
+    auto_words: int = 10  # --verbalizer auto: label words kept per class (LM-BFF: 100)
+    auto_candidates: int = 20  # candidate verbalizers, by summed log-probability (LM-BFF: 100)
+    auto_finetune: int = 3  # of those, the best by zero-shot train accuracy, each trained auto_steps then judged on dev
+    auto_steps: int = 20  # the short training budget per candidate (LM-BFF: the full budget)
+    calibrate: str = "none"  # "none", "content-free" or "domain" (calibration.py)
+    domain_examples: int = 200  # --calibrate domain: unlabeled train-split texts averaged
     backbone: str | None = None  # None: the packaged BERT-tiny
     steps: int = 80  # optimiser steps
     batch_size: int = 8
@@ -72,9 +87,15 @@ class RunConfig(RunOptions):
             raise UserError("finetune trains every parameter; --train prompt applies to soft and hybrid only")
         if m.name == "prompt-ft" and cfg.train != "all":
             raise UserError("prompt-ft trains every parameter; for a frozen backbone use --method soft or hybrid")
+        check_calibration(cfg.calibrate)
+        if m.kind == "finetune" and (cfg.calibrate != "none" or cfg.verbalizer == AUTO):
+            raise UserError("finetune has a classification head, no label words: --calibrate and --verbalizer auto "
+                            "apply to the prompt methods")
+        if cfg.verbalizer == AUTO:
+            check_auto(cfg)
         if self.prompt_encoder not in (None, "lstm", "mlp"):
             raise UserError(f"--prompt-encoder must be lstm or mlp, got {self.prompt_encoder!r}")
-        for name in ("steps", "batch_size", "eval_every", "max_length", "eval_batch_size"):
+        for name in ("steps", "batch_size", "eval_every", "max_length", "eval_batch_size", "domain_examples"):
             if getattr(cfg, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
         if cfg.shots < 0:
@@ -87,6 +108,18 @@ class RunConfig(RunOptions):
         if self.method == "zero-shot":
             return f"runs/prompting/zero-shot-{dataset_tag(self.dataset)}"
         return f"runs/prompting/{self.method}-{dataset_tag(self.dataset)}-k{self.shots}-seed{self.seed}"
+
+
+def check_auto(cfg: RunConfig) -> None:
+    """The settings --verbalizer auto needs: K examples per class, a template without soft tokens."""
+    if cfg.shots < 1:
+        raise UserError("--verbalizer auto searches label words on the K training examples per class; give --shots K >= 1")
+    if "{soft" in (cfg.template or ""):
+        raise UserError(f"--verbalizer auto needs a template without soft tokens, got {cfg.template!r}; use a hard "
+                        "template or give the label words")
+    for name in ("auto_words", "auto_candidates", "auto_finetune", "auto_steps"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
 
 
 def dataset_tag(dataset: str) -> str:
@@ -113,7 +146,8 @@ class CompareConfig(RunOptions):
 
     def cell_config(self, dataset: str, method: str, shots: int, seed: int) -> RunConfig:
         """One cell's run: the shared options, this cell's K and seed, the method's overrides."""
-        return RunConfig(**{**shared_options(self), "shots": shots}, dataset=dataset, method=method, seed=seed,
+        label_free = {"verbalizer": None, "calibrate": "none"} if get_method(method).kind == "finetune" else {}
+        return RunConfig(**{**shared_options(self), "shots": shots, **label_free}, dataset=dataset, method=method, seed=seed,
                          template=self.templates.get(method), train=self.train.get(method), lr=self.lr.get(method),
                          save_model=False, num_examples=self.cell_examples)
 
@@ -131,6 +165,7 @@ class CompareConfig(RunOptions):
         if self.shots < 1:
             raise UserError(f"--shots must be at least 1 for the few-shot grid, got {self.shots}")
         check_tracker(self.log_with)
+        check_calibration(self.calibrate)
         if self.curve and any(k < 1 for k in self.curve_shots):
             raise UserError(f"--curve-shots must all be >= 1, got {self.curve_shots}")
         for name, d in (("datasets", self.datasets), ("methods", self.methods), ("seeds", self.seeds)):

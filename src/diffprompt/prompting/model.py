@@ -18,6 +18,7 @@ from torch import nn
 from ..checkpoint import check_state_dict_compatible, save_checkpoint
 from ..errors import UserError
 from .backbone import backbone_id
+from .calibration import apply_calibration
 from .classifier import TextClassifier, dedupe_tied, with_prefix
 from .prompt_encoder import make_prompt_encoder
 from .template import Template
@@ -106,7 +107,12 @@ class PromptClassifier(TextClassifier):
     """
 
     FORMAT = FORMAT
-    score_kind = "log P(word | prompt) at the mask"
+
+    @property
+    def score_kind(self) -> str:
+        if self.calibration is None:
+            return "log P(word | prompt) at the mask"
+        return "calibrated: log of P(word | prompt) / P(word | reference), renormalised over the labels"
 
     def __init__(self, backbone: nn.Module, tokenizer, template, verbalizer, train: str = "all",
                  prompt_encoder: str | None = None, max_length: int = 128, check_head: bool = True):
@@ -134,6 +140,7 @@ class PromptClassifier(TextClassifier):
 
         for name, buf in _label_word_buffers(self.verbalizer, tokenizer).items():
             self.register_buffer(name, buf, persistent=False)
+        self.register_buffer("calibration", None, persistent=False)  # log p_ref [C] (calibration.py) or None
 
         if train == "prompt":
             for p in self.backbone.parameters():
@@ -242,7 +249,15 @@ class PromptClassifier(TextClassifier):
         tok = logp[:, self.word_ids]  # [B, W, T]
         word = (tok * self.word_tok_mask).sum(-1) / self.word_tok_mask.sum(-1)  # [B, W]
         per_label = word.unsqueeze(1).masked_fill(~self.label_word_mask.unsqueeze(0), float("-inf"))  # [B, C, W]
-        return torch.logsumexp(per_label, dim=-1) - self.log_words_per_label
+        scores = torch.logsumexp(per_label, dim=-1) - self.log_words_per_label
+        return scores if self.calibration is None else apply_calibration(scores, self.calibration)
+
+    def set_calibration(self, log_reference: torch.Tensor | None) -> None:
+        """Calibrate the label scores by a reference distribution (log p_ref [C]; None: off): `scores`
+        then gives log q, q = (p / p_ref) renormalised over the labels (Zhao et al. 2021; calibration.py)."""
+        if log_reference is not None and tuple(log_reference.shape) != (self.num_labels,):
+            raise UserError(f"a calibration needs one value per label ({self.num_labels}), got shape {tuple(log_reference.shape)}")
+        self.calibration = None if log_reference is None else log_reference.float().to(self.device)
 
     def scores(self, texts, texts_b=None) -> torch.Tensor:
         """[B, num_labels] log-scores: per label, log of the mean probability of its words at the mask.

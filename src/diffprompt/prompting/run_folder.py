@@ -2,7 +2,9 @@
 
 A run folder holds `config.json` ("kind": "prompting-train"), `metrics.jsonl`,
 `predictions.jsonl`, `examples.json`, `results.json`, the trained prompt (`prompt.safetensors`,
-prompt methods) or model (`model.safetensors`, fine-tuning) with its JSON sidecar, and `DONE`.
+prompt methods) or model (`model.safetensors`, fine-tuning) with its JSON sidecar, and `DONE`;
+with `--verbalizer auto`, `label_words.json` (the chosen words, the candidates and their scores),
+and with `--calibrate`, `calibration.json` (the reference distribution `evaluate` and `predict` apply).
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from ..seeding import seed_everything
 from .backbone import backbone_id, fresh_backbone
 from .build import build_model
 from .classifier import TextClassifier
-from .config import RunConfig
+from .calibration import FILE as CALIBRATION_FILE, load_calibration
+from .config import AUTO, RunConfig
 from .examples import make_examples
 from .methods import get_method
 from .run_data import RunData
 
 MODEL_FILES = {"prompt": "prompt.safetensors", "finetune": "model.safetensors"}  # by method kind
+LABEL_WORDS_FILE = "label_words.json"  # --verbalizer auto: the chosen words and the candidates
 
 
 def model_file(run_dir: str | Path, method: str) -> Path:
@@ -39,7 +43,7 @@ def start_run_folder(out: str | Path | None, cfg: RunConfig, data: RunData, back
     if out is None or not enabled:
         return None
     run = RunDir(out)
-    for name in ("DONE", "metrics.jsonl"):
+    for name in ("DONE", "metrics.jsonl", LABEL_WORDS_FILE, CALIBRATION_FILE):
         (run / name).unlink(missing_ok=True)
     method = get_method(cfg.method)
     run.save_config({**asdict(cfg), "label_names": data.label_names, "num_train": len(data.few_shot.train),
@@ -77,6 +81,8 @@ def load_run_model(run_dir: str | Path, device: str = "cpu") -> tuple[TextClassi
     if conf.get("kind") != "prompting-train":
         raise UserError(f"{run_dir} holds a {conf.get('kind')!r} run, not a prompting-train run")
     cfg = RunConfig(**{k: conf[k] for k in RunConfig.__dataclass_fields__ if k in conf})
+    if cfg.verbalizer == AUTO:
+        cfg.verbalizer = chosen_label_words(run_dir)
     model_bb, tok = fresh_backbone(cfg.backbone)
     seed_everything(cfg.seed)
     model = build_model(cfg, model_bb, tok, conf["label_names"])
@@ -87,4 +93,14 @@ def load_run_model(run_dir: str | Path, device: str = "cpu") -> tuple[TextClassi
         model.load(path)
     model.eval()
     model.to(choose_device(device))
+    if get_method(cfg.method).kind == "prompt":
+        load_calibration(run_dir, model)
     return model, conf
+
+
+def chosen_label_words(run_dir: Path) -> str:
+    """The verbalizer a --verbalizer auto run chose (its label_words.json)."""
+    path = run_dir / LABEL_WORDS_FILE
+    if not path.exists():
+        raise UserError(f"run {run_dir} was trained with --verbalizer auto but has no {LABEL_WORDS_FILE}; retrain it")
+    return json.loads(path.read_text())["verbalizer"]

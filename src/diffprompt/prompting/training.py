@@ -5,12 +5,14 @@
 1. load the data set and draw K examples per class for training and K more for dev
    (`run_data.prepare_data`; `shots=0` uses the whole train and dev splits);
 2. build the model: a `PromptClassifier` (zero-shot, prompt-ft, soft, hybrid) or a
-   `FineTuneClassifier` (finetune) on a fresh copy of the backbone;
+   `FineTuneClassifier` (finetune) on a fresh copy of the backbone; with `--verbalizer auto`
+   its label words are searched first (`choose_label_words`, label_search.py);
 3. train with AdamW (linear warm-up then linear decay) for `steps` optimiser steps, sampling
    batches by epochs over the few-shot set; every `eval_every` steps (and before the first step)
    the dev accuracy is measured, and the best state so far is kept in memory (ties keep the
    earlier state); `patience` stops early;
-4. restore the best state, evaluate on the test split, and write the run folder
+4. restore the best state; with `--calibrate`, compute the calibration reference of the
+   trained model (calibration.py); evaluate on the test split, and write the run folder
    (`run_folder.write_outputs`); with `log_with`, its metrics lines also go to TensorBoard or
    W&B (tracking.py).
 
@@ -23,9 +25,11 @@ global batch and the gradients are averaged across processes before each step
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
@@ -38,15 +42,18 @@ from ..seeding import seed_everything
 from ..tracking import end_tracking, start_tracking
 from .backbone import fresh_backbone
 from .build import build_model
+from .calibration import FILE as CALIBRATION_FILE, fit_calibration
 from .classifier import TextClassifier
-from .config import RunConfig
+from .config import AUTO, RunConfig
 from .distributed import average_gradients, get_accelerator, process_share
 from .evaluation import dev_accuracy, mean_loss, score
 from .fewshot import majority_baseline
+from .label_search import search_label_words, verbalizer_spec
 from .methods import get_method
 from .metrics import accuracy, macro_f1
-from .run_data import RunData, prepare_data, texts_of
-from .run_folder import start_run_folder, write_outputs
+from .run_data import RunData, load_data, prepare_data, split_or_none, texts_of
+from .run_folder import LABEL_WORDS_FILE, start_run_folder, write_outputs
+from .template import Template
 
 
 def train_run(cfg: RunConfig, out: str | Path | None, ds=None, backbone=None, quiet: bool = False,
@@ -60,52 +67,27 @@ def train_run(cfg: RunConfig, out: str | Path | None, ds=None, backbone=None, qu
     data = prepare_data(cfg, ds)
     cfg = cfg.resolved(pair=data.pair)
     acc = get_accelerator(cfg.device)
-    seed_everything(cfg.seed)
     bb, tok = backbone if backbone is not None else fresh_backbone(cfg.backbone)
-    model = build_model(cfg, bb, tok, data.label_names)
+    search = choose_label_words(cfg, data, bb, tok, acc) if cfg.verbalizer == AUTO else None
+    seed_everything(cfg.seed)
+    model = build_model(replace(cfg, verbalizer=search["verbalizer"]) if search else cfg, bb, tok, data.label_names)
     run = start_run_folder(out, cfg, data, bb, extra_config, enabled=acc.is_main_process)
     start_tracking(run, cfg.log_with)
     model.to(acc.device)
-    train, dev = data.few_shot.train, data.few_shot.dev
-    trains = get_method(cfg.method).trains
-    best = BestOnDev(model, dev_accuracy(model, dev, cfg.eval_batch_size), cfg.patience, keep_states=trains)
-    _log(run, 0, dev_accuracy=best.accuracy)
-    extra: dict = {"trainable_parameters": 0}
-    if trains:
-        params = trainable_parameters(model, cfg)
-        opt, sched = make_optimizer(params, cfg)
-        batches = global_batches(len(train), cfg.batch_size, cfg.seed)
-        extra.update(trainable_parameters=sum(p.numel() for p in params),
-                     train_loss_before=mean_loss(model, train, cfg.eval_batch_size))
-        losses: list[float] = []
-        model.train()
-        for step in _steps(cfg, quiet):
-            batch = [train[i] for i in process_share(next(batches), acc)]
-            texts, texts_b = texts_of(batch)
-            loss = model.loss(texts, [ex.label for ex in batch], texts_b)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            average_gradients(acc, params)
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                dev_acc = dev_accuracy(model, dev, cfg.eval_batch_size)
-                _log(run, step, loss=sum(losses) / len(losses), dev_accuracy=dev_acc, lr=sched.get_last_lr()[0])
-                losses = []
-                if best.update(step, dev_acc):  # patience ran out
-                    break
-        # loss on the whole few-shot training set, eval mode, after the last step
-        extra["train_loss_after"] = mean_loss(model, train, cfg.eval_batch_size)
-        best.restore()
+    best, extra = fit(model, cfg, data, acc, run, quiet)
     model.eval()
-    extra["train_seconds"] = round(time.time() - t0, 2)
+    calibration = fit_calibration(model, cfg.calibrate, lambda: train_split(ds, cfg.dataset), data.pair,
+                                  cfg.domain_examples, cfg.eval_batch_size)
+    extra.update(train_seconds=round(time.time() - t0, 2), calibrate=cfg.calibrate)
 
     t1 = time.time()
     test_scores = score(model, data.test, cfg.eval_batch_size, desc=None if quiet else "test")
     extra["test_seconds"] = round(time.time() - t1, 2)
     results = run_results(cfg, data, model, test_scores, best, extra)
     if run is not None:
+        for name, info in ((LABEL_WORDS_FILE, search), (CALIBRATION_FILE, calibration)):
+            if info is not None:
+                run.save_json(name, info)
         write_outputs(run, model, cfg, data, test_scores, results)
         end_tracking(run)
     if not quiet:
@@ -113,6 +95,74 @@ def train_run(cfg: RunConfig, out: str | Path | None, ds=None, backbone=None, qu
             f"(dev {best.accuracy:.3f} at step {best.step})")
     acc.wait_for_everyone()
     return results
+
+
+def train_split(ds, dataset: str) -> list:
+    """The whole train split (unlabeled texts for --calibrate domain)."""
+    part = split_or_none(ds if ds is not None else load_data(dataset), "train")
+    return list(part.examples) if part is not None else []
+
+
+def fit(model: TextClassifier, cfg: RunConfig, data: RunData, acc, run: RunDir | None = None,
+        quiet: bool = True) -> tuple["BestOnDev", dict]:
+    """Train `model` on the few-shot set with model choice on the few-shot dev set (nothing for
+    zero-shot); the best state is restored. Returns the model choice and the training numbers."""
+    train, dev = data.few_shot.train, data.few_shot.dev
+    trains = get_method(cfg.method).trains
+    best = BestOnDev(model, dev_accuracy(model, dev, cfg.eval_batch_size), cfg.patience, keep_states=trains)
+    _log(run, 0, dev_accuracy=best.accuracy)
+    extra: dict = {"trainable_parameters": 0}
+    if not trains:
+        return best, extra
+    params = trainable_parameters(model, cfg)
+    opt, sched = make_optimizer(params, cfg)
+    batches = global_batches(len(train), cfg.batch_size, cfg.seed)
+    extra.update(trainable_parameters=sum(p.numel() for p in params),
+                 train_loss_before=mean_loss(model, train, cfg.eval_batch_size))
+    losses: list[float] = []
+    model.train()
+    for step in _steps(cfg, quiet):
+        batch = [train[i] for i in process_share(next(batches), acc)]
+        texts, texts_b = texts_of(batch)
+        loss = model.loss(texts, [ex.label for ex in batch], texts_b)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        average_gradients(acc, params)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            dev_acc = dev_accuracy(model, dev, cfg.eval_batch_size)
+            _log(run, step, loss=sum(losses) / len(losses), dev_accuracy=dev_acc, lr=sched.get_last_lr()[0])
+            losses = []
+            if best.update(step, dev_acc):  # patience ran out
+                break
+    # loss on the whole few-shot training set, eval mode, after the last step
+    extra["train_loss_after"] = mean_loss(model, train, cfg.eval_batch_size)
+    best.restore()
+    return best, extra
+
+
+def choose_label_words(cfg: RunConfig, data: RunData, backbone, tokenizer, acc) -> dict:
+    """--verbalizer auto (label_search.py): the candidates found on the K training examples; the first
+    `auto_finetune` are each trained `auto_steps` steps on a copy of the backbone (zero-shot: not
+    trained) and the best few-shot dev accuracy wins (ties: the better zero-shot training accuracy).
+    Returns label_words.json's dict, whose "verbalizer" is the chosen words."""
+    found = search_label_words(backbone, tokenizer, Template(cfg.template), data.few_shot.train,
+                               len(data.label_names), cfg.auto_words, cfg.auto_candidates, cfg.max_length,
+                               cfg.eval_batch_size)
+    short = replace(cfg, steps=cfg.auto_steps, patience=0)
+    tried = found.candidates[:cfg.auto_finetune]
+    for cand in tried:
+        seed_everything(cfg.seed)
+        model = build_model(replace(short, verbalizer=verbalizer_spec(cand["words"])), copy.deepcopy(backbone),
+                            tokenizer, data.label_names).to(acc.device)
+        cand["dev_accuracy"] = fit(model, short, data, acc)[0].accuracy
+        cand["steps"] = short.steps if get_method(cfg.method).trains else 0
+    chosen = max(tried, key=lambda c: c["dev_accuracy"])  # max keeps the first of equals
+    return {"chosen": dict(zip(data.label_names, chosen["words"])), "verbalizer": verbalizer_spec(chosen["words"]),
+            **found.to_json(data.label_names),
+            "settings": {k: getattr(cfg, k) for k in ("auto_words", "auto_candidates", "auto_finetune", "auto_steps")}}
 
 
 class BestOnDev:
