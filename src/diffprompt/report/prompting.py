@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .generic import flatten, rows_table
 from .markup import fold, paragraph, table
-from .numbers import DASH, count, is_number, percent, percent_pm, points, seconds
+from .numbers import DASH, count, fixed, is_number, percent, percent_pm, points, seconds
 from .view import Headline, RunView, read_json
 
 BASELINE = "finetune"
@@ -37,6 +37,10 @@ def view(run: Path, cfg: dict) -> RunView:
         v.headlines.append(results_headline(res))
         v.parts.append(("Results", results_table(res)))
         v.used.add("results.json")
+    words = read_json(run, "label_words.json")
+    if isinstance(words, dict) and isinstance(words.get("chosen"), dict) and isinstance(words.get("candidates"), list):
+        v.parts.append(("Label words chosen automatically", label_words_table(words)))
+        v.used.add("label_words.json")
     examples = examples_html(run)
     if examples:
         v.parts.append(("Test examples as the model saw them", examples))
@@ -182,6 +186,18 @@ def results_table(res: dict) -> str:
            seconds(res.get("train_seconds"))]
     note = f"Template {res['template']!r}." if res.get("template") else ""
     return table(columns, [row], kinds="n" * len(columns)) + (paragraph(note, "muted") if note else "")
+
+
+def label_words_table(words: dict) -> str:
+    """--verbalizer auto: the chosen word per class, then the candidates tried with their scores."""
+    chosen = table(["Class", "Label word"], [[str(k), str(w)] for k, w in words["chosen"].items()], kinds="ll")
+    rows = [["/".join(map(str, c.get("words", []))), fixed(c.get("score"), 2), percent(c.get("train_accuracy")),
+             percent(c.get("dev_accuracy")) if "dev_accuracy" in c else DASH] for c in words["candidates"]]
+    note = ("Candidates: one word per class, ranked by zero-shot accuracy on the K training examples; the summed "
+            "score is the sum over classes of the summed log-probabilities at the mask. The chosen words had the best "
+            "few-shot dev accuracy after a short training run (LM-BFF's automatic label words).")
+    return chosen + table(["Candidate words", "Summed log-probability", "Train accuracy, zero-shot (%)",
+                           "Dev accuracy (%)"], rows, kinds="lnnn") + paragraph(note, "muted")
 
 
 # ---------------------------------------------------------------------------------------------
