@@ -18,6 +18,7 @@ _EXPORTS = {
     "TextClassifier": ".classifier", "base_model": ".model", "full_vocab_label_logits": ".model", "mlm_head": ".model",
     "PromptEncoder": ".prompt_encoder", "Template": ".template", "check_texts": ".template",
     "Verbalizer": ".verbalizer", "export_peft": ".peft_io", "import_peft": ".peft_io",
+    "search_label_words": ".label_search", "apply_calibration": ".calibration", "fit_calibration": ".calibration",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
