@@ -93,9 +93,13 @@ example:
 
 def register(subparsers) -> None:
     group = add_group(subparsers, "diffusion", "train, sample, evaluate, visualize, export a DDPM",
-                      "Denoising diffusion probabilistic models (DDPM, with DDIM sampling).\n\n"
+                      "Denoising diffusion probabilistic models (DDPM; DDIM and DPM-Solver++ sampling).\n\n"
                       "example: diffprompt diffusion train && diffprompt diffusion sample runs/ddpm-mnist5k-*/")
+    for add in (_add_train, _add_sample, _add_evaluate, _add_visualize, _add_export):
+        add(group)
 
+
+def _add_train(group) -> None:
     p = add_command(group, "train", "train a DDPM (quick CPU default)", TRAIN_HELP)
     p.add_argument("--config", metavar="FILE_OR_PRESET", help="TOML config file, or a shipped preset name (ddpm-tiny-mnist, ddpm-cifar10)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -121,6 +125,8 @@ def register(subparsers) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its last.safetensors")
     p.set_defaults(func=cmd_train)
 
+
+def _add_sample(group) -> None:
     p = add_command(group, "sample", "draw samples: PNG grid or .npz", SAMPLE_HELP)
     p.add_argument("path", metavar="RUN_DIR_OR_CKPT",
                    help="a training run folder, a .safetensors checkpoint, a diffusers folder or a hub id")
@@ -136,6 +142,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_sample)
 
+
+def _add_evaluate(group) -> None:
     p = add_command(group, "evaluate", "FID/KID, confident share, bits/dim, sampling time", EVALUATE_HELP)
     p.add_argument("path", metavar="RUN_DIR_OR_CKPT")
     p.add_argument("--samplers", default="ddpm,ddim:20,ddim:50,dpm++2m:10,dpm++2m:20",
@@ -153,6 +161,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="folder for eval.json/eval.md (default: the run folder)")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_visualize(group) -> None:
     p = add_command(group, "visualize", "forward/reverse process pictures and GIF", VISUALIZE_HELP)
     p.add_argument("path", metavar="RUN_DIR_OR_CKPT")
     p.add_argument("--n", type=int, default=8, help="images (rows) per picture")
@@ -164,6 +174,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_visualize)
 
+
+def _add_export(group) -> None:
     p = add_command(group, "export", "write a model as a diffusers pipeline folder", EXPORT_HELP)
     p.add_argument("path", metavar="RUN_DIR_OR_CKPT", help="a training run folder or a .safetensors checkpoint")
     p.add_argument("--to", choices=("diffusers",), required=True, help="the format to write")
