@@ -148,6 +148,7 @@ def plot(result: dict, path: Path) -> None:
 
     fig = fid_against_calls(result["samplers"], result["real_floor"])
     fig.axes[0].set_title("Sample quality against sampling cost (MNIST 5k, tiny U-Net)")
+    fig.tight_layout()
     fig.savefig(path)
 
 
@@ -162,11 +163,14 @@ def markdown(r: dict) -> str:
     n, floor = r["n_samples"], r["real_floor"]
     by = {s["sampler"]: s for s in r["samplers"]}
     lines = [
-        "# Samplers at n = {} on the shipped MNIST 5k checkpoint".format(n), "",
+        f"# Samplers at n = {n} on the shipped MNIST 5k checkpoint", "",
         f"Checkpoint `{Path(r['checkpoint']).name}` (step {r['step']}); every row scores {n} samples against the "
         f"{r['reference']}; the floor scores {floor['n']} stratified train images the same way. Features: the small CNN "
         f"trained on the train split (test accuracy {r['classifier']['test_accuracy']:.4f}), so FIDs compare only "
-        "within this table. KID is unbiased; precision/recall use k = 3 neighbours.", "",
+        "within this table. KID is unbiased; precision/recall use k = 3 neighbours."
+        + (" KID's ± is 0 where one subset of 1000 covers both sets: the value is then exact for these samples, "
+           "and its spread over other draws is not measured." if all(x["kid_std"] == 0 for x in r["samplers"]) else ""),
+        "",
         f"| sampler | network calls | FID (n = {n}) | KID × 10³ | precision | recall | confident share | s / image |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -240,8 +244,9 @@ def main() -> None:
     result["metrics_time"] = time_metrics(args)
     result.update(machine=machine_info(), uptime={"before": round(before, 2), "after": round(os.getloadavg()[0], 2)},
                   wall_minutes=(time.time() - t0) / 60,  # the timing pass (the quality pass is cached in --work)
-                  command=".venv/bin/python benchmarks/bench_diffusion_samplers.py" + (
-                      "" if args.checkpoint == str(SHIPPED) else f" --checkpoint {args.checkpoint}"))
+                  command="\n".join(f".venv/bin/python benchmarks/bench_diffusion_samplers.py{flag}" + (
+                      "" if args.checkpoint == str(SHIPPED) else f" --checkpoint {args.checkpoint}")
+                      for flag in (" --quality-only", "")))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2))
     (RESULTS / f"{args.name}.md").write_text(markdown(result))
