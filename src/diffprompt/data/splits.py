@@ -76,9 +76,7 @@ def stratified_split(
 
 def select_by_hash(keys: Sequence[str | bytes], k: int, seed: int = SEED, salt: str = "select") -> np.ndarray:
     """The indices of the `k` keys with the smallest salted hash (a stable subsample), sorted."""
-    hashes = [stable_hash(f"{salt}\0".encode() + (key.encode() if isinstance(key, str) else key), seed) for key in keys]
-    chosen = sorted(range(len(keys)), key=lambda i: (hashes[i], i))[:k]
-    return np.array(sorted(chosen), dtype=np.int64)
+    return np.sort(hash_order(keys, seed, salt)[:k])
 
 
 def hash_order(keys: Sequence[str | bytes], seed: int = SEED, salt: str = "order") -> np.ndarray:
