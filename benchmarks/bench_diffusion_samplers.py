@@ -131,15 +131,16 @@ def time_metrics(args) -> dict:
     """Seconds to score n samples: features, FID, KID and precision/recall against the test split."""
     from diffprompt.data import load_images
     from diffprompt.data.images import stratified_subset
-    from diffprompt.diffusion.evaluation import _quality
+    from diffprompt.diffusion.evaluation import PR_NEIGHBOURS, score_images
     from diffprompt.diffusion.feature_classifier import load_or_train
+    from diffprompt.diffusion.metrics import knn_radii
 
     data = load_images("mnist5k")
     clf = load_or_train("mnist5k", seed=0, device="cpu", data=data)
     ref, _ = clf.run(data.split("test").images)
     images = stratified_subset(data.split("train"), args.n, args.seed)
     t0 = time.perf_counter()
-    _quality(clf, images, ref, k=10, seed=args.seed)
+    score_images(clf, images, ref, knn_radii(ref, PR_NEIGHBOURS), k=10, seed=args.seed)
     return {"n": args.n, "seconds": time.perf_counter() - t0}
 
 

@@ -53,7 +53,7 @@ from .checkpoints import load_model, output_folder
 from .feature_classifier import load_or_train
 from .generate import check_sampler, generate, parse_sampler_spec, sampler_label
 from .guidance import num_classes
-from .metrics import fid_from_features, kid_from_features, precision_recall
+from .metrics import fid_from_features, kid_from_features, knn_radii, precision_recall
 from .pixels import images_to_tensor
 from .visualize import guidance_tradeoff, save_figure, save_grid
 
@@ -82,11 +82,13 @@ def _class_histogram(probs: np.ndarray, k: int) -> list[int]:
     return np.bincount(probs.argmax(1), minlength=k).tolist()
 
 
-def _quality(clf, images, ref_feats: np.ndarray, k: int, seed: int, requested: np.ndarray | None = None) -> dict[str, Any]:
-    """The scores of `images`; with `requested` (the class each was asked for) also the conditional accuracy."""
+def score_images(clf, images, ref_feats: np.ndarray, ref_radii: np.ndarray, k: int, seed: int,
+                 requested: np.ndarray | None = None) -> dict[str, Any]:
+    """The scores of `images` against the reference features (and their k-NN radii, computed once);
+    with `requested` (the class each was asked for) also the conditional accuracy."""
     feats, probs = clf.run(images)
     kid, kid_std = kid_from_features(feats, ref_feats, num_subsets=100, subset_size=1000, seed=seed)
-    precision, recall = precision_recall(ref_feats, feats, k=PR_NEIGHBOURS)
+    precision, recall = precision_recall(ref_feats, feats, k=PR_NEIGHBOURS, real_radii=ref_radii)
     q = {"fid": fid_from_features(feats, ref_feats), "fid_biased": len(feats) < UNBIASED_FID_N,
          "kid": kid, "kid_std": kid_std, "precision": precision, "recall": recall,
          "confident_share": float((probs.max(1) >= CONFIDENCE).mean()),
@@ -156,7 +158,8 @@ def evaluate(path: str | Path, samplers: list[str] | str = ("ddpm", "ddim:10", "
     test_feats, test_probs = clf.run(test.images)
     k = len(clf.class_names) or int(max(data.split("train").labels.max(), test.labels.max())) + 1
     requested = _requested_classes(num_classes(model), k, n_samples, dataset)
-    quality = partial(_quality, clf, ref_feats=test_feats, k=k, seed=seed)
+    quality = partial(score_images, clf, ref_feats=test_feats, ref_radii=knn_radii(test_feats, PR_NEIGHBOURS), k=k,
+                      seed=seed)
     results: dict[str, Any] = {
         "kind": "diffusion-eval", "checkpoint": meta.get("path"), "dataset": dataset, "step": meta.get("step"),
         "diffusion": meta.get("diffusion"), "n_samples": n_samples, "reference": f"test split ({len(test.images)} images)",

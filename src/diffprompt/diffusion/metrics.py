@@ -138,9 +138,12 @@ def share_inside(points, centres, radii, chunk: int = 1024) -> float:
     return inside / points.shape[0]
 
 
-def precision_recall(real, generated, k: int = 3) -> tuple[float, float]:
-    """Improved precision and recall of `generated` against `real` features (k-NN balls)."""
+def precision_recall(real, generated, k: int = 3, real_radii: np.ndarray | None = None) -> tuple[float, float]:
+    """Improved precision and recall of `generated` against `real` features (k-NN balls).
+
+    `real_radii` (= `knn_radii(real, k)`) may be passed when one reference scores many sample sets.
+    """
     real, generated = _as_features(real), _as_features(generated)
-    precision = share_inside(generated, real, knn_radii(real, k))
+    precision = share_inside(generated, real, knn_radii(real, k) if real_radii is None else real_radii)
     recall = share_inside(real, generated, knn_radii(generated, k))
     return precision, recall
