@@ -1,10 +1,11 @@
-"""The classifier a run config describes: its verbalizer, and the model on a backbone."""
+"""The classifier a run config describes: its verbalizer, its demonstrations, and the model on a backbone."""
 
 from __future__ import annotations
 
 from ..errors import UserError
 from .classifier import TextClassifier
 from .config import AUTO, RunConfig
+from .demonstrations import make_demonstrations
 from .finetune import FineTuneClassifier
 from .methods import default_verbalizer_spec, get_method
 from .model import PromptClassifier
@@ -24,10 +25,15 @@ def build_verbalizer(cfg: RunConfig, label_names: list[str]) -> Verbalizer:
     return Verbalizer(spec, label_names=label_names) if spec else Verbalizer.default_for(label_names)
 
 
-def build_model(cfg: RunConfig, backbone, tokenizer, label_names: list[str]) -> TextClassifier:
-    """The classifier for a resolved config on a (fresh) backbone."""
+def build_model(cfg: RunConfig, backbone, tokenizer, label_names: list[str], train_examples=None) -> TextClassifier:
+    """The classifier for a resolved config on a (fresh) backbone; with `--demos`, `train_examples`
+    (the few-shot training set) are its demonstration pool."""
     if get_method(cfg.method).kind == "finetune":
         return FineTuneClassifier(backbone, tokenizer, len(label_names), max_length=cfg.max_length)
     train = cfg.train if cfg.train is not None else "all"  # zero-shot: nothing is trained either way
+    if cfg.demos != "none" and train_examples is None:
+        raise UserError(f"--demos {cfg.demos} draws demonstrations from the training examples; none were given")
+    demos = make_demonstrations(cfg.demos, train_examples or [], len(label_names), cfg.demo_sets, cfg.seed,
+                                cfg.demo_encoder)
     return PromptClassifier(backbone, tokenizer, Template(cfg.template), build_verbalizer(cfg, label_names), train=train,
-                            prompt_encoder=cfg.prompt_encoder, max_length=cfg.max_length)
+                            prompt_encoder=cfg.prompt_encoder, max_length=cfg.max_length, demos=demos)

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..cli import add_command, add_group
 from ..errors import UserError
 from ..tracking import NO_TRACKER, TRACKERS
-from .config import CALIBRATIONS, CompareConfig, RunConfig, RunOptions
+from .config import CALIBRATIONS, DEMO_METHODS, DEMOS, CompareConfig, RunConfig, RunOptions, check_demos
 from .methods import METHOD_NAMES, METHODS, get_method, parse_methods
 
 RUN = RunConfig()  # the defaults of one run
@@ -27,6 +27,7 @@ EXAMPLES = ("  diffprompt prompting zero-shot --dataset mr\n"
             "  diffprompt prompting zero-shot --dataset mr --calibrate content-free\n"
             "  diffprompt prompting train --dataset mr --method prompt-ft --verbalizer auto --seed 13 --out runs/auto\n"
             "  diffprompt prompting train --dataset mr --method prompt-ft --shots 16 --seed 13 --out runs/pft\n"
+            "  diffprompt prompting train --dataset mr --method prompt-ft --demos similar --seed 13 --out runs/demos\n"
             "  diffprompt prompting evaluate runs/pft\n"
             "  diffprompt prompting predict runs/pft --text 'a gorgeous, witty film'\n" + COMPARE_EXAMPLE + "\n"
             "  diffprompt prompting export runs/soft --to peft runs/soft-peft\n"
@@ -129,6 +130,15 @@ def _add_shared_args(p: argparse.ArgumentParser, defaults: RunOptions) -> None:
                         "or by their mean over unlabeled train-split texts, then renormalise (Zhao et al. 2021)")
     p.add_argument("--domain-examples", type=int, default=defaults.domain_examples,
                    help="--calibrate domain: train-split texts averaged (a fixed subset)")
+    p.add_argument("--demos", default=defaults.demos, metavar="|".join(DEMOS),
+                   help=f"follow each input with one training example per class, its label word in place of the mask "
+                        f"(LM-BFF; {', '.join(DEMO_METHODS)}): random, or drawn from the most similar half of each class "
+                        "(sentence embeddings); a fresh set per training step, an ensemble at test time")
+    p.add_argument("--demo-sets", type=int, default=defaults.demo_sets,
+                   help="--demos: demonstration sets per test input whose label probabilities are averaged")
+    p.add_argument("--demo-encoder", default=defaults.demo_encoder,
+                   help="--demos similar: a sentence encoder hub id or folder (mean pooling); default: the packaged "
+                        "all-MiniLM-L6-v2")
     p.add_argument("--backbone", default=defaults.backbone, help="a Hugging Face masked LM id or folder; default: the packaged BERT-tiny")
     p.add_argument("--max-length", type=int, default=defaults.max_length, help="tokens per input; only the {x} slots are truncated")
     p.add_argument("--limit-test", type=int, default=defaults.limit_test,
@@ -268,7 +278,9 @@ def _given(args, cls) -> dict:
 
 def run_config(args) -> RunConfig:
     get_method(args.method)
-    return RunConfig(**_given(args, RunConfig))
+    cfg = RunConfig(**_given(args, RunConfig))
+    check_demos(cfg, cfg.method)  # before the data set loads
+    return cfg
 
 
 def compare_config(args) -> CompareConfig:

@@ -17,6 +17,8 @@ from .methods import METHOD_NAMES, default_template, get_method
 
 AUTO = "auto"  # --verbalizer auto
 CALIBRATIONS = ("none", "content-free", "domain")  # --calibrate (calibration.py)
+DEMOS = ("none", "random", "similar")  # --demos (demonstrations.py)
+DEMO_METHODS = ("zero-shot", "prompt-ft", "hybrid")  # the methods that take demonstrations
 
 
 def check_calibration(kind: str) -> str:
@@ -35,6 +37,9 @@ class RunOptions:
     auto_steps: int = 20  # the short training budget per candidate (LM-BFF: the full budget)
     calibrate: str = "none"  # "none", "content-free" or "domain" (calibration.py)
     domain_examples: int = 200  # --calibrate domain: unlabeled train-split texts averaged
+    demos: str = "none"  # LM-BFF demonstrations after each input: "none", "random" or "similar" (demonstrations.py)
+    demo_sets: int = 16  # test time: demonstration sets sampled per input, their label probabilities averaged
+    demo_encoder: str | None = None  # --demos similar: sentence encoder (hub id or folder); None: the packaged all-MiniLM-L6-v2
     backbone: str | None = None  # None: the packaged BERT-tiny
     steps: int = 80  # optimiser steps
     batch_size: int = 8
@@ -93,6 +98,7 @@ class RunConfig(RunOptions):
                             "apply to the prompt methods")
         if cfg.verbalizer == AUTO:
             check_auto(cfg)
+        check_demos(cfg, m.name)
         if self.prompt_encoder not in (None, "lstm", "mlp"):
             raise UserError(f"--prompt-encoder must be lstm or mlp, got {self.prompt_encoder!r}")
         for name in ("steps", "batch_size", "eval_every", "max_length", "eval_batch_size", "domain_examples"):
@@ -122,6 +128,22 @@ def check_auto(cfg: RunConfig) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
 
 
+def check_demos(options: RunOptions, method: str | None = None) -> None:
+    """--demos: a known mode, a method that takes demonstrations, and settings that fit them."""
+    if options.demos not in DEMOS:
+        raise UserError(f"--demos must be one of {', '.join(DEMOS)}; got {options.demos!r}")
+    if options.demo_sets < 1:
+        raise UserError(f"--demo-sets must be at least 1, got {options.demo_sets}")
+    if options.demos == "none" or method is None:
+        return
+    if method not in DEMO_METHODS:
+        raise UserError(f"--demos {options.demos} applies to {', '.join(DEMO_METHODS)}; method {method} takes no "
+                        "demonstrations")
+    if options.calibrate == "content-free":
+        raise UserError("--calibrate content-free scores inputs without demonstrations; with --demos use "
+                        "--calibrate domain or none")
+
+
 def dataset_tag(dataset: str) -> str:
     """A data set's name fit for a file name (a file's stem)."""
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(dataset).stem)
@@ -147,6 +169,8 @@ class CompareConfig(RunOptions):
     def cell_config(self, dataset: str, method: str, shots: int, seed: int) -> RunConfig:
         """One cell's run: the shared options, this cell's K and seed, the method's overrides."""
         label_free = {"verbalizer": None, "calibrate": "none"} if get_method(method).kind == "finetune" else {}
+        if method not in DEMO_METHODS:
+            label_free["demos"] = "none"  # soft and finetune cells run without demonstrations
         return RunConfig(**{**shared_options(self), "shots": shots, **label_free}, dataset=dataset, method=method, seed=seed,
                          template=self.templates.get(method), train=self.train.get(method), lr=self.lr.get(method),
                          save_model=False, num_examples=self.cell_examples)
@@ -166,6 +190,7 @@ class CompareConfig(RunOptions):
             raise UserError(f"--shots must be at least 1 for the few-shot grid, got {self.shots}")
         check_tracker(self.log_with)
         check_calibration(self.calibrate)
+        check_demos(self)
         if self.curve and any(k < 1 for k in self.curve_shots):
             raise UserError(f"--curve-shots must all be >= 1, got {self.curve_shots}")
         for name, d in (("datasets", self.datasets), ("methods", self.methods), ("seeds", self.seeds)):

@@ -4,6 +4,10 @@ The input embeddings are the backbone's word embeddings with the soft tokens spl
 their positions; the backbone's encoder runs on them and the MLM prediction head runs only on
 the hidden states at the mask positions ([B, H] instead of [B, L, H]), so the vocabulary
 projection costs B rows instead of B x L.
+
+With demonstrations (LM-BFF, demonstrations.py) each input is followed by one labelled training
+example per class; training draws a fresh set per example and step, evaluation averages the
+label probabilities over the sets of an ensemble, all sets of a batch in one pass.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ from ..checkpoint import check_state_dict_compatible, save_checkpoint
 from ..errors import UserError
 from .backbone import backbone_id
 from .calibration import apply_calibration
+from .demonstrations import Demonstrations
 from .classifier import TextClassifier, dedupe_tied, with_prefix
 from .prompt_encoder import make_prompt_encoder
 from .template import Template
 from .verbalizer import Verbalizer
 
 TRAIN_MODES = ("all", "prompt")
+ENSEMBLE_ROWS = 512  # demonstration ensembles: at most this many filled-in rows per encoder pass
 FORMAT = "diffprompt-prompt-v1"
 
 
@@ -115,7 +121,8 @@ class PromptClassifier(TextClassifier):
         return "calibrated: log of P(word | prompt) / P(word | reference), renormalised over the labels"
 
     def __init__(self, backbone: nn.Module, tokenizer, template, verbalizer, train: str = "all",
-                 prompt_encoder: str | None = None, max_length: int = 128, check_head: bool = True):
+                 prompt_encoder: str | None = None, max_length: int = 128, check_head: bool = True,
+                 demos: Demonstrations | None = None):
         super().__init__()
         if train not in TRAIN_MODES:
             raise UserError(f"unknown train mode {train!r}; use 'all' (whole model) or 'prompt' (frozen backbone)")
@@ -141,6 +148,9 @@ class PromptClassifier(TextClassifier):
         for name, buf in _label_word_buffers(self.verbalizer, tokenizer).items():
             self.register_buffer(name, buf, persistent=False)
         self.register_buffer("calibration", None, persistent=False)  # log p_ref [C] (calibration.py) or None
+        self._demo_words = [ws[0] for ws in self.verbalizer.label_word_ids(tokenizer)]  # each label's first word
+        self.demos = None
+        self.set_demonstrations(demos)
 
         if train == "prompt":
             for p in self.backbone.parameters():
@@ -213,8 +223,9 @@ class PromptClassifier(TextClassifier):
         return self.prompt_encoder(self.soft_embeddings)
 
     # ------------------------------------------------------------------ computing
-    def encode(self, texts, texts_b=None) -> dict[str, torch.Tensor]:
-        return self.template.encode(self.tokenizer, texts, texts_b, max_length=self.max_length)
+    def encode(self, texts, texts_b=None, demos=None) -> dict[str, torch.Tensor]:
+        """`Template.encode` with this model's tokenizer and max_length (`demos`: see there)."""
+        return self.template.encode(self.tokenizer, texts, texts_b, max_length=self.max_length, demos=demos)
 
     def input_embeds(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Token embeddings of a batch with the soft prompt spliced in at its positions [B, L, H]."""
@@ -224,7 +235,8 @@ class PromptClassifier(TextClassifier):
         if self.template.num_soft:
             soft_pos = batch["soft_positions"].to(dev)
             rows = torch.arange(ids.shape[0], device=dev).unsqueeze(1).expand_as(soft_pos)
-            values = self.soft_prompt().to(embeds.dtype).unsqueeze(0).expand(ids.shape[0], -1, -1)
+            copies = soft_pos.shape[1] // self.template.num_soft  # the query's, then each demonstration's
+            values = self.soft_prompt().to(embeds.dtype).repeat(copies, 1).unsqueeze(0).expand(ids.shape[0], -1, -1)
             embeds = embeds.index_put((rows, soft_pos), values)
         return embeds
 
@@ -243,14 +255,15 @@ class PromptClassifier(TextClassifier):
         """Label scores [B, num_labels] for a batch made by `Template.encode` (see `scores`)."""
         return self.label_scores(self.mask_logits(batch))
 
-    def label_scores(self, mask_logits: torch.Tensor) -> torch.Tensor:
-        """[B, num_labels] label scores from the vocabulary logits at the mask [B, V]."""
+    def label_scores(self, mask_logits: torch.Tensor, calibrated: bool = True) -> torch.Tensor:
+        """[B, num_labels] label scores from the vocabulary logits at the mask [B, V] (calibrated when a
+        calibration is set, unless `calibrated` is False)."""
         logp = F.log_softmax(mask_logits.float(), dim=-1)  # [B, V]
         tok = logp[:, self.word_ids]  # [B, W, T]
         word = (tok * self.word_tok_mask).sum(-1) / self.word_tok_mask.sum(-1)  # [B, W]
         per_label = word.unsqueeze(1).masked_fill(~self.label_word_mask.unsqueeze(0), float("-inf"))  # [B, C, W]
         scores = torch.logsumexp(per_label, dim=-1) - self.log_words_per_label
-        return scores if self.calibration is None else apply_calibration(scores, self.calibration)
+        return scores if self.calibration is None or not calibrated else apply_calibration(scores, self.calibration)
 
     def set_calibration(self, log_reference: torch.Tensor | None) -> None:
         """Calibrate the label scores by a reference distribution (log p_ref [C]; None: off): `scores`
@@ -263,9 +276,44 @@ class PromptClassifier(TextClassifier):
         """[B, num_labels] log-scores: per label, log of the mean probability of its words at the mask.
 
         For one single-token word per label this is exactly log_softmax over the vocabulary of
-        the MLM logits at the mask, taken at the label words' ids.
+        the MLM logits at the mask, taken at the label words' ids. With demonstrations: in training
+        mode one fresh set per input; in eval mode the ensemble (`ensemble_scores`).
         """
-        return self(self.encode(texts, texts_b))
+        if self.demos is None:
+            return self(self.encode(texts, texts_b))
+        texts, texts_b = self.template._check_inputs(texts, texts_b)
+        self.demos.prepare(texts, texts_b)  # --demos similar: the inputs' embeddings, in one batch
+        if not self.training:
+            return self.ensemble_scores(texts, texts_b)
+        sets = self.demos.training_sets(texts, texts_b)
+        return self(self.encode(texts, texts_b, demos=[self.render_demos(s) for s in sets]))
+
+    def set_demonstrations(self, demos: Demonstrations | None) -> None:
+        """Follow every input with demonstrations drawn from `demos` (None: none)."""
+        if demos is not None and demos.num_labels != self.num_labels:
+            raise UserError(f"the demonstrations have {demos.num_labels} classes but the verbalizer has {self.num_labels}")
+        self.demos = demos
+
+    def render_demos(self, examples: list) -> list[tuple]:
+        """Demonstrations for `Template.encode`: (text, text_b, the ids of its label's first word)."""
+        return [(ex.text, getattr(ex, "text_b", None), self._demo_words[ex.label]) for ex in examples]
+
+    def ensemble_scores(self, texts: list[str], texts_b: list[str] | None = None) -> torch.Tensor:
+        """[B, num_labels]: log of the label probabilities (softmax of the label scores) averaged over
+        each input's `demos.sets` demonstration sets; calibration (if set) applies to the average."""
+        sets = [self.demos.test_sets(t, texts_b[i] if texts_b else None) for i, t in enumerate(texts)]
+        n = self.demos.sets
+        rep_a = [t for t in texts for _ in range(n)]
+        rep_b = [t for t in texts_b for _ in range(n)] if texts_b is not None else None
+        rows = [self.render_demos(s) for per_input in sets for s in per_input]
+        probs = []
+        for s in range(0, len(rows), ENSEMBLE_ROWS):
+            batch = self.encode(rep_a[s:s + ENSEMBLE_ROWS], rep_b[s:s + ENSEMBLE_ROWS] if rep_b else None,
+                                demos=rows[s:s + ENSEMBLE_ROWS])
+            probs.append(torch.softmax(self.label_scores(self.mask_logits(batch), calibrated=False), dim=-1))
+        mean = torch.cat(probs).view(len(texts), n, -1).mean(1)
+        scores = mean.clamp_min(torch.finfo(mean.dtype).tiny).log()
+        return scores if self.calibration is None else apply_calibration(scores, self.calibration)
 
     def label_descriptions(self, label_names: list[str]) -> list[str]:
         return ["/".join(ws) for ws in self.verbalizer.words]

@@ -25,7 +25,7 @@ from .calibration import FILE as CALIBRATION_FILE, load_calibration
 from .config import AUTO, RunConfig
 from .examples import make_examples
 from .methods import get_method
-from .run_data import RunData
+from .run_data import RunData, prepare_data
 
 MODEL_FILES = {"prompt": "prompt.safetensors", "finetune": "model.safetensors"}  # by method kind
 LABEL_WORDS_FILE = "label_words.json"  # --verbalizer auto: the chosen words and the candidates
@@ -85,7 +85,8 @@ def load_run_model(run_dir: str | Path, device: str = "cpu") -> tuple[TextClassi
         cfg.verbalizer = chosen_label_words(run_dir)
     model_bb, tok = fresh_backbone(cfg.backbone)
     seed_everything(cfg.seed)
-    model = build_model(cfg, model_bb, tok, conf["label_names"])
+    pool = prepare_data(cfg).few_shot.train if cfg.demos != "none" else None  # --demos: the run's K examples again
+    model = build_model(cfg, model_bb, tok, conf["label_names"], pool)
     if get_method(cfg.method).trains:
         path = model_file(run_dir, cfg.method)
         if not path.exists():

@@ -15,6 +15,12 @@ tokenised with one leading space, so byte-level BPE tokenizers (RoBERTa's `Ġ`) 
 spaces where the filled-in text has them; WordPiece and SentencePiece ignore that space.
 Truncation cuts only the `{x}`/`{x2}` slots (longest first, from their ends); template words,
 soft tokens, the mask and the tokenizer's special tokens are never cut.
+
+Demonstrations (LM-BFF, demonstrations.py) follow the filled-in query: each is the same template
+rendered with a training example in `{x}` (and `{x2}`) and its label word's tokens in place of the
+mask, closed by the tokenizer's end-of-sequence tokens, as the query is (`[CLS] query [SEP] demo_1
+[SEP] demo_2 [SEP]`, `<s> query </s> demo_1 </s> ...`). The query and its demonstrations share
+`max_length`; their text slots are truncated together, longest first.
 """
 
 from __future__ import annotations
@@ -173,20 +179,28 @@ class Template:
         self._cache[key] = prep
         return prep
 
-    def encode(self, tokenizer, texts, texts_b=None, max_length: int = 128) -> dict[str, torch.Tensor]:
+    def encode(self, tokenizer, texts, texts_b=None, max_length: int = 128, demos=None) -> dict[str, torch.Tensor]:
         """Fill the template for a batch.
 
         Returns a dict of tensors: `input_ids` and `attention_mask` [B, L] (right-padded),
-        `soft_positions` [B, num_soft] (positions of the soft tokens, in template order; the ids
-        there are a placeholder that the model replaces with the soft embeddings) and
-        `mask_positions` [B] (the one mask token per example).
+        `soft_positions` [B, num_soft * (1 + demonstrations)] (positions of the soft tokens, in
+        order, query first; the ids there are a placeholder that the model replaces with the soft
+        embeddings) and `mask_positions` [B] (the one mask token per example, in the query).
+
+        `demos`: per example, the same number of demonstrations, each `(text, text_b or None,
+        label word token ids)`; rendered after the query (module docstring).
         """
         texts, texts_b = self._check_inputs(texts, texts_b)
+        demos = [[] for _ in texts] if demos is None else [list(d) for d in demos]
+        if len(demos) != len(texts) or len({len(d) for d in demos}) != 1:
+            raise UserError("demos: give one list of demonstrations per example, all of the same length")
         prep = self._prepare(tokenizer)
         budget = self._input_budget(tokenizer, prep, max_length)
         a_ids = self._tokenize_inputs(tokenizer, texts, "x", prep)
         b_ids = self._tokenize_inputs(tokenizer, texts_b, "x2", prep) if texts_b is not None else [[] for _ in texts]
-        rows = [self._fill(prep, a, b, budget) for a, b in zip(a_ids, b_ids)]
+        demo_ids = self._tokenize_demos(tokenizer, demos, prep)
+        rows = [self._fill(prep, [a, b] + [s for d in ds for s in d[:2]], [d[2] for d in ds], budget)
+                for a, b, ds in zip(a_ids, b_ids, demo_ids)]
         width = max(len(ids) for ids, _, _ in rows)
         input_ids = torch.full((len(rows), width), prep["pad_id"], dtype=torch.long)
         attention = torch.zeros((len(rows), width), dtype=torch.long)
@@ -196,7 +210,7 @@ class Template:
         return {
             "input_ids": input_ids,
             "attention_mask": attention,
-            "soft_positions": torch.tensor([soft for _, soft, _ in rows], dtype=torch.long).reshape(len(rows), self.num_soft),
+            "soft_positions": torch.tensor([soft for _, soft, _ in rows], dtype=torch.long).reshape(len(rows), -1),
             "mask_positions": torch.tensor([mask for _, _, mask in rows], dtype=torch.long),
         }
 
@@ -227,24 +241,58 @@ class Template:
                             f"{max(budget, 0)} of max_length {max_length} for the input; raise max_length or shorten the template")
         return budget
 
-    def _fill(self, prep: dict, a: list[int], b: list[int], budget: int) -> tuple[list[int], list[int], int]:
-        """One example's token ids, its soft-token positions and its mask position."""
-        la, lb = truncated_lengths(len(a), len(b), budget)
-        slot = {"x": a[:la], "x2": b[:lb]}
-        ids = list(prep["prefix"])
-        soft_pos, mask_pos = [], -1
+    def _fill(self, prep: dict, slots: list[list[int]], words: list[list[int]], budget: int
+              ) -> tuple[list[int], list[int], int]:
+        """One example's token ids, its soft-token positions and its mask position.
+
+        `slots`: the token ids of the query's {x} and {x2}, then of each demonstration's; `words`:
+        each demonstration's label word ids. The slots share what the template, the mask and the
+        label words leave of the budget (`fair_lengths`)."""
+        room = budget - sum(self._demo_fixed(prep, w) for w in words)
+        if room < (2 if self.uses_x2 else 1):
+            raise UserError(f"template {self._text!r} with {len(words)} demonstrations leaves {max(room, 0)} tokens for "
+                            "the input texts; raise max_length or use fewer or shorter label words")
+        kept = [s[:n] for s, n in zip(slots, fair_lengths([len(s) for s in slots], room))]
+        ids, soft_pos = list(prep["prefix"]), []
+        mask_pos = self._render(prep, ids, soft_pos, kept[0], kept[1], [prep["mask_id"]])
+        for j, word in enumerate(words):
+            ids.extend(prep["suffix"])
+            self._render(prep, ids, soft_pos, kept[2 + 2 * j], kept[3 + 2 * j], word)
+        return ids + list(prep["suffix"]), soft_pos, mask_pos
+
+    def _render(self, prep: dict, ids: list[int], soft_pos: list[int], a: list[int], b: list[int],
+                at_mask: list[int]) -> int:
+        """Append the template with slots `a`, `b` and `at_mask` (the mask, or a label word) to `ids`;
+        soft positions go to `soft_pos`. Returns where `at_mask` starts."""
+        where = -1
         for p, lit in zip(self.pieces, prep["lit"]):
             if p.kind == "text":
                 ids.extend(lit)
             elif p.kind in ("x", "x2"):
-                ids.extend(slot[p.kind])
+                ids.extend(a if p.kind == "x" else b)
             elif p.kind == "soft":
                 soft_pos.append(len(ids))
                 ids.append(prep["soft_id"])
             else:
-                mask_pos = len(ids)
-                ids.append(prep["mask_id"])
-        return ids + list(prep["suffix"]), soft_pos, mask_pos
+                where = len(ids)
+                ids.extend(at_mask)
+        return where
+
+    def _demo_fixed(self, prep: dict, word: list[int]) -> int:
+        """Tokens of one demonstration that are never cut: template words, soft tokens, its label word
+        and the end-of-sequence tokens before it."""
+        return prep["fixed"] - len(prep["prefix"]) - 1 + len(word)
+
+    def _tokenize_demos(self, tokenizer, demos: list[list], prep: dict) -> list[list[tuple]]:
+        """Per example, per demonstration: (text ids, text_b ids, label word ids); each distinct text once."""
+        def ids_of(kind: str, values: list[str]) -> dict[str, list[int]]:
+            uniq = list(dict.fromkeys(values))
+            return dict(zip(uniq, self._tokenize_inputs(tokenizer, uniq, kind, prep))) if uniq else {}
+
+        flat = [d for ds in demos for d in ds]
+        a = ids_of("x", [check_texts(t, "demonstration text")[0] for t, _, _ in flat])
+        b = ids_of("x2", [tb or "" for _, tb, _ in flat]) if self.uses_x2 else {}
+        return [[(a[t], b.get(tb or "", []), list(w)) for t, tb, w in ds] for ds in demos]
 
     def _tokenize_inputs(self, tokenizer, texts: list[str], kind: str, prep: dict) -> list[list[int]]:
         piece = next(p for p in self.pieces if p.kind == kind)
@@ -287,10 +335,29 @@ def truncated_lengths(la: int, lb: int, budget: int) -> tuple[int, int]:
     The longer slot is cut until both are equal, then both alternately; when the budget is odd
     the first slot keeps the extra token.
     """
-    if la + lb <= budget:
-        return la, lb
-    fa = min(la, max(budget - lb, (budget + 1) // 2))
-    return fa, budget - fa
+    fa, fb = fair_lengths([la, lb], budget)
+    return fa, fb
+
+
+def fair_lengths(lengths: list[int], budget: int) -> list[int]:
+    """Longest-first truncation of any number of slots to `budget` tokens in all.
+
+    Every slot is cut to a common cap (the largest that fits), and the tokens left over go one
+    each to the earliest slots longer than the cap; slots shorter than the cap are kept whole.
+    For two slots this is `truncated_lengths`.
+    """
+    if sum(lengths) <= budget:
+        return list(lengths)
+    lo, hi = 0, max(lengths)
+    while lo < hi:  # the largest cap c with sum(min(l, c)) <= budget
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if sum(min(n, mid) for n in lengths) <= budget else (lo, mid - 1)
+    out = [min(n, lo) for n in lengths]
+    left = budget - sum(out)
+    for i, n in enumerate(lengths):
+        if left and n > lo:
+            out[i], left = out[i] + 1, left - 1
+    return out
 
 
 def special_wrap(tokenizer) -> tuple[list[int], list[int]]:

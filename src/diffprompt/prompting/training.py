@@ -70,7 +70,9 @@ def train_run(cfg: RunConfig, out: str | Path | None, ds=None, backbone=None, qu
     bb, tok = backbone if backbone is not None else fresh_backbone(cfg.backbone)
     search = choose_label_words(cfg, data, bb, tok, acc) if cfg.verbalizer == AUTO else None
     seed_everything(cfg.seed)
-    model = build_model(replace(cfg, verbalizer=search["verbalizer"]) if search else cfg, bb, tok, data.label_names)
+    model = build_model(replace(cfg, verbalizer=search["verbalizer"]) if search else cfg, bb, tok, data.label_names,
+                        data.few_shot.train)
+    prepare_demonstrations(model, data)
     run = start_run_folder(out, cfg, data, bb, extra_config, enabled=acc.is_main_process)
     start_tracking(run, cfg.log_with)
     model.to(acc.device)
@@ -95,6 +97,15 @@ def train_run(cfg: RunConfig, out: str | Path | None, ds=None, backbone=None, qu
             f"(dev {best.accuracy:.3f} at step {best.step})")
     acc.wait_for_everyone()
     return results
+
+
+def prepare_demonstrations(model: TextClassifier, data: RunData) -> None:
+    """--demos similar: embed every input of the run (train, dev, test) once, in batches, up front."""
+    demos = getattr(model, "demos", None)
+    if demos is not None:
+        for part in (data.few_shot.train, data.few_shot.dev, data.test):
+            if part:
+                demos.prepare(*texts_of(part))
 
 
 def train_split(ds, dataset: str) -> list:
@@ -156,7 +167,7 @@ def choose_label_words(cfg: RunConfig, data: RunData, backbone, tokenizer, acc) 
     for cand in tried:
         seed_everything(cfg.seed)
         model = build_model(replace(short, verbalizer=verbalizer_spec(cand["words"])), copy.deepcopy(backbone),
-                            tokenizer, data.label_names).to(acc.device)
+                            tokenizer, data.label_names, data.few_shot.train).to(acc.device)
         cand["dev_accuracy"] = fit(model, short, data, acc)[0].accuracy
         cand["steps"] = short.steps if get_method(cfg.method).trains else 0
     chosen = max(tried, key=lambda c: c["dev_accuracy"])  # max keeps the first of equals
