@@ -278,3 +278,21 @@ def test_two_process_gloo_run_keeps_replicas_identical(tmp_path):
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["images_seen"] == 3 * 8
     assert json.loads((tmp_path / "run" / "config.json").read_text())["derived"]["world_size"] == 2
+
+
+@pytest.mark.parametrize("sampler, calls", [("ddim", 4), ("dpm++2m", 4), ("ddpm", 20)])
+def test_end_of_run_samples_take_the_configured_sampler_and_steps(tmp_path, monkeypatch, sampler, calls):
+    """samples.png is drawn with sample_sampler in sample_steps network calls (DDPM: all T = 20)."""
+    from diffprompt.diffusion.unet import UNet
+
+    evals, forward = [], UNet.forward
+
+    def counting(self, x, *args, **kwargs):
+        if not self.training:
+            evals.append(x.shape[0])
+        return forward(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(UNet, "forward", counting)
+    train(resolve_config(sets=TINY8 + [f"sample_sampler={sampler}"], steps=1, batch_size=8), out=tmp_path / "r",
+          data=synthetic_data())
+    assert evals == [4] * calls  # sample_n = 4 images, one call per step

@@ -382,7 +382,7 @@ def _pictures(run: TrainingRun, data: ImageDataset) -> float:
     labels, per_row = _sample_labels(run)
     n = cfg.sample_n if labels is None else len(labels)
     samples, seconds = generate(run.ema.model, run.diffusion, n, tuple(run.derived["image_shape"]),
-                                cfg.sample_sampler, cfg.sample_steps if cfg.sample_sampler == "ddim" else None, 0.0,
+                                cfg.sample_sampler, None if cfg.sample_sampler == "ddpm" else cfg.sample_steps, 0.0,
                                 cfg.seed, n, run.accelerator.device, class_labels=labels)
     save_grid(samples, run.files / "samples.png", nrow=per_row)
     if run.files.tracker is not None:
