@@ -1,20 +1,25 @@
-"""The shipped CPU checkpoint: train the tiny U-Net on MNIST 5k for a fixed wall-clock budget, then
-evaluate it with `bench_diffusion_samplers.py` (every sampler at n = 1000, bits/dim, speed).
+"""The shipped CPU checkpoints: train the tiny U-Net on MNIST 5k for a wall-clock budget with the
+`ddpm-tiny-mnist` preset, then evaluate it at n = 1000 against the full test split.
 
-Usage (the shipped checkpoint was made by the first two commands, see benchmarks/README.md):
-    .venv/bin/python benchmarks/bench_diffusion_quality.py --minutes 35 --ship
-    .venv/bin/diffprompt diffusion train --resume runs/bench-ddpm-mnist5k --time-budget 2700
-    .venv/bin/python benchmarks/bench_diffusion_quality.py --ship          # reuses the finished run
+    .venv/bin/python benchmarks/bench_diffusion_quality.py --conditional --minutes 40 --ship
 
-Writes the training loss curve to benchmarks/results/diffusion_quality_mnist5k_loss.png, the
-evaluation to benchmarks/results/diffusion_quality_mnist5k.{json,md,png}, and with --ship the EMA
-checkpoint to src/diffprompt/assets/ddpm-tiny-mnist5k.safetensors (+ .json).
+With --conditional (the demo's checkpoint): a class embedding trained with label dropout 0.1, then
+DPM-Solver++(2M) 20 steps at classifier-free guidance scales w in --guidance (FID, KID, precision,
+recall, confident share, conditional accuracy), bits/dim given the true label (w = 0), and the fp16
+check: the weights stored in fp16 are scored at w = 0 with the same seed as fp32, beside fp32 with
+another seed; fp16 is shipped when its FID moves less than the seed does.
+Without --conditional: the unconditional run, evaluated by `bench_diffusion_samplers.py` (every sampler).
+
+A finished run in --run is reused; an interrupted one resumes (`--resume`, bitwise). Writes
+benchmarks/results/diffusion_quality_mnist5k[_cond].{json,md,png} and the training loss curve; with
+--ship the EMA checkpoint to src/diffprompt/assets/ddpm-tiny-mnist5k[-cond].safetensors (+ .json).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -23,9 +28,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+ASSETS = ROOT / "src" / "diffprompt" / "assets"
+PRESET = "ddpm-tiny-mnist"
+SAMPLER = "dpm++2m:20"
 
 
 def run_train(args) -> Path:
+    """Train (or resume, or reuse) the run in --run for the wall-clock budget."""
     from diffprompt.diffusion.config import resolve_config
     from diffprompt.diffusion.training import train
 
@@ -33,40 +42,114 @@ def run_train(args) -> Path:
     if (out / "DONE").exists():
         print(f"reusing finished training run {out}", flush=True)
         return out
-    if out.exists():
-        shutil.rmtree(out)
-    cfg = resolve_config("ddpm-tiny-mnist", [f"ema_decay={args.ema_decay}", "log_every=25", "warmup_steps=100",
-                                             "sample_n=64", "sample_steps=50"],
-                         steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         device="cpu", time_budget_s=args.minutes * 60.0)
-    return train(cfg, out=out)
+    sets = ["log_every=50", "sample_n=100", "sample_steps=20", "sample_sampler=dpm++2m", "ckpt_every=500"]
+    cfg = resolve_config(PRESET, sets + (["conditional=true"] if args.conditional else []), steps=args.max_steps,
+                         seed=args.seed, device="cpu", time_budget_s=args.minutes * 60.0)
+    before, t0 = os.getloadavg()[0], time.perf_counter()
+    resume = out if (out / "last.safetensors").exists() else None
+    train(cfg, out=None if resume else out, resume=resume)
+    (out / "bench_train.json").write_text(json.dumps({"seconds": time.perf_counter() - t0,
+                                                      "load": [before, os.getloadavg()[0]]}))
+    return out
+
+
+def evaluate_conditional(run: Path, args) -> dict:
+    """The guidance sweep and bits/dim of the EMA weights, then the fp16 check (each cached in the run folder)."""
+    from diffprompt.diffusion.evaluation import evaluate
+
+    def cached(name: str, path: Path, **kw) -> dict:
+        out = run / name
+        if not (out / "eval.json").exists():
+            before = os.getloadavg()[0]
+            evaluate(path, samplers=[SAMPLER], n_samples=args.n, batch_size=250, device="cpu", out=out, **kw)
+            r = json.loads((out / "eval.json").read_text())
+            r["load_average_1m"] = {"before": before, "after": os.getloadavg()[0]}
+            (out / "eval.json").write_text(json.dumps(r, indent=2))
+        return json.loads((out / "eval.json").read_text())
+
+    scales = [float(w) for w in args.guidance.split(",")]
+    main = cached("eval-guidance", run, guidance=scales, nll_images=args.nll_images, nll_timesteps=50, seed=0)
+    fp16 = write_fp16(run)
+    half = cached("eval-fp16-seed0", fp16, guidance=[0.0], nll_images=0, seed=0)
+    other_seed = cached("eval-fp32-seed1", run, guidance=[0.0], nll_images=0, seed=1)
+    fid32 = next(r["fid"] for r in main["samplers"] if r.get("guidance") == 0.0)
+    check = {"fid_fp32_seed0": fid32, "fid_fp16_seed0": half["samplers"][0]["fid"],
+             "fid_fp32_seed1": other_seed["samplers"][0]["fid"]}
+    check["fp16_within_noise"] = abs(check["fid_fp16_seed0"] - fid32) < abs(check["fid_fp32_seed1"] - fid32)
+    return {**main, "fp16_check": check}
+
+
+def write_fp16(run: Path) -> Path:
+    """The run's EMA weights stored in fp16, with the same sidecar."""
+    from diffprompt.checkpoint import load_checkpoint, save_checkpoint
+
+    tensors, meta = load_checkpoint(run / "model.safetensors")
+    path = run / "fp16" / "model.safetensors"
+    half = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    save_checkpoint(path, half, {**meta, "storage_dtype": "float16"})
+    return path
+
+
+def render(results: dict, train: dict, args) -> str:
+    from diffprompt.diffusion.evaluation import render_markdown
+
+    c, cfg = results["fp16_check"], json.loads((Path(args.run) / "config.json").read_text())
+    lines = [render_markdown(results).rstrip(), "", "## Training", "",
+             f"`{PRESET}` preset, class-conditional (label dropout {cfg['cond_drop_prob']}), {results['step']} steps of "
+             f"batch {cfg['batch_size']} ({results['step'] * cfg['batch_size']} training images) in "
+             f"{train['seconds'] / 60:.1f} min of wall clock (this sitting; load average {train['load'][0]:.2f} before, "
+             f"{train['load'][1]:.2f} after).", "", "## fp16 storage", "",
+             f"FID at w = 0 (n = {args.n}): fp32 seed 0 {c['fid_fp32_seed0']:.3f}, fp16 seed 0 {c['fid_fp16_seed0']:.3f}, "
+             f"fp32 seed 1 {c['fid_fp32_seed1']:.3f}: fp16 is {'within' if c['fp16_within_noise'] else 'outside'} "
+             f"the seed-to-seed noise, so the shipped weights are {'fp16' if c['fp16_within_noise'] else 'fp32'}.", "",
+             f"Command: `.venv/bin/python benchmarks/bench_diffusion_quality.py {' '.join(sys.argv[1:])}`"]
+    return "\n".join(lines) + "\n"
+
+
+def ship(run: Path, results: dict, args) -> None:
+    name = "ddpm-tiny-mnist5k-cond" if args.conditional else "ddpm-tiny-mnist5k"
+    use_fp16 = args.conditional and results["fp16_check"]["fp16_within_noise"]
+    source = run / "fp16" / "model.safetensors" if use_fp16 else run / "model.safetensors"
+    shutil.copy(source, ASSETS / f"{name}.safetensors")
+    meta = json.loads(source.with_suffix(".json").read_text())
+    meta["reproduce"] = f".venv/bin/python benchmarks/bench_diffusion_quality.py {' '.join(sys.argv[1:])}"
+    meta["benchmark"] = f"benchmarks/results/{args.name}.md"
+    (ASSETS / f"{name}.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=35.0, help="training wall-clock budget")
+    ap.add_argument("--minutes", type=float, default=40.0, help="training wall-clock budget")
     ap.add_argument("--max-steps", type=int, default=200000)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--ema-decay", type=float, default=0.995)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--run", default=str(ROOT / "runs" / "bench-ddpm-mnist5k"))
+    ap.add_argument("--conditional", action="store_true", help="class-conditional, evaluated with guidance")
+    ap.add_argument("--guidance", default="0,0.5,1,2,4", help="guidance scales w of the conditional evaluation")
+    ap.add_argument("--n", type=int, default=1000, help="samples per evaluated row")
+    ap.add_argument("--nll-images", type=int, default=500, help="test images of the bits/dim estimate (50 timesteps)")
+    ap.add_argument("--run", default=None, help="run folder (default runs/bench-ddpm-mnist5k[-cond])")
     ap.add_argument("--ship", action="store_true", help="copy the EMA checkpoint into src/diffprompt/assets/")
     args = ap.parse_args()
+    suffix = "-cond" if args.conditional else ""
+    args.run = args.run or str(ROOT / "runs" / f"bench-ddpm-mnist5k{suffix}")
+    args.name = f"diffusion_quality_mnist5k{suffix.replace('-', '_')}"
+    import torch
 
-    t0 = time.time()
+    torch.set_num_threads(2)
     run = run_train(args)
-    print(f"training done in {(time.time() - t0) / 60:.1f} min", flush=True)
-    shutil.copy(run / "loss.png", RESULTS / "diffusion_quality_mnist5k_loss.png")
+    shutil.copy(run / "loss.png", RESULTS / f"{args.name}_loss.png")
+    if not args.conditional:
+        if args.ship:
+            ship(run, {}, args)
+        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_diffusion_samplers.py"), "--checkpoint", str(run),
+                        "--work", str(run / "bench-samplers"), "--name", args.name], check=True)
+        return
+    results = evaluate_conditional(run, args)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(results, indent=2))
+    (RESULTS / f"{args.name}.md").write_text(render(results, json.loads((run / "bench_train.json").read_text()), args))
+    shutil.copy(run / "eval-guidance" / "eval-guidance.png", RESULTS / f"{args.name}.png")
     if args.ship:
-        assets = ROOT / "src" / "diffprompt" / "assets"
-        shutil.copy(run / "model.safetensors", assets / "ddpm-tiny-mnist5k.safetensors")
-        meta = json.loads((run / "model.json").read_text())
-        meta["reproduce"] = f".venv/bin/python benchmarks/bench_diffusion_quality.py --minutes {args.minutes:g} --ship"
-        meta["benchmark"] = "benchmarks/results/diffusion_quality_mnist5k.md"
-        (assets / "ddpm-tiny-mnist5k.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_diffusion_samplers.py"), "--checkpoint", str(run),
-                    "--work", str(run / "bench-samplers"), "--name", "diffusion_quality_mnist5k"], check=True)
+        ship(run, results, args)
+    print((RESULTS / f"{args.name}.md").read_text())
 
 
 if __name__ == "__main__":
