@@ -10,7 +10,7 @@ weight decay 1e-6, 500 warm-up steps then cosine decay, EMA with inverse-gamma w
 power 3/4, max 0.9999), batch 16, gradient clipping at 1), trained by diffusers' own classes.
 The arms in --curve are also scored part-way (--curve-points), for FID against images seen.
 
-One arm at a time, 2 threads; `uptime` is recorded before and after every training and scoring.
+One arm at a time (2 threads by default); `uptime` is recorded before and after every training and scoring.
 Finished arms are kept in --work, so the same command resumes.
 
     .venv/bin/python benchmarks/bench_diffusion_recipes.py            # ~55 min on 2 cores
@@ -168,7 +168,7 @@ def render(rows: list[dict], args, machine: dict) -> str:
     lines = [f"Training recipes on MNIST 5k at a budget of {args.images} training images each, seed 0; scored at "
              f"n = 1000 with DPM-Solver++(2M) 20 steps against the full test split (real-data floor FID "
              f"{final[0]['floor_fid']:.2f} at the same n). Machine: {machine.get('cpu_model')}, "
-             f"{machine.get('cpu_count')} cores, torch {machine.get('torch')}, 2 threads.", "",
+             f"{machine.get('cpu_count')} cores, torch {machine.get('torch')}, {args.threads} thread(s).", "",
              "| arm | change | FID | KID x10^3 | precision | recall | confident share | train s | images/s | load before/after |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in final:
@@ -224,6 +224,7 @@ def main() -> None:
     ap.add_argument("--curve-points", default="5000,10000", help="training images at which --curve arms are scored too")
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench-recipes"))
     ap.add_argument("--name", default="diffusion_recipes_mnist5k")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (the table states them)")
     ap.add_argument("--n", type=int, default=N_SAMPLES["n"], help="samples scored per checkpoint (FID is biased below 1000)")
     args = ap.parse_args()
     args.argv = sys.argv[1:]
@@ -232,7 +233,7 @@ def main() -> None:
     from diffprompt.diffusion.evaluation import machine_info
 
     N_SAMPLES["n"] = args.n
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     work, rows = Path(args.work), []
     for arm in args.arms.split(","):
         points = sorted({args.images, *([int(p) for p in args.curve_points.split(",")] if arm in args.curve.split(",") else [])})
@@ -241,7 +242,7 @@ def main() -> None:
     rows = cumulative_seconds(rows)
     machine = machine_info()
     out = {"kind": "diffusion-recipes", "images": args.images, "sampler": SAMPLER, "n_samples": args.n, "arms": ARMS,
-           "combined": _combined(args), "diffusers_recipe": DIFFUSERS, "rows": rows, "machine": machine}
+           "combined": _combined(args), "diffusers_recipe": DIFFUSERS, "threads": args.threads, "rows": rows, "machine": machine}
     (RESULTS / f"{args.name}.json").write_text(json.dumps(out, indent=2))
     (RESULTS / f"{args.name}.md").write_text(render(rows, args, machine))
     plot(rows, args, RESULTS / f"{args.name}.png")
