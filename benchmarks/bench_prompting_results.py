@@ -3,6 +3,15 @@ learning curve, and the zero-shot label-word scan that chose the sentiment verba
 
     python benchmarks/bench_prompting_results.py            # everything (hours on a busy 2-core CPU)
     python benchmarks/bench_prompting_results.py --words    # only the label-word scan (a minute)
+    python benchmarks/bench_prompting_results.py --methods  # the new rows' grid (2 processes, one thread each)
+
+`--methods` runs the rows of the full methods (demonstrations, automatic label words, PET's
+ensemble and distilled model, calibrated zero-shot) on MR, CR, SUBJ, TREC, K = 16, the five
+seeds, into runs/prompting_methods: `--processes` shards (`compare --shard I/N`) fill the cells
+in parallel, a last pass reuses them and writes the table; then the learning curve on MR
+(K = 4, 8, 16, 32) of the row with the best mean over the four data sets, sharded the same way.
+It writes benchmarks/results/prompting_methods.{md,json,png} and
+prompting_methods_curve.{json,png}.
 
 The grid is `diffprompt prompting compare` with its defaults (80 steps, batch 8, dev-best
 model choice, full test splits) into runs/prompting_results; finished cells there are reused,
@@ -26,6 +35,11 @@ RESULTS = Path(__file__).parent / "results"
 COMPARE_ARGS = ["prompting", "compare", "--datasets", "mr,cr,subj,trec",
                 "--methods", "zero-shot,prompt-ft,soft,hybrid,finetune", "--shots", "16",
                 "--seeds", "13,21,42,87,100", "--curve-datasets", "mr", "--curve-shots", "4,8,16,32", "--threads", "1"]
+
+NEW_ROWS = ["prompt-ft+demos-random", "prompt-ft+demos-similar", "prompt-ft+auto", "pet", "pet-distilled",
+            "zero-shot+cal-content-free", "zero-shot+cal-domain"]
+METHODS_ARGS = ["prompting", "compare", "--datasets", "mr,cr,subj,trec", "--methods", ",".join(NEW_ROWS),
+                "--shots", "16", "--seeds", "13,21,42,87,100", "--threads", "1"]
 
 TEMPLATES = ["{x} It was {mask}.", "{x} This movie is {mask}.", "{mask} : {x}"]
 WORDS = [("terrible", "great"), ("bad", "good"), ("awful", "great"), ("terrible", "good"), ("bad", "great"),
@@ -86,16 +100,54 @@ def grid(out: str) -> None:
     print(f"copied to {RESULTS} ({time.time() - t0:.0f} s)")
 
 
+def sharded(args: list[str], processes: int) -> None:
+    """`diffprompt ARGS --shard I/N` in `processes` processes of one thread each, then ARGS alone
+    (every cell reused: it writes the tables)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "diffprompt", *args, "--shard", f"{i}/{processes}"], env=env)
+             for i in range(processes)]
+    if any(p.wait() for p in procs):
+        raise SystemExit("a shard failed; rerun the same command to resume")
+    code = subprocess.call([sys.executable, "-m", "diffprompt", *args], env=env)
+    if code:
+        raise SystemExit(code)
+
+
+def methods_grid(out: str, processes: int) -> None:
+    """The new rows' grid, then the MR learning curve of the row with the best mean over the data sets."""
+    t0 = time.time()
+    sharded(METHODS_ARGS + ["--no-curve", "--out", out], processes)
+    summary = json.loads((Path(out) / "compare.json").read_text())
+    best = max(summary["averages"], key=lambda r: r["mean"])["method"]
+    print(f"best new row over the four data sets: {best} ({100 * max(r['mean'] for r in summary['averages']):.1f} %)")
+    sharded(METHODS_ARGS + ["--curve-datasets", "mr", "--curve-shots", "4,8,16,32", "--curve-methods", best,
+                            "--out", out], processes)
+    src = Path(out)
+    for name, target in (("compare.md", "prompting_methods.md"), ("compare.json", "prompting_methods.json"),
+                         ("compare.png", "prompting_methods.png"), ("learning_curve.json", "prompting_methods_curve.json"),
+                         ("learning_curve.png", "prompting_methods_curve.png")):
+        shutil.copy(src / name, RESULTS / target)
+    print(f"copied to {RESULTS} ({time.time() - t0:.0f} s)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--words", action="store_true", help="only the zero-shot label-word scan")
-    ap.add_argument("--out", default="runs/prompting_results")
+    ap.add_argument("--methods", action="store_true", help="only the new rows' grid and its learning curve")
+    ap.add_argument("--processes", type=int, default=2, help="--methods: processes of one thread each")
+    ap.add_argument("--out", default=None, help="default: runs/prompting_results (--methods: runs/prompting_methods)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.methods:
+        methods_grid(args.out or "runs/prompting_methods", args.processes)
+        return
     word_scan()
     if not args.words:
-        grid(args.out)
+        grid(args.out or "runs/prompting_results")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ from ..cli import add_command, add_group
 from ..errors import UserError
 from ..tracking import NO_TRACKER, TRACKERS
 from .config import CALIBRATIONS, DEMO_METHODS, DEMOS, CompareConfig, RunConfig, RunOptions, check_demos
-from .methods import METHOD_NAMES, METHODS, get_method, parse_methods
+from .methods import METHOD_NAMES, METHODS, get_method
+from .rows import BASES, OPTIONS, parse_rows
 
 RUN = RunConfig()  # the defaults of one run
 GRID = CompareConfig()  # the defaults of the comparison grid
@@ -60,7 +61,8 @@ def register(subparsers) -> None:
                   description=(
                       "Prompt-based few-shot learning (LM-BFF protocol) on a masked LM.\n\n"
                       "Methods: zero-shot (hard template, no training), prompt-ft (hard template, all parameters),\n"
-                      "soft (soft tokens, frozen backbone), hybrid (hard words + soft tokens), finetune (head baseline).\n\n"
+                      "soft (soft tokens, frozen backbone), hybrid (hard words + soft tokens), finetune (head baseline),\n"
+                      "pet (a prompt-ft model per pattern, their ensemble distilled into a fine-tuned classifier).\n\n"
                       "examples:\n" + EXAMPLES))
     _add_zero_shot(g)
     _add_train(g)
@@ -130,6 +132,12 @@ def _add_shared_args(p: argparse.ArgumentParser, defaults: RunOptions) -> None:
                         "or by their mean over unlabeled train-split texts, then renormalise (Zhao et al. 2021)")
     p.add_argument("--domain-examples", type=int, default=defaults.domain_examples,
                    help="--calibrate domain: train-split texts averaged (a fixed subset)")
+    p.add_argument("--pet-unlabeled", type=int, default=defaults.pet_unlabeled,
+                   help="--method pet: unlabeled train-split texts (a fixed subset, never dev or test) the pattern ensemble labels")
+    p.add_argument("--pet-temperature", type=float, default=defaults.pet_temperature,
+                   help="--method pet: T of the soft labels softmax(mean pattern scores / T) and of the distillation loss")
+    p.add_argument("--pet-distill-steps", type=int, default=defaults.pet_distill_steps,
+                   help="--method pet: optimiser steps of the distilled classifier on the soft-labeled texts")
     p.add_argument("--demos", default=defaults.demos, metavar="|".join(DEMOS),
                    help=f"follow each input with one training example per class, its label word in place of the mask "
                         f"(LM-BFF; {', '.join(DEMO_METHODS)}): random, or drawn from the most similar half of each class "
@@ -197,7 +205,10 @@ def _add_compare(g) -> None:
                                  f"Default learning rates (tuned on the MR dev split): {lrs}.\n\n"
                                  "example:\n" + COMPARE_EXAMPLE))
     p.add_argument("--datasets", default=",".join(GRID.datasets), help="comma-separated: mr, cr, subj, trec, or files")
-    p.add_argument("--methods", default=",".join(GRID.methods), help=METHODS_HELP)
+    p.add_argument("--methods", default=",".join(GRID.methods),
+                   help=f"rows: METHOD[+OPTION...], METHOD one of {', '.join(BASES)}, OPTION one of {', '.join(OPTIONS)}; "
+                        "e.g. prompt-ft+demos-similar,prompt-ft+auto,pet,pet-distilled,zero-shot+cal-domain "
+                        "(pet and pet-distilled: the ensemble and the distilled model of one PET run)")
     p.add_argument("--shots", type=int, default=GRID.shots, help="K per class")
     p.add_argument("--seeds", default=",".join(map(str, GRID.seeds)), help="comma-separated seeds")
     _add_loop_args(p, GRID)
@@ -210,6 +221,9 @@ def _add_compare(g) -> None:
     p.add_argument("--curve-datasets", default=None, help="default: mr if in --datasets, else the first data set")
     p.add_argument("--curve-shots", default=",".join(map(str, GRID.curve_shots)), help="the K values of the learning curve")
     p.add_argument("--curve-methods", default=None, help="default: --methods")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="run only the I-th of N shares of the cells (0-based) and write no table: N processes fill one "
+                        "--out in parallel, then a run without --shard reuses every cell and writes the tables")
     p.add_argument("--out", default="runs/compare")
     p.set_defaults(func=cmd_compare)
 
@@ -289,13 +303,23 @@ def compare_config(args) -> CompareConfig:
         if v not in ("all", "prompt"):
             raise UserError(f"--train {m}={v}: use all or prompt")
     return CompareConfig(
-        **_given(args, RunOptions), datasets=_str_list(args.datasets), methods=parse_methods(args.methods),
+        **_given(args, RunOptions), datasets=_str_list(args.datasets), methods=parse_rows(args.methods),
         seeds=_int_list(args.seeds, "seeds"), lr=_per_method(args.lr, "lr"), train=train,
         templates=_templates(args.template), curve=not args.no_curve,
         curve_datasets=_str_list(args.curve_datasets) if args.curve_datasets else None,
         curve_shots=_int_list(args.curve_shots, "curve-shots"),
-        curve_methods=parse_methods(args.curve_methods) if args.curve_methods else None,
+        curve_methods=parse_rows(args.curve_methods) if args.curve_methods else None,
     )
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """--shard I/N as (I, N), 0 <= I < N."""
+    if text is None:
+        return None
+    i, _, n = str(text).partition("/")
+    if not (i.strip().isdigit() and n.strip().isdigit() and int(i) < int(n)):
+        raise UserError(f"--shard takes I/N with 0 <= I < N, e.g. 0/2; got {text!r}")
+    return int(i), int(n)
 
 
 def read_utf8_lines(path: str) -> list[str]:
@@ -369,7 +393,11 @@ def cmd_compare(args) -> int:
     from .grid import run_compare
 
     cc = compare_config(args)
-    summary = run_compare(cc, args.out)
+    shard = parse_shard(args.shard)
+    summary = run_compare(cc, args.out, shard=shard)
+    if shard is not None:
+        print(f"shard {shard[0]}/{shard[1]} of the cells done in {args.out}; run the command without --shard for the tables")
+        return 0
     print((Path(args.out) / "compare.md").read_text(encoding="utf-8"))
     print(f"results in {args.out}: compare.json, compare.md, compare.png"
           + (", learning_curve.json, learning_curve.png" if cc.curve else "") + f" ({summary.get('seconds', 0)} s)")

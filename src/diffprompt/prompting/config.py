@@ -14,6 +14,7 @@ from ..errors import UserError
 from ..tracking import NO_TRACKER, check_tracker
 from .fewshot import CURVE_SHOTS, LMBFF_SEEDS
 from .methods import METHOD_NAMES, default_template, get_method
+from .rows import parse_row
 
 AUTO = "auto"  # --verbalizer auto
 CALIBRATIONS = ("none", "content-free", "domain")  # --calibrate (calibration.py)
@@ -37,6 +38,9 @@ class RunOptions:
     auto_steps: int = 20  # the short training budget per candidate (LM-BFF: the full budget)
     calibrate: str = "none"  # "none", "content-free" or "domain" (calibration.py)
     domain_examples: int = 200  # --calibrate domain: unlabeled train-split texts averaged
+    pet_unlabeled: int = 500  # --method pet: unlabeled train-split texts the ensemble labels (never dev or test)
+    pet_temperature: float = 2.0  # --method pet: T of the soft labels softmax(mean pattern scores / T) (PET: 2)
+    pet_distill_steps: int = 160  # --method pet: optimiser steps of the distilled classifier (batch_size each)
     demos: str = "none"  # LM-BFF demonstrations after each input: "none", "random" or "similar" (demonstrations.py)
     demo_sets: int = 16  # test time: demonstration sets sampled per input, their label probabilities averaged
     demo_encoder: str | None = None  # --demos similar: sentence encoder (hub id or folder); None: the packaged all-MiniLM-L6-v2
@@ -93,7 +97,9 @@ class RunConfig(RunOptions):
         if m.name == "prompt-ft" and cfg.train != "all":
             raise UserError("prompt-ft trains every parameter; for a frozen backbone use --method soft or hybrid")
         check_calibration(cfg.calibrate)
-        if m.kind == "finetune" and (cfg.calibrate != "none" or cfg.verbalizer == AUTO):
+        if m.name == "pet":
+            check_pet(cfg)
+        elif m.kind == "finetune" and (cfg.calibrate != "none" or cfg.verbalizer == AUTO):
             raise UserError("finetune has a classification head, no label words: --calibrate and --verbalizer auto "
                             "apply to the prompt methods")
         if cfg.verbalizer == AUTO:
@@ -144,6 +150,25 @@ def check_demos(options: RunOptions, method: str | None = None) -> None:
                         "--calibrate domain or none")
 
 
+def check_pet(cfg: RunConfig) -> None:
+    """The settings --method pet takes: its own patterns (methods.PET_PATTERNS), label words given or
+    the data set's, every parameter trained, K >= 1, and positive PET numbers."""
+    if cfg.template is not None:
+        raise UserError(f"--method pet trains one model per pattern of the data set (methods.PET_PATTERNS); "
+                        f"--template {cfg.template!r} does not apply")
+    if cfg.calibrate != "none" or cfg.verbalizer == AUTO:
+        raise UserError("--method pet takes label words as given or the data set's; --calibrate and --verbalizer auto "
+                        "do not apply to it")
+    if cfg.train != "all":
+        raise UserError("--method pet trains every parameter of each pattern model; --train prompt does not apply")
+    if cfg.shots < 1:
+        raise UserError("--method pet needs K labeled examples per class and the rest of the train split as unlabeled "
+                        "texts; give --shots K >= 1")
+    for name in ("pet_unlabeled", "pet_distill_steps", "pet_temperature"):
+        if not getattr(cfg, name) > 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+
+
 def dataset_tag(dataset: str) -> str:
     """A data set's name fit for a file name (a file's stem)."""
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(dataset).stem)
@@ -154,7 +179,7 @@ class CompareConfig(RunOptions):
     """The grid: every method on every data set for every seed at K shots, plus a learning curve."""
 
     datasets: list[str] = field(default_factory=lambda: ["mr", "cr", "trec"])
-    methods: list[str] = field(default_factory=lambda: list(METHOD_NAMES))
+    methods: list[str] = field(default_factory=lambda: [m for m in METHOD_NAMES if m != "pet"])  # rows (rows.py)
     seeds: list[int] = field(default_factory=lambda: list(LMBFF_SEEDS))
     lr: dict[str, float] = field(default_factory=dict)  # per-method override; missing: the method's default
     train: dict[str, str] = field(default_factory=dict)  # per-method override of all/prompt (hybrid)
@@ -166,12 +191,15 @@ class CompareConfig(RunOptions):
     cell_examples: int = 4  # test examples each cell writes to examples.json
     kind: str = "prompting-compare"
 
-    def cell_config(self, dataset: str, method: str, shots: int, seed: int) -> RunConfig:
-        """One cell's run: the shared options, this cell's K and seed, the method's overrides."""
-        label_free = {"verbalizer": None, "calibrate": "none"} if get_method(method).kind == "finetune" else {}
+    def cell_config(self, dataset: str, run: str, shots: int, seed: int) -> RunConfig:
+        """One cell's run (a row's `run`, rows.py): the shared options, this cell's K and seed, the
+        row's settings, the method's overrides."""
+        method = parse_row(run).method
+        label_free = {"verbalizer": None, "calibrate": "none"} if get_method(method).style is None else {}
         if method not in DEMO_METHODS:
-            label_free["demos"] = "none"  # soft and finetune cells run without demonstrations
-        return RunConfig(**{**shared_options(self), "shots": shots, **label_free}, dataset=dataset, method=method, seed=seed,
+            label_free["demos"] = "none"  # soft, finetune and pet cells run without demonstrations
+        return RunConfig(**{**shared_options(self), "shots": shots, **label_free, **parse_row(run).settings()},
+                         dataset=dataset, method=method, seed=seed,
                          template=self.templates.get(method), train=self.train.get(method), lr=self.lr.get(method),
                          save_model=False, num_examples=self.cell_examples)
 
@@ -181,7 +209,7 @@ class CompareConfig(RunOptions):
         if not self.methods:
             raise UserError("no method given; pass e.g. --methods zero-shot,prompt-ft")
         for m in list(self.methods) + list(self.curve_methods or []):
-            get_method(m)
+            parse_row(m)
         if not self.seeds:
             raise UserError("no seed given; pass e.g. --seeds 13,21,42,87,100")
         if self.curve_datasets is None:

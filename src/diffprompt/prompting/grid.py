@@ -1,12 +1,15 @@
-"""The comparison grid: data sets × methods × seeds at K shots, plus a learning curve over K.
+"""The comparison grid: data sets × rows × seeds at K shots, plus a learning curve over K.
 
+A row is a method plus options (`prompt-ft+demos-similar`, `pet-distilled`: rows.py); rows
+that differ only in the number they read share a run (`pet` and `pet-distilled`).
 `run_compare(CompareConfig, out)` runs every cell with `training.train_run` (one run folder per
-cell under `out/cells/DATASET/kK/METHOD/seedS/`), then writes into `out/`:
+cell under `out/cells/DATASET/kK/RUN/seedS/`, RUN the row's run name), then writes into `out/`:
 
 - `config.json` ("kind": "prompting-compare"), `metrics.jsonl` (one line per finished cell; with
   `log_with`, these lines and every cell's own also go to TensorBoard or W&B: tracking.py);
-- `compare.json`: per data set and method the test accuracies of every seed, their mean and
-  standard deviation (sample std, n - 1), the majority-class row, and the MR targets;
+- `compare.json`: per data set and row the test accuracies of every seed, their mean and
+  standard deviation (sample std, n - 1), each row's mean over the data sets, the
+  majority-class row, and the MR targets;
 - `compare.md` and `compare.png`: its table and bar chart (`grid_render.py`);
 - `learning_curve.json` and `learning_curve.png`: test accuracy against K (4, 8, 16, 32 by
   default) for the curve data sets (MR by default), mean ± std over the same seeds;
@@ -14,6 +17,9 @@ cell under `out/cells/DATASET/kK/METHOD/seedS/`), then writes into `out/`:
 
 Resuming: a cell whose folder holds `DONE` and a `results.json` written with the same
 settings is read back, not rerun, so an interrupted grid picks up where it stopped.
+`shard=(i, n)` runs only the i-th of n shares of the cells (whole groups of one data set, K
+and seed, dealt round-robin) and writes no summary: n such processes run a grid in parallel
+into one folder, and a last run without a shard, which reuses every cell, writes the tables.
 """
 
 from __future__ import annotations
@@ -35,20 +41,22 @@ from .config import CompareConfig, RunConfig
 from .distributed import get_accelerator
 from .fewshot import majority_baseline
 from .grid_render import draw_compare, draw_learning_curve, markdown_table
+from .rows import parse_row
 from .run_data import limit_examples, load_data
 from .training import train_run
 
-Cell = tuple[str, str, int, int]  # (data set, method, K, seed)
+Cell = tuple[str, str, int, int]  # (data set, run, K, seed); run: a row's run (rows.py)
 
 # Config fields that do not change a cell's result: a finished cell is reused whatever they are.
 _NOT_RESULT_KEYS = ("device", "eval_batch_size", "num_examples", "save_model", "kind", "log_with")
 
 
-def run_compare(cc: CompareConfig, out: str | Path, quiet: bool = False) -> dict:
-    """Run (or resume) the grid and the learning curve; write the outputs; return compare.json's dict."""
+def run_compare(cc: CompareConfig, out: str | Path, quiet: bool = False, shard: tuple[int, int] | None = None) -> dict:
+    """Run (or resume) the grid and the learning curve; write the outputs; return compare.json's dict.
+    With `shard=(i, n)`: run this process's share of the cells only, and write no summary."""
     cc.validate()
     out = Path(out)
-    main = get_accelerator(cc.device).is_main_process
+    main = get_accelerator(cc.device).is_main_process and shard is None
     run = RunDir(out, enabled=main)
     if main:
         (out / "DONE").unlink(missing_ok=True)
@@ -56,14 +64,15 @@ def run_compare(cc: CompareConfig, out: str | Path, quiet: bool = False) -> dict
         f"{', '.join(cc.methods)} on {', '.join(cc.datasets)}, K={cc.shots} per class, seeds {cc.seeds}")})
     start_tracking(run, cc.log_with)  # the grid's lines; every cell run tracks its own
     data = functools.lru_cache(maxsize=None)(load_data)
-    cells = grid_cells(cc)
+    cells = grid_cells(cc) if shard is None else shard_cells(grid_cells(cc), *shard)
+    last = (parse_row(cc.methods[-1]).run, cc.shots, cc.seeds[-1])
     results: dict[Cell, dict] = {}
     t0, reused = time.time(), 0
     for i, cell in enumerate(cells, 1):
         res = finished_results(cell_dir(out, *cell), cc.cell_config(*cell))
         reused += res is not None
         results[cell] = res if res is not None else run_cell(cc, cell, out, data, run, (i, len(cells)), quiet)
-        if main and cell[1:] == (cc.methods[-1], cc.shots, cc.seeds[-1]):  # a data set's main grid is complete
+        if main and cell[1:] == last:  # a data set's main grid is complete
             write_compare(cc, out, results, data)
     if reused and not quiet:
         log(f"resumed: {reused} of {len(cells)} cells were already finished in {out}")
@@ -80,13 +89,21 @@ def run_compare(cc: CompareConfig, out: str | Path, quiet: bool = False) -> dict
 
 
 def grid_cells(cc: CompareConfig) -> list[Cell]:
-    """The main grid's cells, then the learning curve's further K values."""
-    cells = [(d, m, cc.shots, s) for d in cc.datasets for s in cc.seeds for m in cc.methods]
+    """The main grid's cells, then the learning curve's further K values; one cell per run
+    (rows that share a run share its cell)."""
+    cells = [(d, parse_row(m).run, cc.shots, s) for d in cc.datasets for s in cc.seeds for m in cc.methods]
     if cc.curve:
-        curve = [(d, m, k, s) for d in cc.curve_datasets for k in cc.curve_shots for s in cc.seeds
-                 for m in curve_methods(cc)]
-        cells += [c for c in curve if c not in cells]
-    return cells
+        cells += [(d, parse_row(m).run, k, s) for d in cc.curve_datasets for k in cc.curve_shots for s in cc.seeds
+                  for m in curve_methods(cc)]
+    return list(dict.fromkeys(cells))
+
+
+def shard_cells(cells: list[Cell], index: int, count: int) -> list[Cell]:
+    """The `index`-th of `count` shares: the groups of cells with one data set, K and seed, dealt
+    round-robin in grid order (a group's runs stay together)."""
+    groups = list(dict.fromkeys((d, k, s) for d, _, k, s in cells))
+    mine = {g for i, g in enumerate(groups) if i % count == index}
+    return [c for c in cells if (c[0], c[2], c[3]) in mine]
 
 
 def curve_methods(cc: CompareConfig) -> list[str]:
@@ -143,20 +160,29 @@ def majority_accuracy(cc: CompareConfig, dataset: str, data: Callable) -> float:
     return majority_baseline(limit_examples(data(dataset).split("test").examples, cc.limit_test))["accuracy"]
 
 
+def row_results(results: dict[Cell, dict], row_name: str, dataset: str, shots: int, seeds) -> tuple[list, list]:
+    """(the finished cells' results, the row's number in each) for one row, data set and K."""
+    row = parse_row(row_name)
+    done = [results[(dataset, row.run, shots, s)] for s in seeds if (dataset, row.run, shots, s) in results]
+    return done, [r.get(row.metric, math.nan) for r in done]
+
+
 def summarise(cc: CompareConfig, results: dict[Cell, dict], data: Callable) -> dict:
-    """compare.json: per data set and method, the seeds' accuracies, mean and std; the majority
-    class; and the margins the MR targets are stated in."""
+    """compare.json: per data set and row, the seeds' accuracies, mean and std; per row the mean
+    over the data sets (when it has all of them); the majority class; and the margins the MR
+    targets are stated in."""
     rows, majority = [], {d: majority_accuracy(cc, d, data) for d in cc.datasets}
     for d in cc.datasets:
         for m in cc.methods:
-            done = [results[(d, m, cc.shots, s)] for s in cc.seeds if (d, m, cc.shots, s) in results]
+            done, accs = row_results(results, m, d, cc.shots, cc.seeds)
             if not done:
                 continue
-            accs = [r["test_accuracy"] for r in done]
             mean, std = mean_std(accs)
             rows.append({"dataset": d, "method": m, "mean": mean, "std": std, "n": len(accs), "accuracies": accs,
                          "train_seconds": statistics.fmean(r.get("train_seconds", float("nan")) for r in done)})
     by = {(r["dataset"], r["method"]): r for r in rows}
+    averages = [{"method": m, "mean": statistics.fmean(by[(d, m)]["mean"] for d in cc.datasets)}
+                for m in cc.methods if all((d, m) in by for d in cc.datasets)]
     margins = []
     for d in cc.datasets:
         if (d, "zero-shot") in by:
@@ -164,7 +190,8 @@ def summarise(cc: CompareConfig, results: dict[Cell, dict], data: Callable) -> d
         if (d, "prompt-ft") in by and (d, "finetune") in by:
             margins.append((f"{d}: prompt-ft minus finetune (points)", by[(d, "prompt-ft")]["mean"] - by[(d, "finetune")]["mean"]))
     return {"kind": "prompting-compare-results", "shots": cc.shots, "seeds": list(cc.seeds), "metric": "test accuracy",
-            "table": rows, "majority": [{"dataset": d, "accuracy": a} for d, a in majority.items()],
+            "table": rows, "averages": averages,
+            "majority": [{"dataset": d, "accuracy": a} for d, a in majority.items()],
             "margins": [{"comparison": c, "points": 100 * v} for c, v in margins]}
 
 
@@ -182,9 +209,9 @@ def learning_curve(cc: CompareConfig, results: dict[Cell, dict], data: Callable)
     curves = []
     for d in cc.curve_datasets:
         for m in curve_methods(cc):
-            stats = [mean_std([results[(d, m, k, s)]["test_accuracy"] for s in cc.seeds if (d, m, k, s) in results])
-                     for k in shots]
-            ns = [sum((d, m, k, s) in results for s in cc.seeds) for k in shots]
+            per_k = [row_results(results, m, d, k, cc.seeds)[1] for k in shots]
+            stats = [mean_std(accs) for accs in per_k]
+            ns = [len(accs) for accs in per_k]
             curves.append({"dataset": d, "method": m, "shots": shots, "mean": [a for a, _ in stats],
                            "std": [b for _, b in stats], "n": ns})
     return {"kind": "prompting-learning-curve", "metric": "test accuracy", "seeds": list(cc.seeds), "curves": curves,

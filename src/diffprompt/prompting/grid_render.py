@@ -13,7 +13,10 @@ from matplotlib.figure import Figure
 
 from .config import CompareConfig
 
-COLORS = {"zero-shot": "#9e9e9e", "prompt-ft": "#1f77b4", "soft": "#2ca02c", "hybrid": "#9467bd", "finetune": "#d62728"}
+COLORS = {"zero-shot": "#9e9e9e", "prompt-ft": "#1f77b4", "soft": "#2ca02c", "hybrid": "#9467bd", "finetune": "#d62728",
+          "prompt-ft+demos-random": "#6baed6", "prompt-ft+demos-similar": "#08519c", "prompt-ft+auto": "#17becf",
+          "pet": "#ff7f0e", "pet-distilled": "#8c564b", "zero-shot+cal-content-free": "#c7c7c7",
+          "zero-shot+cal-domain": "#636363"}  # other rows: matplotlib's cycle
 
 
 def _mean_std(mean: float, std: float) -> str:
@@ -21,16 +24,20 @@ def _mean_std(mean: float, std: float) -> str:
 
 
 def markdown_table(cc: CompareConfig, summary: dict) -> str:
-    """compare.md: "mean (std)" test accuracy in % per method and data set, the majority-class row
-    first, then the margins."""
+    """compare.md: "mean (std)" test accuracy in % per row and data set, the majority-class row
+    first, a last column with each row's mean over the data sets (more than one), then the margins."""
     by = {(r["dataset"], r["method"]): r for r in summary["table"]}
     maj = {r["dataset"]: r["accuracy"] for r in summary["majority"]}
-    lines = ["| method | " + " | ".join(cc.datasets) + " |",
-             "| --- | " + " | ".join("---:" for _ in cc.datasets) + " |",
-             "| majority class | " + " | ".join(f"{100 * maj[d]:.1f}" for d in cc.datasets) + " |"]
+    avg = {r["method"]: r["mean"] for r in summary.get("averages", [])} if len(cc.datasets) > 1 else None
+    extra = (lambda value: [] if avg is None else [value])  # the mean column's entry, when there is one
+    lines = ["| method | " + " | ".join([*cc.datasets, *extra("mean")]) + " |",
+             "| --- | " + " | ".join("---:" for _ in [*cc.datasets, *extra("mean")]) + " |",
+             "| majority class | " + " | ".join([*(f"{100 * maj[d]:.1f}" for d in cc.datasets),
+                                                 *extra(f"{100 * sum(maj.values()) / len(maj):.1f}")]) + " |"]
     for m in cc.methods:
         cells = [_mean_std(by[(d, m)]["mean"], by[(d, m)]["std"]) if (d, m) in by else "–" for d in cc.datasets]
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        mean = f"{100 * avg[m]:.1f}" if avg is not None and m in avg else "–"
+        lines.append(f"| {m} | " + " | ".join([*cells, *extra(mean)]) + " |")
     n = max((r["n"] for r in summary["table"]), default=0)
     test = f", first {cc.limit_test} test examples" if cc.limit_test else ", full test split"
     text = (f"Test accuracy (%), K = {cc.shots} examples per class, mean (std) over {n} seed(s) "

@@ -1,4 +1,4 @@
-"""The five methods, and their default templates and verbalizers per data set.
+"""The methods, and their default templates, PET patterns and verbalizers per data set.
 
 | method      | template          | trained parameters                     | paper                       |
 | ----------- | ----------------- | -------------------------------------- | --------------------------- |
@@ -7,6 +7,7 @@
 | `soft`      | soft tokens       | the soft tokens only, backbone frozen  | prompt tuning (Lester et al. 2021), P-tuning (Liu et al. 2021) |
 | `hybrid`    | hard words + soft | the soft tokens (or all, `--train all`) | P-tuning's anchors, PTR / OptiPrompt style |
 | `finetune`  | none              | all + a new classification head        | standard fine-tuning (LM-BFF's baseline) |
+| `pet`       | 4 hard patterns   | a prompt-ft model per pattern, then a fine-tuned student distilled from their ensemble | PET (Schick & Schütze 2021) |
 
 Default templates (LM-BFF's manual prompts where it has one, adapted to an uncased BERT):
 
@@ -25,6 +26,10 @@ The soft templates start their tokens from the hard template's words (`{soft=...
 al.'s "initialise from vocabulary" variant), so soft training starts from the zero-shot prompt
 and the dev-set model choice can fall back to it; the hybrid templates add randomly initialised
 soft tokens (random vocabulary embeddings) to the hard words. `--template` overrides any of these.
+
+PET's patterns (`PET_PATTERNS`) are four per data set in the style of PET's own (the input
+before or after a short cloze phrase), each with the data set's label words; the first is
+the data set's hard template, so PET's first pattern model is a prompt-ft run.
 """
 
 from __future__ import annotations
@@ -67,6 +72,11 @@ METHODS: dict[str, Method] = {
         Method("finetune", "finetune", None, "all", 1e-3,
                "a new classification head on the first token; every parameter trained",
                "standard fine-tuning (Devlin et al. 2019), LM-BFF's baseline"),
+        # kind "finetune": PET's final model, the one its run folder keeps, is the distilled FineTuneClassifier
+        Method("pet", "finetune", "hard", "all", 1e-3,
+               "a prompt-ft model per pattern; their ensemble labels unlabeled train texts; a fine-tuned classifier "
+               "is distilled from those soft labels (T = 2)",
+               "PET (Schick & Schuetze 2021)"),
     )
 }
 
@@ -80,15 +90,6 @@ def get_method(name: str) -> Method:
         raise UserError(f"unknown method {name!r}; choose from: {', '.join(METHODS)}") from None
 
 
-def parse_methods(text: str) -> list[str]:
-    names = [s.strip() for s in str(text).split(",") if s.strip()]
-    if not names:
-        raise UserError("no method given; choose from: " + ", ".join(METHODS))
-    for n in names:
-        get_method(n)
-    return names
-
-
 # Templates per data set and style.
 TEMPLATES: dict[str, dict[str, str]] = {
     "mr": {"hard": "{x} It was {mask}.", "soft": "{x} {soft=It was} {mask}", "hybrid": "{x} {soft*2} It was {mask}."},
@@ -98,6 +99,18 @@ TEMPLATES: dict[str, dict[str, str]] = {
 }
 GENERIC_TEMPLATES = {"hard": "{x} It was {mask}.", "soft": "{x} {soft*4} {mask}", "hybrid": "{x} {soft*2} It was {mask}."}
 PAIR_TEMPLATES = {"hard": "{x} ? {mask} , {x2}", "soft": "{x} {soft*2} {mask} {soft*2} {x2}", "hybrid": "{x} ? {soft*2} {mask} , {x2}"}
+
+# PET's patterns per data set: the hard template first (so pattern 0 is prompt-ft), then three more.
+PET_PATTERNS: dict[str, tuple[str, ...]] = {
+    "mr": (TEMPLATES["mr"]["hard"], "It was {mask}. {x}", "Just {mask}! {x}", "{x} All in all, it was {mask}."),
+    "cr": (TEMPLATES["cr"]["hard"], "It was {mask}. {x}", "Just {mask}! {x}", "{x} All in all, it was {mask}."),
+    "subj": (TEMPLATES["subj"]["hard"], "This is {mask}. {x}", "{x} It is {mask}.", "{x} All in all, this is {mask}."),
+    "trec": (TEMPLATES["trec"]["hard"], "{mask} question : {x}", "{x} This question is about {mask}.",
+             "Question about {mask} : {x}"),
+}
+GENERIC_PATTERNS = (GENERIC_TEMPLATES["hard"], "It was {mask}. {x}", "{x} All in all, it was {mask}.")
+PAIR_PATTERNS = (PAIR_TEMPLATES["hard"], "\"{x}\" ? {mask} , \"{x2}\"", "{x} ? {mask}. {x2}")
+
 
 # Label words by label name (lower case). LM-BFF's words; TREC's coarse classes by their meaning.
 _SENTIMENT = {"negative": "bad", "neg": "bad", "rotten": "bad",
@@ -123,6 +136,12 @@ def default_template(dataset: str, style: str, pair: bool = False) -> str:
     if key is not None:
         return TEMPLATES[key][style]
     return (PAIR_TEMPLATES if pair else GENERIC_TEMPLATES)[style]
+
+
+def pet_patterns(dataset: str, pair: bool = False) -> list[str]:
+    """PET's patterns for a data set (the first is its hard template)."""
+    key = dataset_key(dataset)
+    return list(PET_PATTERNS[key] if key is not None else (PAIR_PATTERNS if pair else GENERIC_PATTERNS))
 
 
 def default_verbalizer_spec(dataset: str, label_names: list[str]) -> dict[str, list[str]] | None:

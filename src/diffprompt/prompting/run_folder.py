@@ -5,6 +5,8 @@ A run folder holds `config.json` ("kind": "prompting-train"), `metrics.jsonl`,
 prompt methods) or model (`model.safetensors`, fine-tuning) with its JSON sidecar, and `DONE`;
 with `--verbalizer auto`, `label_words.json` (the chosen words, the candidates and their scores),
 and with `--calibrate`, `calibration.json` (the reference distribution `evaluate` and `predict` apply).
+With `--method pet`, the model is the distilled classifier and `pet.json` holds each pattern's,
+the ensemble's and the distilled model's accuracy (pet.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .run_data import RunData, prepare_data
 
 MODEL_FILES = {"prompt": "prompt.safetensors", "finetune": "model.safetensors"}  # by method kind
 LABEL_WORDS_FILE = "label_words.json"  # --verbalizer auto: the chosen words and the candidates
+PET_FILE = "pet.json"  # --method pet: each pattern's, the ensemble's and the distilled model's accuracy
 
 
 def model_file(run_dir: str | Path, method: str) -> Path:
@@ -43,7 +46,7 @@ def start_run_folder(out: str | Path | None, cfg: RunConfig, data: RunData, back
     if out is None or not enabled:
         return None
     run = RunDir(out)
-    for name in ("DONE", "metrics.jsonl", LABEL_WORDS_FILE, CALIBRATION_FILE):
+    for name in ("DONE", "metrics.jsonl", LABEL_WORDS_FILE, CALIBRATION_FILE, PET_FILE):
         (run / name).unlink(missing_ok=True)
     method = get_method(cfg.method)
     run.save_config({**asdict(cfg), "label_names": data.label_names, "num_train": len(data.few_shot.train),

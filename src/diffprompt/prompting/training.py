@@ -31,7 +31,7 @@ import random
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -63,6 +63,10 @@ def train_run(cfg: RunConfig, out: str | Path | None, ds=None, backbone=None, qu
     `ds`: a loaded TextDataset to reuse; `backbone`: a fresh (model, tokenizer) to train (it is
     modified); both are loaded when None.
     """
+    if cfg.method == "pet":  # several models and a distillation (pet.py, which imports this module)
+        from .pet import train_pet
+
+        return train_pet(cfg, out, ds, backbone, quiet, extra_config)
     t0 = time.time()
     data = prepare_data(cfg, ds)
     cfg = cfg.resolved(pair=data.pair)
@@ -115,9 +119,11 @@ def train_split(ds, dataset: str) -> list:
 
 
 def fit(model: TextClassifier, cfg: RunConfig, data: RunData, acc, run: RunDir | None = None,
-        quiet: bool = True) -> tuple["BestOnDev", dict]:
+        quiet: bool = True, loss_fn: Callable | None = None) -> tuple["BestOnDev", dict]:
     """Train `model` on the few-shot set with model choice on the few-shot dev set (nothing for
-    zero-shot); the best state is restored. Returns the model choice and the training numbers."""
+    zero-shot); the best state is restored. Returns the model choice and the training numbers.
+    `loss_fn(model, examples)`: the batch loss (default: cross-entropy to the labels, `label_loss`;
+    PET's distillation passes its soft-label loss)."""
     train, dev = data.few_shot.train, data.few_shot.dev
     trains = get_method(cfg.method).trains
     best = BestOnDev(model, dev_accuracy(model, dev, cfg.eval_batch_size), cfg.patience, keep_states=trains)
@@ -129,13 +135,12 @@ def fit(model: TextClassifier, cfg: RunConfig, data: RunData, acc, run: RunDir |
     opt, sched = make_optimizer(params, cfg)
     batches = global_batches(len(train), cfg.batch_size, cfg.seed)
     extra.update(trainable_parameters=sum(p.numel() for p in params),
-                 train_loss_before=mean_loss(model, train, cfg.eval_batch_size))
+                 train_loss_before=train_loss(model, train, cfg.eval_batch_size, loss_fn))
     losses: list[float] = []
     model.train()
     for step in _steps(cfg, quiet):
         batch = [train[i] for i in process_share(next(batches), acc)]
-        texts, texts_b = texts_of(batch)
-        loss = model.loss(texts, [ex.label for ex in batch], texts_b)
+        loss = (loss_fn or label_loss)(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         average_gradients(acc, params)
@@ -149,9 +154,28 @@ def fit(model: TextClassifier, cfg: RunConfig, data: RunData, acc, run: RunDir |
             if best.update(step, dev_acc):  # patience ran out
                 break
     # loss on the whole few-shot training set, eval mode, after the last step
-    extra["train_loss_after"] = mean_loss(model, train, cfg.eval_batch_size)
+    extra["train_loss_after"] = train_loss(model, train, cfg.eval_batch_size, loss_fn)
     best.restore()
     return best, extra
+
+
+def label_loss(model: TextClassifier, examples) -> torch.Tensor:
+    """Cross-entropy of the examples' labels under softmax(scores): the batch loss of every run but PET's distillation."""
+    texts, texts_b = texts_of(examples)
+    return model.loss(texts, [ex.label for ex in examples], texts_b)
+
+
+@torch.no_grad()
+def train_loss(model: TextClassifier, examples, batch_size: int, loss_fn: Callable | None = None) -> float:
+    """The loss on the whole training set in eval mode: `mean_loss`, or `loss_fn`'s batch losses weighted by size."""
+    if loss_fn is None:
+        return mean_loss(model, examples, batch_size)
+    was_training = model.training
+    model.eval()
+    chunks = [examples[i:i + batch_size] for i in range(0, len(examples), batch_size)]
+    total = sum(float(loss_fn(model, chunk)) * len(chunk) for chunk in chunks)
+    model.train(was_training)
+    return total / len(examples)
 
 
 def choose_label_words(cfg: RunConfig, data: RunData, backbone, tokenizer, acc) -> dict:

@@ -1,0 +1,198 @@
+"""PET (prompting/pet.py): the ensemble's soft labels and the distillation loss against hand
+computations, the unlabeled set (train split only, disjoint from dev, test and the few-shot
+examples), pattern 0 is a prompt-ft run, PET end to end on the six MLM families, and its rows."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from diffprompt.data import Example
+from diffprompt.errors import UserError
+from diffprompt.prompting import pet
+from diffprompt.prompting.backbone import load_backbone
+from diffprompt.prompting.config import RunConfig
+from diffprompt.prompting.distributed import get_accelerator
+from diffprompt.prompting.evaluation import score
+from diffprompt.prompting.methods import PET_PATTERNS, TEMPLATES, pet_patterns
+from diffprompt.prompting.rows import parse_row
+from diffprompt.prompting.run_data import load_data, prepare_data
+from diffprompt.prompting.run_folder import load_run_model
+from diffprompt.prompting.training import train_run
+from test_prompting_core import _roberta_tokenizer, _tiny
+
+# ----------------------------------------------------------------------------------- the formulas
+
+
+def test_soft_labels_are_the_softmax_of_the_mean_pattern_scores_over_t():
+    a = torch.tensor([[-1.0, -3.0], [-0.2, -2.5]])
+    b = torch.tensor([[-2.0, 0.5], [-0.7, -0.9]])
+    q = pet.soft_labels([a, b], temperature=2.0)
+    for i in range(2):
+        s = [(a[i, y].item() + b[i, y].item()) / 2 for y in range(2)]  # the ensemble's mean score
+        e = [math.exp(v / 2.0) for v in s]
+        assert q[i].tolist() == pytest.approx([v / sum(e) for v in e], abs=1e-6)
+    assert pet.ensemble_scores([a, b]).argmax(-1).tolist() == [1, 0]
+    # a per-input constant (the vocabulary log-normaliser of a log-probability) changes nothing
+    shifted = pet.soft_labels([a + torch.tensor([[5.0], [-3.0]]), b], temperature=2.0)
+    assert torch.allclose(shifted, q, atol=1e-6)
+
+
+def test_distillation_loss_is_t_squared_cross_entropy_of_the_tempered_student():
+    z = torch.tensor([[2.0, -1.0, 0.5], [0.0, 0.3, -0.4]])
+    q = torch.tensor([[0.7, 0.1, 0.2], [0.25, 0.5, 0.25]])
+    t = 2.0
+    total = 0.0
+    for i in range(2):
+        norm = sum(math.exp(v / t) for v in z[i].tolist())
+        total += -sum(q[i, y].item() * math.log(math.exp(z[i, y].item() / t) / norm) for y in range(3))
+    assert float(pet.distillation_loss(z, q, t)) == pytest.approx(t * t * total / 2, abs=1e-6)
+    # the loss the training loop uses on soft examples is the same number
+    model = SimpleNamespace(scores=lambda texts, texts_b: z)
+    examples = [pet.SoftExample("a", None, q[0]), pet.SoftExample("b", None, q[1])]
+    assert float(pet.soft_label_loss(model, examples, t)) == pytest.approx(t * t * total / 2, abs=1e-6)
+    assert [ex.label for ex in examples] == [0, 1]
+
+
+def test_patterns_start_with_the_hard_template_and_are_four_per_data_set():
+    for key, patterns in PET_PATTERNS.items():
+        assert patterns[0] == TEMPLATES[key]["hard"] and len(set(patterns)) == 4
+    assert pet_patterns("file.csv")[0] == "{x} It was {mask}." and "{x2}" in pet_patterns("file.csv", pair=True)[1]
+
+
+# ----------------------------------------------------------------------------------- the unlabeled set
+
+
+def test_unlabeled_texts_come_from_the_train_split_only_never_dev_test_or_the_few_shot_set():
+    ds = load_data("mr")
+    data = prepare_data(RunConfig(dataset="mr", shots=16, seed=13), ds)
+    unlabeled = pet.unlabeled_examples(ds, data, 300)
+    keys = {(ex.text, ex.text_b or "") for ex in unlabeled}
+    assert len(unlabeled) == len(keys) == 300
+    split_keys = {name: {(ex.text, getattr(ex, "text_b", None) or "") for ex in ds.split(name).examples}
+                  for name in ("train", "dev", "test")}
+    assert keys <= split_keys["train"]
+    assert not keys & split_keys["dev"] and not keys & split_keys["test"]
+    assert not keys & {(ex.text, "") for ex in data.few_shot.train + data.few_shot.dev}
+
+
+def test_a_train_text_that_is_also_in_test_is_left_out():
+    train = [Example(f"train text {i}", i % 2) for i in range(12)]
+    test = [Example("train text 7", 1), Example("only test", 0)]
+    ds = fake_dataset(train, test)
+    data = prepare_data(RunConfig(dataset="mr", shots=2, seed=13), ds)
+    texts = {ex.text for ex in pet.unlabeled_examples(ds, data, 100)}
+    few = {ex.text for ex in data.few_shot.train + data.few_shot.dev}
+    assert texts == {ex.text for ex in train} - few - {"train text 7"}
+
+
+# ----------------------------------------------------------------------------------- runs
+
+
+def fake_dataset(train, test):
+    splits = {"train": train, "test": test}
+
+    def split(name):
+        if name not in splits:
+            raise KeyError(name)
+        return SimpleNamespace(examples=splits[name])
+    return SimpleNamespace(label_names=["negative", "positive"], split=split)
+
+
+WORDS = ["great", "fun", "witty", "boring", "dull", "bad", "good", "movie", "plot", "acting"]
+
+
+def toy_sentiment():
+    train = [Example(f"{WORDS[i % 10]} {WORDS[(3 * i) % 10]} film {i}", i % 2) for i in range(40)]
+    test = [Example(f"a {WORDS[i % 10]} story {i}", (i + 1) % 2) for i in range(10)]
+    return fake_dataset(train, test)
+
+
+def small(**kw) -> RunConfig:
+    base = dict(dataset="mr", method="pet", shots=4, seed=13, steps=2, eval_every=2, batch_size=4,
+                pet_unlabeled=6, pet_distill_steps=2, num_examples=2)
+    return RunConfig(**{**base, **kw})
+
+
+def test_pattern_zero_is_a_prompt_ft_run(one_thread, tmp_path):
+    bb, tok = load_backbone()
+    ds = toy_sentiment()
+    ref = train_run(small(method="prompt-ft"), tmp_path / "pft", ds=ds, backbone=(copy.deepcopy(bb), tok), quiet=True)
+    cfg = small()
+    data = prepare_data(cfg, ds)
+    cfg = cfg.resolved(pair=False)
+    p0 = pet.train_pattern(cfg, data, pet_patterns("mr")[0], copy.deepcopy(bb), tok, get_accelerator("cpu"), data.test[:2])
+    preds = [json.loads(line)["scores"] for line in (tmp_path / "pft" / "predictions.jsonl").read_text().splitlines()]
+    assert torch.allclose(p0["test_scores"], torch.tensor(preds), atol=1e-4)
+    assert (p0["test_accuracy"], p0["dev_accuracy"], p0["best_step"]) == (
+        ref["test_accuracy"], ref["dev_accuracy"], ref["best_step"])
+
+
+def _family(name):
+    bb, tok = load_backbone()
+    if name == "bert":
+        return bb, tok
+    torch.manual_seed(0)
+    if name == "roberta":
+        from transformers import RobertaConfig, RobertaForMaskedLM
+
+        rtok = _roberta_tokenizer()
+        cfg = RobertaConfig(vocab_size=len(rtok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=32, max_position_embeddings=130, pad_token_id=rtok.pad_token_id,
+                            bos_token_id=rtok.bos_token_id, eos_token_id=rtok.eos_token_id)
+        return RobertaForMaskedLM(cfg).eval(), rtok
+    return _tiny(name, len(tok)).eval(), tok
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "electra", "albert", "deberta-v2"])
+def test_pet_runs_on_every_mlm_family(family, one_thread, tmp_path):
+    model, tok = _family(family)
+    res = train_run(small(), tmp_path / "run", ds=toy_sentiment(), backbone=(model, tok), quiet=True)
+    info = json.loads((tmp_path / "run" / "pet.json").read_text())
+    assert [p["template"] for p in info["patterns"]] == list(PET_PATTERNS["mr"])
+    assert res["pattern_test_accuracy"] == [p["test_accuracy"] for p in info["patterns"]]
+    assert info["ensemble"]["test_accuracy"] == res["ensemble_test_accuracy"]
+    assert info["distilled"]["test_accuracy"] == res["test_accuracy"] and res["num_unlabeled"] == 6
+    assert info["temperature"] == 2.0 and (tmp_path / "run" / "DONE").exists()
+    assert (tmp_path / "run" / "model.safetensors").exists()  # the run folder's model is the distilled one
+    if family == "bert":  # evaluate/predict rebuild it: the same test scores
+        again, _ = load_run_model(tmp_path / "run")
+        preds = [json.loads(line)["scores"] for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+        assert torch.allclose(score(again, toy_sentiment().split("test").examples), torch.tensor(preds), atol=1e-4)
+
+
+def test_pet_refusals():
+    for kw, says in (({"template": "{x} {mask}"}, "does not apply"), ({"calibrate": "domain"}, "--calibrate"),
+                     ({"shots": 0}, "--shots K"), ({"pet_unlabeled": 0}, "--pet-unlabeled")):
+        with pytest.raises(UserError, match=says):
+            small(**kw).resolved()
+
+
+# ----------------------------------------------------------------------------------- rows
+
+
+def test_row_specs_parse_and_pet_rows_share_one_run():
+    r = parse_row("prompt-ft+demos-similar")
+    assert (r.method, r.run, r.metric, r.settings()) == ("prompt-ft", "prompt-ft+demos-similar", "test_accuracy",
+                                                         {"demos": "similar"})
+    assert parse_row("zero-shot+cal-domain").settings() == {"calibrate": "domain"}
+    assert parse_row("prompt-ft+auto").settings() == {"verbalizer": "auto"}
+    assert (parse_row("pet").run, parse_row("pet").metric) == ("pet", "ensemble_test_accuracy")
+    assert (parse_row("pet-distilled").run, parse_row("pet-distilled").metric) == ("pet", "test_accuracy")
+    for bad, says in (("pett", "unknown row"), ("prompt-ft+demo", "unknown option"),
+                      ("prompt-ft+demos-random+demos-similar", "demos twice")):
+        with pytest.raises(UserError, match=says):
+            parse_row(bad)
+
+
+def test_an_unknown_row_is_one_line_and_exit_2(tmp_path, capsys):
+    from diffprompt.cli import main
+
+    assert main(["prompting", "compare", "--methods", "prompt-ft,nope", "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown row 'nope'" in err[0]
