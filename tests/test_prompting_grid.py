@@ -189,3 +189,70 @@ def test_run_compare_resumes_finished_cells_and_reruns_exactly_the_changed_ones(
     grid.run_compare(cc, out)
     assert stand_in == [c for c in cells if c[1] == "soft"]
     assert json.loads((out / "cells/mr/k2/soft/seed21/config.json").read_text())["lr"] == 0.5
+
+
+# ---------------------------------------------------------------------------------------------- rows and shards
+
+NEW_ROWS = ["prompt-ft+demos-random", "prompt-ft+demos-similar", "prompt-ft+auto", "pet", "pet-distilled",
+            "zero-shot+cal-content-free", "zero-shot+cal-domain"]
+
+
+@pytest.fixture
+def row_stand_in(monkeypatch):
+    """Like `stand_in`, and a PET cell also reports its ensemble's accuracy (0.01 above the distilled model's)."""
+    calls = []
+
+    def train_run(cfg, out, ds=None, backbone=None, quiet=False, extra_config=None):
+        calls.append((cfg.dataset, cfg.method, cfg.demos, cfg.verbalizer, cfg.calibrate, cfg.seed))
+        res = write_cell(out, cfg, accuracy_of(cfg.method, cfg.shots, cfg.seed))
+        if cfg.method == "pet":
+            res["ensemble_test_accuracy"] = res["test_accuracy"] + 0.01
+            (out / "results.json").write_text(json.dumps(res))
+        return res
+
+    monkeypatch.setattr(grid, "train_run", train_run)
+    monkeypatch.setattr(grid, "fresh_backbone", lambda name: None)
+    monkeypatch.setattr(grid, "load_data", fake_data)
+    return calls
+
+
+def test_new_rows_set_their_run_settings_and_pet_rows_share_one_run(row_stand_in, tmp_path):
+    cc = compare_config(datasets=["mr", "cr"], methods=NEW_ROWS, seeds=[13, 21], curve=False)
+    summary = grid.run_compare(cc, tmp_path / "cmp")
+    assert len(row_stand_in) == 2 * 2 * 6  # 7 rows, 6 runs: pet and pet-distilled are one
+    assert set(row_stand_in) == {(d, m, demos, words, cal, s) for d in ("mr", "cr") for s in (13, 21)
+                                 for m, demos, words, cal in (("prompt-ft", "random", None, "none"),
+                                                              ("prompt-ft", "similar", None, "none"),
+                                                              ("prompt-ft", "none", "auto", "none"),
+                                                              ("pet", "none", None, "none"),
+                                                              ("zero-shot", "none", None, "content-free"),
+                                                              ("zero-shot", "none", None, "domain"))}
+    assert (tmp_path / "cmp/cells/mr/k4/prompt-ft+demos-similar/seed21/DONE").exists()
+    rows = {(r["dataset"], r["method"]): r for r in summary["table"]}
+    distilled = [accuracy_of("pet", 4, s) for s in (13, 21)]
+    assert rows[("cr", "pet-distilled")]["accuracies"] == distilled
+    assert rows[("cr", "pet")]["accuracies"] == pytest.approx([a + 0.01 for a in distilled])
+    averages = {r["method"]: r["mean"] for r in summary["averages"]}
+    assert averages["pet"] == pytest.approx(statistics.mean([rows[(d, "pet")]["mean"] for d in ("mr", "cr")]))
+    md = (tmp_path / "cmp/compare.md").read_text()
+    assert "| method | mr | cr | mean |" in md and "| pet-distilled | " in md and "| majority class | 75.0 | 75.0 | 75.0 |" in md
+
+
+def test_shards_split_the_cells_and_a_last_run_reuses_all_of_them(row_stand_in, tmp_path, capsys):
+    cc = compare_config(datasets=["mr", "cr"], methods=["prompt-ft", "pet", "pet-distilled"], seeds=[13, 21, 42],
+                        curve_methods=["pet"], curve_shots=[2, 4])
+    cells = grid.grid_cells(cc)
+    shares = [grid.shard_cells(cells, i, 2) for i in range(2)]
+    assert sorted(shares[0] + shares[1]) == sorted(cells) and not set(shares[0]) & set(shares[1])
+    assert abs(len(shares[0]) - len(shares[1])) <= 2  # whole (data set, K, seed) groups, dealt in turn
+    out = tmp_path / "cmp"
+    for i in range(2):
+        assert grid.run_compare(cc, out, shard=(i, 2)) == {}
+    assert len(row_stand_in) == len(cells) and not (out / "compare.json").exists()
+    row_stand_in.clear()
+    capsys.readouterr()
+    summary = grid.run_compare(cc, out)
+    assert row_stand_in == [] and f"resumed: {len(cells)} of {len(cells)} cells" in capsys.readouterr().err
+    assert {r["method"] for r in summary["table"]} == {"prompt-ft", "pet", "pet-distilled"}
+    curve = json.loads((out / "learning_curve.json").read_text())
+    assert [c["method"] for c in curve["curves"]] == ["pet"] and curve["curves"][0]["n"] == [3, 3]
