@@ -19,6 +19,7 @@ _EXPORTS = {
     "PromptEncoder": ".prompt_encoder", "Template": ".template", "check_texts": ".template",
     "Verbalizer": ".verbalizer", "export_peft": ".peft_io", "import_peft": ".peft_io",
     "search_label_words": ".label_search", "apply_calibration": ".calibration", "fit_calibration": ".calibration",
+    "Demonstrations": ".demonstrations", "SentenceEncoder": ".sentence_encoder",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
