@@ -13,17 +13,18 @@ from html.parser import HTMLParser
 NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 
 
-class _HeadlineTables(HTMLParser):
-    """Collects the cells of every <table class="headline"> as a list of rows of text."""
+class _Tables(HTMLParser):
+    """Collects the cells of every <table> (of class `cls` where given) as a list of rows of text."""
 
-    def __init__(self):
+    def __init__(self, cls: str | None = None):
         super().__init__()
+        self.cls = cls
         self.tables: list[list[list[str]]] = []
         self.inside = False
         self.cell: list[str] | None = None
 
     def handle_starttag(self, tag, attrs):
-        if tag == "table" and ("class", "headline") in attrs:
+        if tag == "table" and (self.cls is None or ("class", self.cls) in attrs):
             self.inside = True
             self.tables.append([])
         elif self.inside and tag == "tr":
@@ -44,7 +45,12 @@ class _HeadlineTables(HTMLParser):
 
 
 def headline_tables(page: str) -> list[list[list[str]]]:
-    parser = _HeadlineTables()
+    return tables(page, "headline")
+
+
+def tables(page: str, cls: str | None = None) -> list[list[list[str]]]:
+    """Every table of the page (of class `cls` where given), each a list of rows of cell text."""
+    parser = _Tables(cls)
     parser.feed(page)
     return parser.tables
 

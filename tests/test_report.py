@@ -11,7 +11,7 @@ from PIL import Image
 from diffprompt.cli import main
 from diffprompt.report import format_value, json_tables, render_report
 from diffprompt.rundir import RunDir
-from report_page import check_diffusion_headline, check_prompting_headline, headline_tables
+from report_page import check_diffusion_headline, check_prompting_headline, headline_tables, numbers, shows, tables
 
 
 def make_run(path, kind="diffusion-train", done=True):
@@ -193,3 +193,47 @@ def test_report_reads_like_a_results_page(tmp_path):
     # Contents first, configs and raw JSON collapsed at the end.
     assert page.index("<nav>") < page.index('id="summary"') < page.index('id="appendix"')
     assert page.count("<details><summary>Raw JSON") == 2 and "Resolved config: demo/ddpm" in page
+
+
+def make_conditional_eval_run(path, fid_w2: float, confident_w2: float):
+    """`make_eval_run` turned into the demo's conditional stage: DDIM-50 at w = 0 and 2, each with its
+    conditional accuracy, and a grid of 10 per class with DDIM-50 at w = 2."""
+    make_eval_run(path, kid_unit=1e-5)
+    ev = json.loads((path / "eval.json").read_text())
+    ddim = next(s for s in ev["samplers"] if s["sampler"] == "DDIM-50")
+    ev["samplers"] = [{**ddim, "sampler": "DDIM-50-w0", "guidance": 0.0, "conditional_accuracy": 0.8125},
+                      {**ddim, "sampler": "DDIM-50-w2", "guidance": 2.0, "fid": fid_w2,
+                       "confident_share": confident_w2, "conditional_accuracy": 0.96875}]
+    ev["conditional"] = {"num_classes": 10, "guidance": [0.0, 2.0], "requested": "evenly"}
+    RunDir(path).save_json("eval.json", ev)
+    cfg = json.loads((path / "config.json").read_text())
+    rows = {"per_class": 10, "classes": 10, "class_names": [str(i) for i in range(10)]}
+    cfg.update(checkpoint="/x/ddpm-tiny-mnist5k-cond.safetensors", eval_guidance=[0.0, 2.0],
+               samples={"sampler": "DDIM-50", "spec": "ddim:50", "n": 100, "seed": 7, "guidance": 2.0, **rows},
+               real={"n": 100, "split": "test", **rows})
+    RunDir(path).save_config(cfg)
+    return path
+
+
+@pytest.mark.parametrize("fid_w2, confident_w2, verdict", [(30.0, 0.88, "close"), (40.0, 0.88, "still short"),
+                                                           (30.0, 0.85, "still short")])
+def test_conditional_report_reads_the_eval_json(tmp_path, fid_w2, confident_w2, verdict):
+    """The quality table gains w and conditional accuracy (floor: the classifier's test accuracy); one
+    sentence compares the grid's samples with real data (floor FID 12.27, real confident share 0.91)."""
+    run = make_conditional_eval_run(tmp_path / "ddpm", fid_w2, confident_w2)
+    ev = json.loads((run / "eval.json").read_text())
+    page = render_report([run]).read_text()
+    [quality] = [t for t in tables(page) if "Conditional accuracy (%)" in t[0]]
+    header, *rows = quality
+    assert header[:3] == ["Sampler", "Steps", "w"] and len(rows) == 3
+    acc = header.index("Conditional accuracy (%)")
+    for s, row in zip(ev["samplers"], rows):
+        assert row[0] == s["sampler"] and numbers(row[2]) == [s["guidance"]] and shows(row[acc], s["conditional_accuracy"], 100)
+    assert rows[-1][2] == "—" and shows(rows[-1][acc], ev["classifier"]["test_accuracy"], 100)
+    ratio = f"{fid_w2 / 12.27:.1f}×"
+    assert (f"Against real data the DDIM-50 samples at guidance w = 2 are {verdict}: the classifier is confident on "
+            f"{100 * confident_w2:.0f} % of them against 91 % of real test images, gives 97 % of them the class asked "
+            f"for (real test images: 96 %), and their FID is {ratio} the real-data floor ({fid_w2:.1f} against 12.3).") in page
+    assert ("Samples: 10 of each class, a row per class (row = class 0..9), drawn with DDIM-50 and classifier-free "
+            "guidance w = 2 by the model at training step 12000 of ddpm-tiny-mnist5k-cond.safetensors, seed 7") in page
+    assert "Real images: the first 10 test images of each class of mnist5k, a row per class (row = class 0..9)" in page

@@ -7,10 +7,12 @@ Stages, each a run folder under `runs/demo/` that is skipped when it already hol
 2. `ddpm-train`  trains the tiny CPU U-Net on MNIST 5k from scratch for a short time budget
                  (a real run of the training loop: loss curve, checkpoint, first samples);
 3. `ddpm`        samples with DDIM and DPM-Solver++, evaluates FID, KID, precision/recall and bits/dim, and draws the forward
-                 strip, the reverse chain (PNG and GIF) and samples beside real images. It uses the
-                 pre-trained checkpoint shipped with diffprompt (`diffprompt/assets/`, made by
-                 `benchmarks/bench_diffusion_quality.py`) because a few minutes of CPU training
-                 cannot make recognisable digits; `--no-pretrained` uses the stage-2 model instead;
+                 strip, the reverse chain (PNG and GIF) and samples beside real images. It uses a
+                 checkpoint shipped with diffprompt (`diffprompt/assets/`) because a few minutes of
+                 CPU training cannot make recognisable digits: the class-conditional one where this
+                 install has it (a row per class, with classifier-free guidance, and conditional
+                 accuracy at each guidance scale), else the unconditional one; `--no-pretrained`
+                 uses the stage-2 model instead (conditional too if `train_set` says so);
 4. `prompting`   zero-shot and a one-seed K = 16 comparison of the five prompting methods on MR;
 5. the report    `runs/demo/report.html`, rendered by `diffprompt report`.
 """
@@ -24,11 +26,13 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from .checkpoint import sidecar_path
 from .errors import UserError
 from .progress import log
 from .rundir import RunDir
 
 PRETRAINED = "ddpm-tiny-mnist5k.safetensors"
+PRETRAINED_CONDITIONAL = "ddpm-tiny-mnist5k-cond.safetensors"  # preferred where installed
 PREVIEW_IMAGES = 64  # images in each data set's preview grid
 
 
@@ -48,7 +52,10 @@ class DemoConfig:
     eval_samplers: tuple = ("ddim:10", "ddim:50", "dpm++2m:10", "dpm++2m:20")
     eval_samples: int = 256
     nll_images: int = 8
-    grid_samples: int = 64
+    eval_guidance: tuple = (0.0, 2.0)  # a conditional model's guidance scales w (0: the plain conditional model)
+    grid_samples: int = 64  # an unconditional model's grid
+    grid_per_class: int = 10  # a conditional model's grid: a row per class, this many columns
+    grid_guidance: float = 2.0
     grid_sampler: str = "dpm++2m:20"
     chain_sampler: str = "ddpm"
     chain_images: int = 8
@@ -68,15 +75,29 @@ class DemoConfig:
                        "model": {"base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1,
                                  "attention_resolutions": [14]}},
             pretrained=False, eval_samplers=("ddim:5", "dpm++2m:5"), eval_samples=16, nll_images=2, grid_samples=16,
-            grid_sampler="ddim:5", chain_sampler="ddim:10", chain_images=4, classifier_epochs=1,
+            grid_per_class=2, grid_sampler="ddim:5", chain_sampler="ddim:10", chain_images=4, classifier_epochs=1,
             prompt_shots=4, prompt_steps=4, prompt_limit_test=32,
         )
 
 
-def pretrained_checkpoint() -> Path | None:
-    """The shipped EMA checkpoint (safetensors + JSON sidecar), if this install has it."""
-    p = Path(str(resources.files("diffprompt") / "assets" / PRETRAINED))
+def pretrained_checkpoint(name: str = PRETRAINED) -> Path | None:
+    """A shipped EMA checkpoint (safetensors + JSON sidecar), if this install has it."""
+    p = Path(str(resources.files("diffprompt") / "assets" / name))
     return p if p.exists() else None
+
+
+def ddpm_source(cfg: DemoConfig, trained: Path) -> tuple[Path, str]:
+    """The model the ddpm stage shows, and why: the shipped class-conditional checkpoint, else the
+    shipped unconditional one, else (or with `--no-pretrained`) the model of the ddpm-train stage."""
+    made = " (see README: Diffusion, for the command that made it)"
+    if cfg.pretrained:
+        for name, what in ((PRETRAINED_CONDITIONAL, "the class-conditional checkpoint shipped with diffprompt"),
+                           (PRETRAINED, "the pre-trained checkpoint shipped with diffprompt")):
+            ckpt = pretrained_checkpoint(name)
+            if ckpt is not None:
+                return ckpt, what + made
+        log("  no pre-trained checkpoint in this install; using the model trained in the ddpm-train stage")
+    return trained, "the model trained in the ddpm-train stage"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,46 +154,101 @@ def stage_ddpm(cfg: DemoConfig, out: Path, trained: Path) -> None:
     from .data.images import stratified_subset
     from .diffusion.checkpoints import load_model
     from .diffusion.evaluation import evaluate
-    from .diffusion.generate import generate, parse_sampler_spec, sampler_label
+    from .diffusion.generate import parse_sampler_spec
+    from .diffusion.guidance import guided, num_classes
     from .diffusion.pixels import images_to_tensor
-    from .diffusion.visualize import save_grid, write_visualizations
+    from .diffusion.visualize import write_visualizations
 
-    ckpt = pretrained_checkpoint() if cfg.pretrained else None
-    source = ckpt if ckpt is not None else trained
-    why = ("the pre-trained checkpoint shipped with diffprompt (see README: Diffusion, for the command that made it)"
-           if ckpt is not None else "the model trained in the ddpm-train stage")
-    if cfg.pretrained and ckpt is None:
-        log("  no pre-trained checkpoint in this install; using the model trained in the ddpm-train stage")
+    source, why = ddpm_source(cfg, trained)
     out.mkdir(parents=True, exist_ok=True)
     run = RunDir(out)
     model, diffusion, meta = load_model(source, cfg.device)
-    grid, chain = parse_sampler_spec(cfg.grid_sampler), parse_sampler_spec(cfg.chain_sampler)
-    grid_seed = cfg.seed + 7  # not the evaluation's seed: the grid shows other samples than those scored
-    run.save_config({"kind": "diffusion-demo", "checkpoint": str(source), "checkpoint_is": why,
-                     "model_step": meta.get("step"), "unet": meta.get("unet"), "diffusion": meta.get("diffusion"),
-                     "dataset": meta.get("dataset", "mnist5k"), "eval_samplers": list(cfg.eval_samplers),
-                     "eval_samples": cfg.eval_samples, "nll_images": cfg.nll_images,
-                     # how the pictures are made, for the report's captions
-                     "samples": {"sampler": sampler_label(grid, diffusion.T), "n": cfg.grid_samples, "seed": grid_seed},
-                     "real": {"n": cfg.grid_samples, "split": "test"},
-                     "chain": {"sampler": sampler_label(chain, diffusion.T), "n": cfg.chain_images},
-                     "description": f"Sampling, evaluation and pictures from {why}."})
+    k = num_classes(model)
+    run.save_config(ddpm_config(cfg, source, why, meta, diffusion.T, k))
     data = load_images(meta.get("dataset") or "mnist5k")
     test = data.split("test")
-    log(f"  evaluating {source.name if source.is_file() else source} with {', '.join(cfg.eval_samplers)}, "
+    guidance = list(cfg.eval_guidance) if k else None
+    at = f" at guidance scales w = {', '.join(f'{w:g}' for w in guidance)}" if k else ""
+    log(f"  evaluating {source.name if source.is_file() else source} with {', '.join(cfg.eval_samplers)}{at}, "
         f"{cfg.eval_samples} samples each, NLL on {cfg.nll_images} test images")
     evaluate(source, samplers=list(cfg.eval_samplers), n_samples=cfg.eval_samples, nll_images=cfg.nll_images,
-             seed=cfg.seed, device=cfg.device, out=out, classifier_epochs=cfg.classifier_epochs, data=data)
-    shape = tuple(int(v) for v in (meta["unet"]["in_channels"], meta["unet"]["image_size"], meta["unet"]["image_size"]))
-    samples, _ = generate(model, diffusion, cfg.grid_samples, shape, grid["sampler"], grid["steps"], grid["eta"],
-                          grid_seed, cfg.grid_samples, torch.device(cfg.device), grid["spacing"])
-    save_grid(samples, out / "samples.png", nrow=8)
-    save_grid(stratified_subset(test, cfg.grid_samples, cfg.seed), out / "real.png", nrow=8)
+             seed=cfg.seed, device=cfg.device, out=out, classifier_epochs=cfg.classifier_epochs, data=data,
+             guidance=guidance)
+    draw_grids(cfg, model, diffusion, meta, test, out)
     log(f"  drawing the forward strip and the {cfg.chain_sampler} reverse chain of {cfg.chain_images} images")
-    write_visualizations(model, diffusion, out, images_to_tensor(stratified_subset(test, cfg.chain_images, cfg.seed)),
+    chain = parse_sampler_spec(cfg.chain_sampler)
+    net = guided(model, torch.arange(cfg.chain_images) % k, cfg.grid_guidance) if k else model
+    write_visualizations(net, diffusion, out, images_to_tensor(stratified_subset(test, cfg.chain_images, cfg.seed)),
                          n=cfg.chain_images, sampler=chain["sampler"], steps=chain["steps"], eta=chain["eta"],
                          seed=cfg.seed, device=torch.device(cfg.device))
     run.mark_done()
+
+
+GRID_SEED_OFFSET = 7  # the grid's seed is not the evaluation's: the grid shows other samples than those scored
+
+
+def ddpm_config(cfg: DemoConfig, source: Path, why: str, meta: dict, T: int, k: int) -> dict:
+    """The ddpm stage's config.json: the model and how every picture is made (the report's captions).
+
+    A conditional model (`k` classes) adds the guidance scales, and the grid's classes and w."""
+    from .diffusion.generate import parse_sampler_spec, sampler_label
+
+    grid, chain = parse_sampler_spec(cfg.grid_sampler), parse_sampler_spec(cfg.chain_sampler)
+    samples = {"sampler": sampler_label(grid, T), "spec": grid["spec"], "n": cfg.grid_samples,
+               "seed": cfg.seed + GRID_SEED_OFFSET}
+    real = {"n": cfg.grid_samples, "split": "test"}
+    chain_facts = {"sampler": sampler_label(chain, T), "n": cfg.chain_images}
+    if k:
+        rows = {"per_class": cfg.grid_per_class, "classes": k, "class_names": meta.get("class_names")}
+        samples.update(n=k * cfg.grid_per_class, guidance=cfg.grid_guidance, **rows)
+        real.update(n=k * cfg.grid_per_class, **rows)
+        chain_facts.update(guidance=cfg.grid_guidance, labels=[i % k for i in range(cfg.chain_images)])
+    return {"kind": "diffusion-demo", "checkpoint": str(source), "checkpoint_is": why,
+            "model_step": meta.get("step"), "unet": meta.get("unet"), "diffusion": meta.get("diffusion"),
+            "dataset": meta.get("dataset", "mnist5k"), "eval_samplers": list(cfg.eval_samplers),
+            **({"eval_guidance": list(cfg.eval_guidance)} if k else {}),
+            "eval_samples": cfg.eval_samples, "nll_images": cfg.nll_images,
+            "samples": samples, "real": real, "chain": chain_facts,
+            "description": f"Sampling, evaluation and pictures from {why}." + unconditional_pointer(k)}
+
+
+def unconditional_pointer(k: int) -> str:
+    """For a conditional model: where the shipped unconditional checkpoint's numbers are (its sidecar says)."""
+    uncond = pretrained_checkpoint(PRETRAINED) if k else None
+    bench = json.loads(sidecar_path(uncond).read_text()).get("benchmark") if uncond else None
+    return (f" The unconditional checkpoint ({PRETRAINED}) is scored with every sampler at n = 1000 in {bench} "
+            "(README: Diffusion)." if bench else "")
+
+
+def draw_grids(cfg: DemoConfig, model, diffusion, meta: dict, test, out: Path) -> None:
+    """samples.png and real.png: for a conditional model a row per class (class 0 at the top), the samples
+    drawn with guidance `grid_guidance`; else `grid_samples` images, 8 a row."""
+    import torch
+
+    from .data.images import stratified_subset
+    from .diffusion.generate import class_rows, generate, parse_sampler_spec
+    from .diffusion.guidance import num_classes
+    from .diffusion.visualize import save_grid
+
+    k = num_classes(model)
+    grid = parse_sampler_spec(cfg.grid_sampler)
+    labels = class_rows(k, cfg.grid_per_class) if k else None
+    n = len(labels) if k else cfg.grid_samples
+    shape = tuple(int(v) for v in (meta["unet"]["in_channels"], meta["unet"]["image_size"], meta["unet"]["image_size"]))
+    samples, _ = generate(model, diffusion, n, shape, grid["sampler"], grid["steps"], grid["eta"],
+                          cfg.seed + GRID_SEED_OFFSET, n, torch.device(cfg.device), grid["spacing"],
+                          class_labels=labels, guidance=cfg.grid_guidance if k else 0.0)
+    nrow = cfg.grid_per_class if k else 8
+    save_grid(samples, out / "samples.png", nrow=nrow)
+    real = real_rows(test, k, cfg.grid_per_class) if k else stratified_subset(test, cfg.grid_samples, cfg.seed)
+    save_grid(real, out / "real.png", nrow=nrow)
+
+
+def real_rows(test, k: int, per_class: int):
+    """The first `per_class` test images of each class, class 0 first: real images laid out as the class grid."""
+    import numpy as np
+
+    return np.concatenate([test.images[test.labels == c][:per_class] for c in range(k)])
 
 
 def stage_prompting(cfg: DemoConfig, out: Path) -> None:
@@ -259,6 +335,7 @@ def register(sub) -> None:
     p.add_argument("--fresh", action="store_true", help="delete the folder first and redo every stage")
     p.add_argument("--quick", action="store_true", help="tiny sizes everywhere (about a minute; for tests)")
     p.add_argument("--no-pretrained", action="store_true",
-                   help="evaluate the model trained in the demo instead of the shipped pre-trained checkpoint")
+                   help="evaluate the model trained in the demo instead of the shipped pre-trained checkpoint "
+                        "(the class-conditional one where installed)")
     p.add_argument("--train-seconds", type=float, default=None, help="time budget of the from-scratch training stage")
     p.set_defaults(func=_cmd_demo)

@@ -3,7 +3,9 @@
 
 `eval.json` is written by `diffusion.evaluation.evaluate`: one row per sampler (FID, KID and
 its std, confident share, class histogram, seconds per image, steps), the real-data floor (the
-same metrics for real train images against the same test split) and the bits/dim bound.
+same metrics for real train images against the same test split) and the bits/dim bound. A
+class-conditional model's rows are one per sampler and guidance scale w, each with its
+conditional accuracy; the demo's grid of it has a row per class.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def view(run: Path, cfg: dict) -> RunView:
     v = RunView()
     ev = read_json(run, "eval.json")
     if is_eval(ev):
-        v.headlines.append(eval_headline(ev))
+        v.headlines.append(eval_headline(ev, shown_row(ev, cfg)))
         v.parts += eval_parts(ev)
         v.used.add("eval.json")
     summary = read_json(run, "train_summary.json")
@@ -71,7 +73,7 @@ def _fid_header(ev: dict) -> str:
     return f"FID (n = {ns.pop()})" if len(ns) == 1 and None not in ns else "FID"
 
 
-def eval_headline(ev: dict) -> Headline:
+def eval_headline(ev: dict, shown: dict) -> Headline:
     rows, floor = ev["samplers"], ev["real_floor"]
     ref = reference_sampler(rows)
     scale, kid = _kid_unit(rows + [floor])
@@ -81,12 +83,12 @@ def eval_headline(ev: dict) -> Headline:
     table_rows.append(["Real images (floor)", DASH, one_decimal(floor["fid"]),
                        plus_minus(floor["kid"] * scale, floor["kid_std"] * scale), DASH, DASH])
     return Headline(
-        title=f"Diffusion: sampling {ev['dataset']}", sentences=eval_sentences(ev, ref),
+        title=f"Diffusion: sampling {ev['dataset']}", sentences=eval_sentences(ev, ref, shown),
         columns=["Sampler", "Steps", _fid_header(ev), kid, "s / image", f"Speed-up vs {ref['sampler']}"],
         rows=table_rows, row_classes=[""] * len(rows) + ["floor"])
 
 
-def eval_sentences(ev: dict, ref: dict) -> list[str]:
+def eval_sentences(ev: dict, ref: dict, shown: dict) -> list[str]:
     rows, floor = ev["samplers"], ev["real_floor"]
     step = f" at training step {ev['step']}" if ev.get("step") is not None else ""
     out = [f"The model{step} drew {ev['n_samples']} images of {ev['dataset']} with each sampler; "
@@ -102,6 +104,7 @@ def eval_sentences(ev: dict, ref: dict) -> list[str]:
     best = min(rows, key=lambda s: s["kid"] if biased else s["fid"])
     out.append(f"The best {name} is {best['sampler']}'s, {score(best)[1]}; real images score {score(floor)[1]} "
                "at this n, the floor a perfect model would reach.")
+    out.append(against_real(ev, shown))
     nll = ev.get("nll")
     if isinstance(nll, dict) and is_number(nll.get("bpd")):
         out.append(f"The likelihood bound on {nll['images']} {nll.get('split', 'test')} images is "
@@ -112,6 +115,39 @@ def eval_sentences(ev: dict, ref: dict) -> list[str]:
     out.append("FID and KID use the features of a small classifier trained on the data set: they compare within "
                "this table, not with published Inception scores.")
     return out
+
+
+# "Close to real data": the issue's targets, FID within 3x the real-data floor at the same n and a
+# confident share within 5 points of real test images'.
+CLOSE_FID_RATIO = 3.0
+CLOSE_CONFIDENT_SHARE = 0.05
+
+
+def shown_row(ev: dict, cfg: dict) -> dict:
+    """The scored row with the demo grid's sampler and guidance scale, else the one with the lowest FID."""
+    grid = cfg.get("samples") or {}
+    same = [s for s in ev["samplers"] if s.get("spec") == grid.get("spec") and s.get("guidance") == grid.get("guidance")]
+    return same[0] if same and grid.get("spec") else min(ev["samplers"], key=lambda s: s["fid"])
+
+
+def against_real(ev: dict, row: dict) -> str:
+    """One plain sentence, computed from the numbers: how good `row`'s samples are against real data."""
+    c, floor = ev["classifier"], ev["real_floor"]
+    real_share = c.get("test_confident_share")
+    ratio = row["fid"] / floor["fid"] if is_number(floor["fid"]) and floor["fid"] > 0 else float("nan")
+    close = (is_number(real_share) and row["confident_share"] >= real_share - CLOSE_CONFIDENT_SHARE
+             and ratio <= CLOSE_FID_RATIO)
+    name, w = row["sampler"], row.get("guidance")
+    if w is not None:
+        name = name.replace(f"-w{w:g}", "") + f" samples at guidance w = {w:g}"
+    else:
+        name += " samples"
+    asked = (f", gives {percent(row['conditional_accuracy'], 0)} % of them the class asked for (real test images: "
+             f"{percent(c.get('test_accuracy'), 0)} %)" if is_number(row.get("conditional_accuracy")) else "")
+    return (f"Against real data the {name} are {'close' if close else 'still short'}: the classifier is confident "
+            f"on {percent(row['confident_share'], 0)} % of them against {percent(real_share, 0)} % of real test "
+            f"images{asked}, and their FID is {times(ratio)} the real-data floor ({one_decimal(row['fid'])} against "
+            f"{one_decimal(floor['fid'])}).")
 
 
 def _score(q: dict, kid_first: bool, scale: float) -> tuple[str, str]:
@@ -145,22 +181,30 @@ def quality_table(ev: dict) -> str:
     ref = reference_sampler(rows)
     scale, kid = _kid_unit(rows + [floor])
     pr = all(is_number(q.get("precision")) and is_number(q.get("recall")) for q in rows + [floor])
-    columns = ["Sampler", "Steps", _fid_header(ev), kid, *(["Precision", "Recall"] if pr else []), "Confident (%)",
-               "s / image", f"Speed-up vs {ref['sampler']}"]
+    c, cond = ev["classifier"], "conditional" in ev
+    columns = ["Sampler", "Steps", *(["w"] if cond else []), _fid_header(ev), kid,
+               *(["Precision", "Recall"] if pr else []), "Confident (%)",
+               *(["Conditional accuracy (%)"] if cond else []), "s / image", f"Speed-up vs {ref['sampler']}"]
 
-    def cells(q: dict) -> list[str]:
-        return [one_decimal(q["fid"]), plus_minus(q["kid"] * scale, q["kid_std"] * scale),
-                *([fixed(q["precision"], 2), fixed(q["recall"], 2)] if pr else []), percent(q["confident_share"], 0)]
+    def cells(q: dict, w, accuracy) -> list[str]:
+        return [*([w] if cond else []), one_decimal(q["fid"]), plus_minus(q["kid"] * scale, q["kid_std"] * scale),
+                *([fixed(q["precision"], 2), fixed(q["recall"], 2)] if pr else []), percent(q["confident_share"], 0),
+                *([percent(accuracy)] if cond else [])]
 
-    body = [[s["sampler"], count(s["steps"]), *cells(s), sig(s["seconds_per_image"]), times(speedup(ref, s))]
-            for s in rows]
-    body.append([f"Real images: {floor.get('what', 'train vs test')}", DASH, *cells(floor), DASH, DASH])
-    c = ev["classifier"]
+    body = [[s["sampler"], count(s["steps"]),
+             *cells(s, f"{s['guidance']:g}" if is_number(s.get("guidance")) else DASH, s.get("conditional_accuracy")),
+             sig(s["seconds_per_image"]), times(speedup(ref, s))] for s in rows]
+    body.append([f"Real images: {floor.get('what', 'train vs test')}", DASH, *cells(floor, DASH, c.get("test_accuracy")),
+                 DASH, DASH])
     note = ("Precision: the share of samples that look like real images; recall: the share of real images the "
             "samples cover (nearest neighbours in feature space). " if pr else "")
     note += (f"Confident: the share of images the classifier labels with probability ≥ "
              f"{c.get('confidence_threshold', 0.9)} (real test images: {percent(c.get('test_confident_share'), 0)} %). "
              "The last row is the floor: real images scored the same way.")
+    if cond:
+        note += (" w: the classifier-free guidance scale (0: the plain conditional model). Conditional accuracy: the "
+                 "share of samples the classifier assigns to the class asked for (every class asked for equally "
+                 "often); in the floor row, its accuracy on the real test images.")
     return table(columns, body, row_classes=[""] * len(rows) + ["floor"]) + paragraph(note, "muted")
 
 
@@ -237,11 +281,14 @@ def add_pictures(v: RunView, run: Path, cfg: dict, ev: dict | None, summary: dic
     dataset = cfg.get("dataset") or (ev or {}).get("dataset") or "the data set"
     step = cfg.get("model_step", (summary or {}).get("steps"))
     pair = [("real.png", real_caption(facts.get("real", {}), dataset)),
-            ("samples.png", samples_caption(facts.get("samples", {}), step))]
+            ("samples.png", samples_caption(facts.get("samples", {}), step, cfg.get("checkpoint")))]
     v.figure_row(*[p for p in pair if (run / p[0]).exists()])
+    if (run / "eval-guidance.png").exists():
+        v.figure_row(("eval-guidance.png", "FID (left) and conditional accuracy (right) against the guidance scale "
+                                           "w, a line per sampler: the fidelity-diversity trade-off of classifier-free "
+                                           "guidance; the dashed line is the classifier's accuracy on real test images."))
     if ev:
-        v.figure_row(*[(f"eval-samples-{s['sampler'].lower().split(' ')[0]}.png",
-                        f"{s['sampler']}: the first {min(64, s['n'])} of the {s['n']} samples scored below")
+        v.figure_row(*[(f"eval-samples-{s['sampler'].lower().split(' ')[0]}.png", eval_samples_caption(ev, s))
                        for s in ev["samplers"]
                        if (run / f"eval-samples-{s['sampler'].lower().split(' ')[0]}.png").exists()])
     chain = facts.get("chain", {})
@@ -254,6 +301,14 @@ def add_pictures(v: RunView, run: Path, cfg: dict, ev: dict | None, summary: dic
             v.figure_row((name, caption))
 
 
+def eval_samples_caption(ev: dict, s: dict) -> str:
+    """What `evaluate` drew of a sampler's scored samples: the first 64, or for a conditional model
+    (sample i asks for class i mod K) the first 6 K, a column per class."""
+    k = (ev.get("conditional") or {}).get("num_classes")
+    shown = min(6 * k if k else 64, s["n"])
+    return f"{s['sampler']}: the first {shown} of the {s['n']} samples scored below" + (", a column per class" if k else "")
+
+
 def _by(facts: dict) -> str:
     return f" with {facts['sampler']}" if facts.get("sampler") else ""
 
@@ -261,17 +316,32 @@ def _by(facts: dict) -> str:
 def real_caption(real: dict, dataset: str) -> str:
     if not real.get("n"):
         return f"Real images of {dataset}"
+    if real.get("per_class"):
+        return (f"Real images: the first {real['per_class']} {real.get('split', 'test')} images of each class of "
+                f"{dataset}, {class_rows_note(real)}")
     return (f"Real images: {real['n']} {real.get('split', 'test')} images of {dataset}, a stratified sample "
             "(every class in its share)")
 
 
-def samples_caption(samples: dict, step) -> str:
+def samples_caption(samples: dict, step, checkpoint: str | None = None) -> str:
     at = f" by the model at training step {step}" if step is not None else ""
     if not samples.get("sampler"):
         return f"Samples drawn{at}"
     n = f"{samples['n']} images" if samples.get("n") else "images"
     seed = f", seed {samples['seed']}" if samples.get("seed") is not None else ""
+    if samples.get("per_class"):
+        of = f" of {Path(checkpoint).name}" if checkpoint else ""
+        return (f"Samples: {samples['per_class']} of each class, {class_rows_note(samples)}, drawn with "
+                f"{samples['sampler']} and classifier-free guidance w = {samples['guidance']:g}{at}{of}{seed}")
     return f"Samples: {n} drawn with {samples['sampler']}{at}{seed}"
+
+
+def class_rows_note(facts: dict) -> str:
+    """"a row per class (row = class 0..9)", with the class names where they are not the digits."""
+    k = facts.get("classes") or 0
+    names = facts.get("class_names") or []
+    named = f": {', '.join(names)}" if names and names != [str(i) for i in range(k)] else ""
+    return f"a row per class (row = class 0..{k - 1}{named})"
 
 
 def forward_caption(chain: dict, cfg: dict) -> str:
@@ -285,7 +355,9 @@ def forward_caption(chain: dict, cfg: dict) -> str:
 
 def reverse_caption(chain: dict) -> str:
     n = f"{chain['n']} samples" if chain.get("n") else "samples"
-    return f"Reverse chain{_by(chain)}: {n} from pure noise x_T (left) to x_0 (right), at evenly spaced steps."
+    asked = (f" (classes {', '.join(str(c) for c in chain['labels'])}, top to bottom, guidance w = "
+             f"{chain['guidance']:g})" if chain.get("labels") else "")
+    return f"Reverse chain{_by(chain)}: {n}{asked} from pure noise x_T (left) to x_0 (right), at evenly spaced steps."
 
 
 def loss_caption(cfg: dict, summary: dict | None) -> str:
