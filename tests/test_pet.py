@@ -184,7 +184,7 @@ def test_row_specs_parse_and_pet_rows_share_one_run():
     assert parse_row("prompt-ft+auto").settings() == {"verbalizer": "auto"}
     assert (parse_row("pet").run, parse_row("pet").metric) == ("pet", "ensemble_test_accuracy")
     assert (parse_row("pet-distilled").run, parse_row("pet-distilled").metric) == ("pet", "test_accuracy")
-    for bad, says in (("pett", "unknown row"), ("prompt-ft+demo", "unknown option"),
+    for bad, says in (("pett", "unknown method 'pett'"), ("prompt-ft+demo", "unknown option"),
                       ("prompt-ft+demos-random+demos-similar", "demos twice")):
         with pytest.raises(UserError, match=says):
             parse_row(bad)
@@ -195,4 +195,4 @@ def test_an_unknown_row_is_one_line_and_exit_2(tmp_path, capsys):
 
     assert main(["prompting", "compare", "--methods", "prompt-ft,nope", "--out", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "unknown row 'nope'" in err[0]
+    assert len(err) == 1 and "unknown method 'nope' in row 'nope'" in err[0]

@@ -63,8 +63,8 @@ def parse_row(name: str) -> Row:
     elif base in METHOD_NAMES:
         method, metric = base, METRICS.get(base, "test_accuracy")
     else:
-        raise UserError(f"unknown row {name!r}: it must start with one of {', '.join(BASES)} "
-                        f"(then +OPTION, options: {', '.join(OPTIONS)})")
+        raise UserError(f"unknown method {base!r} in row {name!r}; a row is METHOD[+OPTION...], METHOD one of "
+                        f"{', '.join(BASES)}, OPTION one of {', '.join(OPTIONS)}")
     for o in options:
         if o not in OPTIONS:
             raise UserError(f"unknown option {o!r} in row {name!r}; options: {', '.join(OPTIONS)}")
