@@ -75,6 +75,8 @@ def score(path: Path, out: Path) -> dict:
 
 def train_ours(name: str, sets: list[str], points: list[int], work: Path) -> list[dict]:
     """Train one arm of ours through `points` (training images seen), resuming between them; score each."""
+    import torch
+
     from diffprompt.diffusion.config import resolve_config
     from diffprompt.diffusion.training import train
 
@@ -87,7 +89,7 @@ def train_ours(name: str, sets: list[str], points: list[int], work: Path) -> lis
             before, t0 = load(), time.perf_counter()
             train(cfg, out=None if run.exists() else run, resume=run if run.exists() else None)
             done.write_text(json.dumps({"seconds": time.perf_counter() - t0, "load": [before, load()],
-                                        "steps": cfg.steps, "batch_size": cfg.batch_size}))
+                                        "steps": cfg.steps, "batch_size": cfg.batch_size, "threads": torch.get_num_threads()}))
         rows.append({"arm": name, "images": images, **json.loads(done.read_text()),
                      **score(run, work / name / f"eval-{images}")})
     return rows
@@ -149,7 +151,10 @@ def _save_diffusers(unet, ema, scheduler, folder: Path, images: int, steps: int,
     unet.save_pretrained(folder / f"unet-{images}" / "unet")
     ema.restore(unet.parameters())
     scheduler.save_pretrained(folder / f"unet-{images}" / "scheduler")
-    row = {"seconds": seconds, "load": [before, load()], "steps": steps, "batch_size": DIFFUSERS["batch"]}
+    import torch
+
+    row = {"seconds": seconds, "load": [before, load()], "steps": steps, "batch_size": DIFFUSERS["batch"],
+           "threads": torch.get_num_threads()}
     (folder / f"train-{images}.json").write_text(json.dumps(row))
     return {"arm": "diffusers", "images": images, **row}
 
@@ -169,13 +174,13 @@ def render(rows: list[dict], args, machine: dict) -> str:
              f"n = 1000 with DPM-Solver++(2M) 20 steps against the full test split (real-data floor FID "
              f"{final[0]['floor_fid']:.2f} at the same n). Machine: {machine.get('cpu_model')}, "
              f"{machine.get('cpu_count')} cores, torch {machine.get('torch')}, {args.threads} thread(s).", "",
-             "| arm | change | FID | KID x10^3 | precision | recall | confident share | train s | images/s | load before/after |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "| arm | change | FID | KID x10^3 | precision | recall | confident share | train s | threads | images/s | load before/after |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in final:
         change = "diffusers train_unconditional" if r["arm"] == "diffusers" else ", ".join(_arm_sets(r["arm"], args)) or "preset"
         mark = "" if base is None or r["arm"] == "base" else (" ↓" if r["fid"] < base["fid"] else " ↑")
         lines.append(f"| {r['arm']} | {change} | {r['fid']:.2f}{mark} | {1e3 * r['kid']:.2f} | {r['precision']:.3f} | "
-                     f"{r['recall']:.3f} | {r['confident_share']:.3f} | {r['train_seconds']:.0f} | {args.images / r['train_seconds']:.0f} | "
+                     f"{r['recall']:.3f} | {r['confident_share']:.3f} | {r['train_seconds']:.0f} | {r.get('threads', 1)} | {args.images / r['train_seconds']:.0f} | "
                      f"{r['load'][0]:.2f} / {r['load'][1]:.2f} |")
     curve = [r for r in rows if r["arm"] in args.curve.split(",")]
     if curve:
