@@ -29,6 +29,12 @@ def ex(text, label, text_b=None):
     return SimpleNamespace(text=text, label=label, text_b=text_b)
 
 
+@pytest.fixture(autouse=True)
+def embedding_cache(tmp_path, monkeypatch):
+    """Sentence embeddings are cached in the test's folder, never in the user's cache."""
+    monkeypatch.setenv("DIFFPROMPT_CACHE", str(tmp_path / "cache"))
+
+
 @pytest.fixture(scope="module")
 def bert():
     return load_backbone()

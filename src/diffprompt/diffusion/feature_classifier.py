@@ -22,16 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cache import cache_root
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data import load_images
 from ..progress import log
 from .pixels import images_to_tensor
 
 CACHE_VERSION = 2
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("DIFFPROMPT_CACHE") or Path.home() / ".cache" / "diffprompt")
 
 
 class FeatureCNN(nn.Module):
