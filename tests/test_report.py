@@ -10,8 +10,9 @@ from PIL import Image
 
 from diffprompt.cli import main
 from diffprompt.report import format_value, json_tables, render_report
+from diffprompt.report.numbers import DASH
 from diffprompt.rundir import RunDir
-from report_page import check_diffusion_headline, check_prompting_headline, headline_tables, numbers, shows, tables
+from report_page import check_diffusion_headline, check_prompting_headline, headline_tables, numbers, shows, shows_pm, tables
 
 
 def make_run(path, kind="diffusion-train", done=True):
@@ -237,3 +238,60 @@ def test_conditional_report_reads_the_eval_json(tmp_path, fid_w2, confident_w2, 
     assert ("Samples: 10 of each class, a row per class (row = class 0..9), drawn with DDIM-50 and classifier-free "
             "guidance w = 2 by the model at training step 12000 of ddpm-tiny-mnist5k-cond.safetensors, seed 7") in page
     assert "Real images: the first 10 test images of each class of mnist5k, a row per class (row = class 0..9)" in page
+
+
+PET_ACCS = {"patterns": [0.612, 0.587, 0.655, 0.604], "ensemble": 0.671, "distilled": 0.648}
+
+
+def write_pet(run: RunDir, shift: float = 0.0) -> dict:
+    """pet.json as prompting.pet writes it, its test accuracies PET_ACCS + shift."""
+    pet = {"patterns": [{"template": f"{{x}} pattern {i}", "label_words": ["terrible", "great"], "dev_accuracy": 0.5 + i / 40,
+                         "test_accuracy": a + shift} for i, a in enumerate(PET_ACCS["patterns"])],
+           "ensemble": {"test_accuracy": PET_ACCS["ensemble"] + shift},
+           "distilled": {"test_accuracy": PET_ACCS["distilled"] + shift, "dev_accuracy": 0.625, "best_step": 80, "steps": 160},
+           "unlabeled": {"n": 2000, "from": "train split, without labels"}, "temperature": 2.0}
+    run.save_json("pet.json", pet)
+    return pet
+
+
+def test_a_pet_run_shows_each_pattern_the_ensemble_and_the_distilled_model(tmp_path):
+    run = RunDir(tmp_path / "pet")
+    run.save_config({"kind": "prompting-train", "method": "pet", "dataset": "mr"})
+    run.save_json("results.json", {"method": "pet", "dataset": "mr", "shots": 16, "seed": 13, "test_accuracy": 0.648})
+    pet = write_pet(run)
+    run.mark_done()
+    page = render_report([tmp_path / "pet"]).read_text()
+    [found] = [t for t in tables(page) if t[0][:3] == ["Model", "Test accuracy (%)", "Dev accuracy (%)"]]
+    models = [(f"pattern {i + 1}: {p['template']}", p["test_accuracy"]) for i, p in enumerate(pet["patterns"])]
+    models += [("ensemble of the patterns", pet["ensemble"]["test_accuracy"]),
+               ("distilled classifier", pet["distilled"]["test_accuracy"])]
+    assert [row[0] for row in found[1:]] == [name for name, _ in models]
+    for row, (_, acc) in zip(found[1:], models):
+        assert shows(row[1], acc, 100), (row, acc)
+    assert all(shows(row[2], p["dev_accuracy"], 100) for row, p in zip(found[1:], pet["patterns"]))
+    assert shows(found[-1][2], 0.625, 100) and found[-2][2] == DASH
+
+
+def test_compare_shows_the_new_rows_the_mean_column_and_the_pet_cells(tmp_path):
+    run = RunDir(make_compare_run(tmp_path / "compare"))
+    cmp = json.loads((run.path / "compare.json").read_text())
+    cmp["table"] += [{"dataset": d, "method": m, "mean": a, "std": 0.01, "n": 2, "accuracies": [a - 0.01, a + 0.01]}
+                     for d, m, a in (("mr", "prompt-ft+demos-similar", 0.66), ("trec", "prompt-ft+demos-similar", 0.71),
+                                     ("mr", "pet-distilled", 0.63))]
+    cmp["averages"] = [{"method": m, "mean": statistics.fmean(r["mean"] for r in cmp["table"] if r["method"] == m)}
+                       for m in ("zero-shot", "prompt-ft", "finetune", "prompt-ft+demos-similar")]
+    run.save_json("compare.json", cmp)
+    for seed, shift in ((13, 0.0), (21, 0.02)):
+        write_pet(RunDir(tmp_path / "compare" / "cells" / "mr" / "k16" / "pet" / f"seed{seed}"), shift)
+    page = render_report([tmp_path / "compare"]).read_text()
+    [acc] = [t for t in tables(page) if t[0] == ["Method", "MR (%)", "TREC (%)", "Mean (%)"]]
+    means = {a["method"]: a["mean"] for a in cmp["averages"]}
+    by_row = {row[0]: row for row in acc[1:]}
+    for m, mean in means.items():
+        assert shows(by_row[m][3], mean, 100), (m, by_row[m])
+    assert by_row["pet-distilled"][2] == by_row["pet-distilled"][3] == DASH  # TREC missing: no mean
+    assert shows(by_row["majority class"][3], (0.5 + 0.188) / 2, 100)
+    [grid] = [t for t in tables(page) if t[0] == ["Data set", "Model", "Test accuracy (%)", "Seeds"]]
+    assert len(grid) == 1 + 4 + 2 and all(row[0] == "MR" and row[3] == "2" for row in grid[1:])
+    for row, acc in zip(grid[1:], PET_ACCS["patterns"] + [PET_ACCS["ensemble"], PET_ACCS["distilled"]]):
+        assert shows_pm(row[2], acc + 0.01, statistics.stdev([acc, acc + 0.02]), 100), (row, acc)

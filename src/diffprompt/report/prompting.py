@@ -1,13 +1,16 @@
 """Prompting runs on the page: the comparison grid (`compare.json`, `learning_curve.json`), a
-single training run (`results.json`), and test examples as the model saw them.
+single training run (`results.json`), a PET run (`pet.json`), and test examples as the model saw them.
 
-`compare.json` is written by `prompting.grid`: per data set and method the test accuracy
-of every seed with its mean and sample std, and the majority-class accuracy of each test set.
-Fine-tuning is the baseline the prompting methods are measured against.
+`compare.json` is written by `prompting.grid`: per data set and row the test accuracy of every
+seed with its mean and sample std, each row's mean over the data sets (`averages`), and the
+majority-class accuracy of each test set. Fine-tuning is the baseline the prompting methods are
+measured against. `pet.json` (prompting.pet) holds each pattern's dev and test accuracy, the
+ensemble's and the distilled model's; a grid's PET cells are summed up over their seeds.
 """
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from .generic import flatten, rows_table
@@ -37,6 +40,14 @@ def view(run: Path, cfg: dict) -> RunView:
         v.headlines.append(results_headline(res))
         v.parts.append(("Results", results_table(res)))
         v.used.add("results.json")
+    pet = read_json(run, "pet.json")
+    if is_pet(pet):
+        v.parts.append(("PET: each pattern, the ensemble, the distilled model", pet_table(pet)))
+        v.used.add("pet.json")
+    if isinstance(cmp, dict) and "shots" in cmp:
+        grid_pet = pet_grid_table(run, cmp["shots"])
+        if grid_pet:
+            v.parts.append((f"PET at K = {cmp['shots']}: each pattern, the ensemble, the distilled model", grid_pet))
     words = read_json(run, "label_words.json")
     if isinstance(words, dict) and isinstance(words.get("chosen"), dict) and isinstance(words.get("candidates"), list):
         v.parts.append(("Label words chosen automatically", label_words_table(words)))
@@ -117,14 +128,20 @@ def accuracy_table(cmp: dict, cfg: dict) -> str:
     methods = [m for m in cfg.get("methods", []) if any((d, m) in by for d in datasets)]
     methods += [r["method"] for r in cmp["table"] if r["method"] not in methods]
     methods = list(dict.fromkeys(methods))
+    averages = {a["method"]: a["mean"] for a in cmp.get("averages", []) if isinstance(a, dict) and "method" in a}
     rows = [[m, *[percent_pm(by[(d, m)]["mean"], by[(d, m)]["std"], by[(d, m)]["n"]) if (d, m) in by else DASH
                   for d in datasets]] for m in methods]
     majority = {m["dataset"]: m["accuracy"] for m in cmp.get("majority", [])}
     rows.append(["majority class", *[percent(majority.get(d)) for d in datasets]])
     note = (f"Test accuracy in %, mean ± sample std over {_seeds(cmp['seeds'])}, K = {cmp['shots']} examples per "
             f"class; {_test_set(cfg)}. The last row always predicts the most frequent test label.")
-    return (table(["Method", *[f"{d.upper()} (%)" for d in datasets]], rows,
-                  row_classes=[""] * len(methods) + ["floor"]) + paragraph(note, "muted"))
+    columns = ["Method", *[f"{d.upper()} (%)" for d in datasets]]
+    if averages:  # each row's mean over the data sets, where it has all of them
+        floor = statistics.fmean(majority[d] for d in datasets) if all(d in majority for d in datasets) else None
+        rows = [r + [percent(averages.get(r[0]) if j < len(methods) else floor)] for j, r in enumerate(rows)]
+        columns.append("Mean (%)")
+        note += " Mean: the row's mean accuracy over the data sets (a dash where a data set is missing)."
+    return table(columns, rows, row_classes=[""] * len(methods) + ["floor"]) + paragraph(note, "muted")
 
 
 def seeds_table(cmp: dict) -> str:
@@ -198,6 +215,53 @@ def label_words_table(words: dict) -> str:
             "few-shot dev accuracy after a short training run (LM-BFF's automatic label words).")
     return chosen + table(["Candidate words", "Summed log-probability", "Train accuracy, zero-shot (%)",
                            "Dev accuracy (%)"], rows, kinds="lnnn") + paragraph(note, "muted")
+
+
+# ---------------------------------------------------------------------------------------------
+# pet.json: one PET run, and a grid's PET cells
+
+
+def is_pet(pet) -> bool:
+    return (isinstance(pet, dict) and isinstance(pet.get("patterns"), list) and bool(pet["patterns"])
+            and all(isinstance(p, dict) for p in pet["patterns"])
+            and isinstance(pet.get("ensemble"), dict) and isinstance(pet.get("distilled"), dict))
+
+
+def pet_models(pet: dict) -> list[tuple[str, dict]]:
+    """(name, its numbers) for each pattern model, the ensemble and the distilled model, in that order."""
+    named = [(f"pattern {i + 1}: {p.get('template', '?')}", p) for i, p in enumerate(pet["patterns"])]
+    return named + [("ensemble of the patterns", pet["ensemble"]), ("distilled classifier", pet["distilled"])]
+
+
+def pet_table(pet: dict) -> str:
+    rows = [[name, percent(m.get("test_accuracy")), percent(m.get("dev_accuracy")) if "dev_accuracy" in m else DASH,
+             "/".join(map(str, m.get("label_words", []))) or DASH] for name, m in pet_models(pet)]
+    unlabeled = pet.get("unlabeled") if isinstance(pet.get("unlabeled"), dict) else {}
+    note = (f"The ensemble averages the pattern models' label probabilities; the distilled classifier learns it "
+            f"(temperature {fixed(pet.get('temperature'), 1)}) on {count(unlabeled.get('n'))} unlabeled texts "
+            f"({unlabeled.get('from', 'the train split')}).")
+    return (table(["Model", "Test accuracy (%)", "Dev accuracy (%)", "Label words"], rows, kinds="lnnl")
+            + paragraph(note, "muted"))
+
+
+def pet_grid_table(run: Path, shots) -> str:
+    """A grid's PET cells at K = `shots`: per data set, each model's test accuracy, mean ± std over the seeds."""
+    rows = []
+    for folder in sorted(run.glob(f"cells/*/k{shots}/pet")):
+        pets = [pet for pet in (read_json(p.parent, "pet.json") for p in sorted(folder.glob("seed*/pet.json")))
+                if is_pet(pet)]
+        if not pets or len({len(pet["patterns"]) for pet in pets}) != 1:
+            continue
+        for j, (name, _) in enumerate(pet_models(pets[0])):
+            accs = [pet_models(pet)[j][1].get("test_accuracy") for pet in pets]
+            accs = [a for a in accs if is_number(a)]
+            std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            rows.append([folder.parts[-3].upper(), name, percent_pm(statistics.fmean(accs), std, len(accs))
+                         if accs else DASH, str(len(accs))])
+    if not rows:
+        return ""
+    note = "Test accuracy in %, mean ± sample std over the seeds of each data set's PET cells (their pet.json)."
+    return table(["Data set", "Model", "Test accuracy (%)", "Seeds"], rows, kinds="llnn") + paragraph(note, "muted")
 
 
 # ---------------------------------------------------------------------------------------------
