@@ -135,5 +135,5 @@ def test_path_helpers_catch_what_they_should():
 def test_a_broken_link_is_caught(tmp_path, link, kind):
     (tmp_path / "diffusion.md").write_text((ROOT / "docs" / "diffusion.md").read_text(encoding="utf-8"))
     page = tmp_path / "page.md"
-    page.write_text(f"[fine](diffusion.md#the-shipped-checkpoint) [broken{link}\n", encoding="utf-8")
+    page.write_text(f"[fine](diffusion.md#the-shipped-checkpoints) [broken{link}\n", encoding="utf-8")
     assert [kind in b for b in broken_links(page)] == [True]
