@@ -19,7 +19,7 @@ from diffprompt.prompting import PromptClassifier, Template, load_backbone
 from diffprompt.prompting.demonstrations import Demonstrations
 from diffprompt.prompting.sentence_encoder import SentenceEncoder, default_encoder_dir, mean_pool
 from diffprompt.prompting.template import fair_lengths, special_wrap, truncated_lengths
-from test_prompting_core import _roberta_tokenizer, _tiny
+from test_prompting_core import _roberta_tokenizer, _tiny, roberta  # noqa: F401 (roberta: a fixture)
 
 QUERY = "a gorgeous witty movie"
 NEG, POS = "the plot is boring", "so It was great"  # demonstrations of class 0 and class 1
@@ -38,18 +38,6 @@ def embedding_cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def bert():
     return load_backbone()
-
-
-@pytest.fixture(scope="module")
-def roberta():
-    from transformers import RobertaConfig, RobertaForMaskedLM
-
-    tok = _roberta_tokenizer()
-    cfg = RobertaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=130, pad_token_id=tok.pad_token_id,
-                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    torch.manual_seed(0)
-    return RobertaForMaskedLM(cfg).eval(), tok
 
 
 def hand_built(tok, which):
