@@ -19,7 +19,7 @@ from diffprompt.prompting import PromptClassifier, Template, load_backbone
 from diffprompt.prompting.demonstrations import Demonstrations
 from diffprompt.prompting.sentence_encoder import SentenceEncoder, default_encoder_dir, mean_pool
 from diffprompt.prompting.template import fair_lengths, special_wrap, truncated_lengths
-from test_prompting_core import _roberta_tokenizer, _tiny, roberta  # noqa: F401 (roberta: a fixture)
+from test_prompting_core import _tiny, roberta  # noqa: F401 (roberta: a fixture)
 
 QUERY = "a gorgeous witty movie"
 NEG, POS = "the plot is boring", "so It was great"  # demonstrations of class 0 and class 1
