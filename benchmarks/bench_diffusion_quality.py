@@ -55,7 +55,7 @@ def run_train(args) -> Path:
 
 def evaluate_conditional(run: Path, args) -> dict:
     """The guidance sweep and bits/dim of the EMA weights, then the fp16 check (each cached in the run folder)."""
-    from diffprompt.diffusion.evaluation import evaluate
+    from diffprompt.diffusion.evaluation.evaluate_model import evaluate
 
     def cached(name: str, path: Path, **kw) -> dict:
         out = run / name
@@ -91,7 +91,7 @@ def write_fp16(run: Path) -> Path:
 
 
 def render(results: dict, train: dict, args) -> str:
-    from diffprompt.diffusion.evaluation import render_markdown
+    from diffprompt.diffusion.evaluation.markdown import render_markdown
 
     c, cfg = results["fp16_check"], json.loads((Path(args.run) / "config.json").read_text())
     lines = [render_markdown(results).rstrip(), "", "## Training", "",

@@ -61,7 +61,7 @@ N_SAMPLES = {"n": 1000}  # samples scored per checkpoint (--n)
 
 def score(path: Path, out: Path) -> dict:
     """Our evaluation of one checkpoint (cached in `out`)."""
-    from diffprompt.diffusion.evaluation import evaluate
+    from diffprompt.diffusion.evaluation.evaluate_model import evaluate
 
     if not (out / "eval.json").exists():
         before = load()
@@ -106,7 +106,7 @@ def train_diffusers(points: list[int], work: Path, seed: int = 0) -> list[dict]:
     from diffusers.training_utils import EMAModel
 
     from diffprompt.data import load_images
-    from diffprompt.diffusion.diffusers_unet import diffusers_unet_config
+    from diffprompt.diffusion.interop.diffusers_unet import diffusers_unet_config
     from diffprompt.diffusion.pixels import images_to_tensor
     from diffprompt.diffusion.unet import UNetConfig
 
@@ -237,7 +237,7 @@ def main() -> None:
     args.argv = sys.argv[1:]
     import torch
 
-    from diffprompt.diffusion.evaluation import machine_info
+    from diffprompt.diffusion.evaluation.evaluate_model import machine_info
 
     N_SAMPLES["n"] = args.n
     torch.set_num_threads(args.threads)

@@ -39,7 +39,7 @@ SHIPPED = resources.files("diffprompt") / "assets" / "ddpm-tiny-mnist5k.safetens
 
 def evaluate_each(args) -> dict:
     """One `evaluate` per sampler (cached in --work), then bits/dim; merged into one result."""
-    from diffprompt.diffusion.evaluation import evaluate
+    from diffprompt.diffusion.evaluation.evaluate_model import evaluate
 
     work = Path(args.work)
     rows, first = [], None
@@ -131,9 +131,9 @@ def time_metrics(args) -> dict:
     """Seconds to score n samples: features, FID, KID and precision/recall against the test split."""
     from diffprompt.data import load_images
     from diffprompt.data.images import stratified_subset
-    from diffprompt.diffusion.evaluation import PR_NEIGHBOURS, score_images
-    from diffprompt.diffusion.feature_classifier import load_or_train
-    from diffprompt.diffusion.metrics import knn_radii
+    from diffprompt.diffusion.evaluation.sample_scores import PR_NEIGHBOURS, score_images
+    from diffprompt.diffusion.evaluation.feature_classifier import load_or_train
+    from diffprompt.diffusion.evaluation.feature_metrics import knn_radii
 
     data = load_images("mnist5k")
     clf = load_or_train("mnist5k", seed=0, device="cpu", data=data)
@@ -229,7 +229,7 @@ def main() -> None:
     ap.add_argument("--name", default="diffusion_samplers_mnist5k")
     args = ap.parse_args()
 
-    from diffprompt.diffusion.evaluation import machine_info
+    from diffprompt.diffusion.evaluation.evaluate_model import machine_info
 
     t0 = time.time()
     result = evaluate_each(args)

@@ -59,7 +59,7 @@ def cond_demo(tmp_path_factory):
         calls.append(kw)
         return generate(*args, **kw)
 
-    importlib.import_module("diffprompt.diffusion.evaluation")  # holds the real generate: only the grid is recorded
+    importlib.import_module("diffprompt.diffusion.evaluation.evaluate_model")  # holds the real generate: only the grid is recorded
     mp.setattr(generate_module, "generate", recording)  # draw_grids imports it at call time
     demo.stage_ddpm(cfg, root / "ddpm", root / "ddpm-train")
     mp.undo()

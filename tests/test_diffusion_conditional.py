@@ -23,8 +23,8 @@ from diffprompt.cli import main
 from diffprompt.diffusion import GaussianDiffusion, NoiseSchedule, UNet, UNetConfig
 from diffprompt.diffusion.checkpoints import load_model, read_run_config
 from diffprompt.diffusion.config import resolve_config
-from diffprompt.diffusion.diffusers_export import export_diffusers
-from diffprompt.diffusion.diffusers_unet import diffusers_unet_config, to_diffusers_state_dict, unet_config_from_diffusers
+from diffprompt.diffusion.interop.diffusers_export import export_diffusers
+from diffprompt.diffusion.interop.diffusers_unet import diffusers_unet_config, to_diffusers_state_dict, unet_config_from_diffusers
 from diffprompt.diffusion.generate import generate
 from diffprompt.diffusion.guidance import drop_labels, guided
 from diffprompt.diffusion.samplers import make_sampler

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from diffprompt.data.images import ImageDataset
-from diffprompt.diffusion.metrics import (
+from diffprompt.diffusion.evaluation.feature_metrics import (
     fid_from_features,
     frechet_distance,
     kid_from_features,
@@ -101,7 +101,7 @@ def cache_dir(tmp_path_factory):
 
 
 def test_feature_classifier_learns_and_is_cached(cache_dir, monkeypatch):
-    from diffprompt.diffusion.feature_classifier import load_or_train
+    from diffprompt.diffusion.evaluation.feature_classifier import load_or_train
 
     tmp_path = cache_dir
     monkeypatch.setenv("DIFFPROMPT_CACHE", str(tmp_path))
@@ -131,7 +131,7 @@ def tiny_run(tmp_path_factory):
 
 
 def test_evaluate_writes_json_and_markdown(tiny_run, cache_dir, monkeypatch):
-    from diffprompt.diffusion.evaluation import evaluate
+    from diffprompt.diffusion.evaluation.evaluate_model import evaluate
 
     monkeypatch.setenv("DIFFPROMPT_CACHE", str(cache_dir))  # the classifier of the test above
     res = evaluate(tiny_run, samplers="ddpm,ddim:5,dpm++2m:4:trailing", n_samples=16, nll_images=4, batch_size=16,
@@ -158,7 +158,7 @@ def test_evaluate_writes_json_and_markdown(tiny_run, cache_dir, monkeypatch):
 
 
 def test_evaluate_estimates_bits_per_dim_from_few_timesteps(tiny_run, cache_dir, monkeypatch, tmp_path):
-    from diffprompt.diffusion.evaluation import evaluate
+    from diffprompt.diffusion.evaluation.evaluate_model import evaluate
 
     monkeypatch.setenv("DIFFPROMPT_CACHE", str(cache_dir))
     res = evaluate(tiny_run, samplers="ddim:2", n_samples=4, nll_images=6, nll_timesteps=5, data=bars(),
@@ -169,7 +169,7 @@ def test_evaluate_estimates_bits_per_dim_from_few_timesteps(tiny_run, cache_dir,
 
 
 def test_evaluate_rejects_bad_samplers_before_sampling(tiny_run):
-    from diffprompt.diffusion.evaluation import evaluate
+    from diffprompt.diffusion.evaluation.evaluate_model import evaluate
     from diffprompt.diffusion.generate import parse_sampler_spec
 
     with pytest.raises(UserError, match="cannot exceed"):

@@ -20,10 +20,10 @@ from diffprompt.checkpoint import save_checkpoint
 from diffprompt.cli import main
 from diffprompt.diffusion import DDIMSampler, GaussianDiffusion, NoiseSchedule, UNet, UNetConfig
 from diffprompt.diffusion.checkpoints import load_model, output_folder
-from diffprompt.diffusion.diffusers_export import export_diffusers
-from diffprompt.diffusion.diffusers_import import DiffusersUNet
-from diffprompt.diffusion.diffusers_scheduler import diffusion_from_scheduler
-from diffprompt.diffusion.diffusers_unet import diffusers_unet_config, to_diffusers_state_dict, unet_config_from_diffusers
+from diffprompt.diffusion.interop.diffusers_export import export_diffusers
+from diffprompt.diffusion.interop.diffusers_import import DiffusersUNet
+from diffprompt.diffusion.interop.diffusers_scheduler import diffusion_from_scheduler
+from diffprompt.diffusion.interop.diffusers_unet import diffusers_unet_config, to_diffusers_state_dict, unet_config_from_diffusers
 from diffprompt.errors import UserError
 
 diffusers = pytest.importorskip("diffusers")

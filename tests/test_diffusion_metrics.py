@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from diffprompt.diffusion.metrics import (
+from diffprompt.diffusion.evaluation.feature_metrics import (
     fid_from_features,
     frechet_distance,
     kid_from_features,

@@ -1,7 +1,7 @@
 """The project's on-disk cache folder: `$DIFFPROMPT_CACHE`, default `~/.cache/diffprompt`.
 
 Each kind of cached file has a subfolder: the diffusion feature classifier's weights
-(diffusion/feature_classifier.py), sentence embeddings (prompting/embedding_cache.py).
+(diffusion/evaluation/feature_classifier.py), sentence embeddings (prompting/embedding_cache.py).
 """
 
 from __future__ import annotations

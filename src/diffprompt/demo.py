@@ -153,7 +153,7 @@ def stage_ddpm(cfg: DemoConfig, out: Path, trained: Path) -> None:
     from .data import load_images
     from .data.images import stratified_subset
     from .diffusion.checkpoints import load_model
-    from .diffusion.evaluation import evaluate
+    from .diffusion.evaluation.evaluate_model import evaluate
     from .diffusion.generate import parse_sampler_spec
     from .diffusion.guidance import guided, num_classes
     from .diffusion.pixels import images_to_tensor

@@ -36,7 +36,7 @@ _EXPORTS = {
     "TrainConfig": ".config",
     "train": ".training",
     "load_model": ".checkpoints",
-    "evaluate": ".evaluation",
+    "evaluate": ".evaluation.evaluate_model",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

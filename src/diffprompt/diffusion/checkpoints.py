@@ -38,7 +38,7 @@ from ..checkpoint import (
 from ..errors import UserError
 from ..seeding import get_rng_state
 from .config import TrainConfig
-from .diffusers_import import diffusers_source, is_hub_id, load_diffusers
+from .interop.diffusers_import import diffusers_source, is_hub_id, load_diffusers
 from .ema import EMA, unwrap
 from .process import GaussianDiffusion
 from .unet import UNet, UNetConfig
@@ -144,7 +144,7 @@ def _checkpoint_in(path: Path) -> Path:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, GaussianDiffusion, dict[str, Any]]:
     """(EMA model, diffusion, sidecar + "path") from a run folder, `model.safetensors`, or a training checkpoint;
-    or (model, diffusion, meta) from a diffusers folder or hub id (`diffusers_import.load_diffusers`).
+    or (model, diffusion, meta) from a diffusers folder or hub id (`interop.diffusers_import.load_diffusers`).
 
     meta["unet"] holds at least in_channels and image_size; meta.get("dataset") and meta.get("step") may be None.
     """

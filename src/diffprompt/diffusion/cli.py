@@ -268,7 +268,8 @@ def _class_labels(choice: str | None, n: int, meta: dict, guidance: float):
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluation import evaluate, render_markdown
+    from .evaluation.evaluate_model import evaluate
+    from .evaluation.markdown import render_markdown
 
     res = evaluate(args.path, samplers=args.samplers, n_samples=args.n_samples, nll_images=args.nll_images,
                    batch_size=args.batch_size, seed=args.seed, device=args.device, dataset=args.dataset, out=args.out,
@@ -312,7 +313,7 @@ def cmd_visualize(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .diffusers_export import export_diffusers
+    from .interop.diffusers_export import export_diffusers
 
     print(export_diffusers(args.path, args.out))
     return 0

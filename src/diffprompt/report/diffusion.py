@@ -1,7 +1,7 @@
 """Diffusion runs on the page: quality, speed and likelihood from `eval.json`, training from
 `train_summary.json`, and the pictures, each captioned with how it was made.
 
-`eval.json` is written by `diffusion.evaluation.evaluate`: one row per sampler (FID, KID and
+`eval.json` is written by `diffusion.evaluation.evaluate_model.evaluate`: one row per sampler (FID, KID and
 its std, confident share, class histogram, seconds per image, steps), the real-data floor (the
 same metrics for real train images against the same test split) and the bits/dim bound. A
 class-conditional model's rows are one per sampler and guidance scale w, each with its

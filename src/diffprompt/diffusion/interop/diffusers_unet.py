@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import UserError
-from .unet import UNet, UNetConfig
+from ...errors import UserError
+from ..unet import UNet, UNetConfig
 
 NORM_EPS = 1e-5  # torch.nn.GroupNorm's default, which our U-Net uses
 RES_NAMES = {"temb_proj": "time_emb_proj", "skip": "conv_shortcut"}  # the others keep their names

@@ -23,12 +23,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import UserError
-from ..progress import log
+from ...errors import UserError
+from ...progress import log
 from .diffusers_scheduler import diffusion_from_scheduler
 from .diffusers_unet import from_diffusers_state_dict, unet_config_from_diffusers
-from .process import GaussianDiffusion
-from .unet import UNet
+from ..process import GaussianDiffusion
+from ..unet import UNet
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 NOTE = "_diffprompt"  # our key in model_index.json: the process's recipe and the run it came from

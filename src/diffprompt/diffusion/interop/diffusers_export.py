@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..checkpoint import atomic_write_bytes
-from ..errors import UserError
-from .checkpoints import load_model
+from ...checkpoint import atomic_write_bytes
+from ...errors import UserError
+from ..checkpoints import load_model
 from .diffusers_import import NOTE, WEIGHTS
 from .diffusers_scheduler import scheduler_config
 from .diffusers_unet import diffusers_unet_config, to_diffusers_state_dict
-from .unet import UNet
+from ..unet import UNet
 
 MODEL_INDEX = {"_class_name": "DDPMPipeline", "scheduler": ["diffusers", "DDPMScheduler"],
                "unet": ["diffusers", "UNet2DModel"]}

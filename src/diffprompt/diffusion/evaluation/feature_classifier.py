@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cache import cache_root
-from ..checkpoint import load_checkpoint, save_checkpoint
-from ..data import load_images
-from ..progress import log
-from .pixels import images_to_tensor
+from ...cache import cache_root
+from ...checkpoint import load_checkpoint, save_checkpoint
+from ...data import load_images
+from ...progress import log
+from ..pixels import images_to_tensor
 
 CACHE_VERSION = 2
 

@@ -20,9 +20,9 @@ import math
 
 import torch
 
-from ..errors import UserError
-from .process import GaussianDiffusion
-from .schedule import NoiseSchedule
+from ...errors import UserError
+from ..process import GaussianDiffusion
+from ..schedule import NoiseSchedule
 
 PREDICTION_TYPES = {"eps": "epsilon", "v": "v_prediction", "x0": "sample"}
 VARIANCE_TYPES = {"fixed_small": "fixed_small", "fixed_large": "fixed_large", "learned_range": "learned_range"}
