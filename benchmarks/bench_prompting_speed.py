@@ -75,7 +75,7 @@ def build(name: str, length: int):
 def step(name: str, model, opt, batch, labels) -> None:
     import torch.nn.functional as F
 
-    from diffprompt.prompting.model import full_vocab_label_logits
+    from diffprompt.prompting.models.prompt_classifier import full_vocab_label_logits
 
     scores = full_vocab_label_logits(model, batch) if VARIANTS[name][2] else model(batch)
     loss = F.cross_entropy(scores, labels)
@@ -94,7 +94,7 @@ def time_interleaved(args) -> dict:
         assert tuple(b["input_ids"].shape) == (args.batch, args.length), (n, b["input_ids"].shape)
     y = torch.tensor(labels)
     # the two paths give the same label scores (same model, eval mode)
-    from diffprompt.prompting.model import full_vocab_label_logits
+    from diffprompt.prompting.models.prompt_classifier import full_vocab_label_logits
 
     m = built["prompt-ft"][0]
     m.eval()

@@ -16,9 +16,9 @@ import torch
 from diffprompt.cli import main
 from diffprompt.errors import UserError
 from diffprompt.prompting import PromptClassifier, Template, load_backbone
-from diffprompt.prompting.demonstrations import Demonstrations
-from diffprompt.prompting.sentence_encoder import SentenceEncoder, default_encoder_dir, mean_pool
-from diffprompt.prompting.template import fair_lengths, special_wrap, truncated_lengths
+from diffprompt.prompting.prompts.demonstrations import Demonstrations
+from diffprompt.prompting.models.sentence_encoder import SentenceEncoder, default_encoder_dir, mean_pool
+from diffprompt.prompting.prompts.template import fair_lengths, special_wrap, truncated_lengths
 from test_prompting_core import _tiny, roberta  # noqa: F401 (roberta: a fixture)
 
 QUERY = "a gorgeous witty movie"

@@ -9,8 +9,8 @@ import torch
 
 from diffprompt import checkpoint
 from diffprompt.prompting import load_backbone
-from diffprompt.prompting.embedding_cache import EmbeddingCache, read_chunk
-from diffprompt.prompting.sentence_encoder import SentenceEncoder, encoder_key
+from diffprompt.prompting.models.embedding_cache import EmbeddingCache, read_chunk
+from diffprompt.prompting.models.sentence_encoder import SentenceEncoder, encoder_key
 
 TEXTS = ["a gorgeous witty movie", "the plot is boring", "so it was great", "a long and tedious film about nothing"]
 

@@ -12,7 +12,7 @@ import torch
 from diffprompt.cli import main
 from diffprompt.data import load_text
 from diffprompt.prompting import PromptClassifier, load_backbone
-from diffprompt.prompting.calibration import (
+from diffprompt.prompting.prompts.calibration import (
     apply_calibration, content_free_batches, domain_examples, fit_calibration, reference_log_probs,
 )
 

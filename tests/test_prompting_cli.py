@@ -51,7 +51,7 @@ def test_train_then_evaluate_gives_the_training_runs_test_accuracy(soft_run, cap
 def test_predict_prints_what_the_saved_prompt_predicts(soft_run, tmp_path, capsys):
     """`predict` equals the prompt file loaded on its own (PromptClassifier.from_file): the same
     label and the same label scores (log-probabilities, to the 4 decimals printed) for every text."""
-    from diffprompt.prompting.model import PromptClassifier
+    from diffprompt.prompting.models.prompt_classifier import PromptClassifier
 
     texts = ["a gorgeous , witty film", "dull and slow", "one fine movie", "another bad one"]
     names = json.loads((soft_run / "config.json").read_text())["label_names"]

@@ -16,7 +16,7 @@ from diffprompt.prompting import (
     DEFAULT_BACKBONE, FineTuneClassifier, PromptClassifier, Template, Verbalizer, backbone_id,
     full_vocab_label_logits, load_backbone,
 )
-from diffprompt.prompting.template import special_wrap, truncated_lengths
+from diffprompt.prompting.prompts.template import special_wrap, truncated_lengths
 
 REVIEWS = [
     "a gorgeous , witty , seductive movie .",

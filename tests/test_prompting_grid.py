@@ -13,9 +13,9 @@ from types import SimpleNamespace
 import pytest
 
 from diffprompt.data import Example
-from diffprompt.prompting import grid
-from diffprompt.prompting.config import CompareConfig
-from diffprompt.prompting.grid_render import markdown_table
+from diffprompt.prompting.comparison import grid
+from diffprompt.prompting.runs.config import CompareConfig
+from diffprompt.prompting.comparison.render import markdown_table
 
 # The test split of the stand-in data set: 6 of 8 examples in class 1, so the majority class scores 0.75.
 TEST_LABELS = [1, 0, 1, 1, 0, 1, 1, 1]

@@ -14,7 +14,7 @@ peft = pytest.importorskip("peft")
 from diffprompt.cli import main  # noqa: E402
 from diffprompt.errors import UserError  # noqa: E402
 from diffprompt.prompting import FineTuneClassifier, PromptClassifier, full_vocab_label_logits  # noqa: E402
-from diffprompt.prompting.backbone import fresh_backbone  # noqa: E402
+from diffprompt.prompting.models.backbone import fresh_backbone  # noqa: E402
 from diffprompt.prompting.peft_io import export_peft, import_peft, read_adapter  # noqa: E402
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),  # peft asks transformers a deprecated question:

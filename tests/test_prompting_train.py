@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from diffprompt.errors import UserError
-from diffprompt.prompting.backbone import fresh_backbone
-from diffprompt.prompting.build import build_verbalizer
-from diffprompt.prompting.config import RunConfig
-from diffprompt.prompting.methods import METHODS, default_template, default_verbalizer_spec
-from diffprompt.prompting.run_data import limit_examples, load_data
-from diffprompt.prompting.training import train_run
+from diffprompt.prompting.models.backbone import fresh_backbone
+from diffprompt.prompting.runs.build import build_verbalizer
+from diffprompt.prompting.runs.config import RunConfig
+from diffprompt.prompting.methods.registry import METHODS, default_template, default_verbalizer_spec
+from diffprompt.prompting.runs.data import limit_examples, load_data
+from diffprompt.prompting.runs.training import train_run
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +57,8 @@ def test_soft_training_moves_the_soft_tokens_lowers_the_loss_and_leaves_the_back
     the loss on the few-shot training set, recomputed here from the model's label scores at both
     states, goes down; every backbone tensor is bitwise unchanged; the saved prompt is the chosen
     state and gives the reported test accuracy."""
-    from diffprompt.prompting import training
-    from diffprompt.prompting.model import PromptClassifier
+    from diffprompt.prompting.runs import training
+    from diffprompt.prompting.models.prompt_classifier import PromptClassifier
 
     torch.set_num_threads(1)
     seen = []  # (model, soft embeddings, examples) each time the training-set loss is measured: before and after
@@ -108,7 +108,7 @@ def accuracy_on_test_subset(model, ds, limit: int) -> float:
 def test_zero_shot_accuracy_is_the_hard_prompts_own_prediction(mr, tmp_path):
     """Zero-shot on MR: the reported accuracy and predictions equal those of a PromptClassifier built
     here from the template "{x} It was {mask}." and the words bad / good on the untrained BERT-tiny."""
-    from diffprompt.prompting.model import PromptClassifier
+    from diffprompt.prompting.models.prompt_classifier import PromptClassifier
 
     torch.set_num_threads(1)
     z = train_run(RunConfig(dataset="mr", method="zero-shot", shots=4, seed=13, limit_test=24), tmp_path / "zs",
@@ -126,7 +126,7 @@ def test_zero_shot_accuracy_is_the_hard_prompts_own_prediction(mr, tmp_path):
 
 def test_finetune_accuracy_is_the_saved_models_own_prediction(mr, tmp_path):
     """Fine-tuning: the saved model, loaded on its own, predicts the reported test accuracy."""
-    from diffprompt.prompting.finetune import FineTuneClassifier
+    from diffprompt.prompting.models.finetune_classifier import FineTuneClassifier
 
     torch.set_num_threads(1)
     f = train_run(RunConfig(dataset="mr", method="finetune", shots=4, seed=13, steps=4, eval_every=2, limit_test=24),
@@ -167,7 +167,7 @@ def test_default_templates_and_label_words_per_data_set(name):
 
 def documented_templates() -> dict[str, list[str]]:
     """The table of default templates in methods.py's docstring: {data set: [hard, soft, hybrid]}."""
-    from diffprompt.prompting import methods
+    from diffprompt.prompting.methods import registry as methods
 
     table = {}
     for line in methods.__doc__.splitlines():
@@ -194,10 +194,10 @@ def test_verbalizer_lacking_a_label_and_bad_method_settings():
 
 DIST_SCRIPT = """
 import hashlib, json, sys, torch
-from diffprompt.prompting.backbone import fresh_backbone
-from diffprompt.prompting.config import RunConfig
+from diffprompt.prompting.models.backbone import fresh_backbone
+from diffprompt.prompting.runs.config import RunConfig
 from diffprompt.prompting.distributed import get_accelerator
-from diffprompt.prompting.training import train_run
+from diffprompt.prompting.runs.training import train_run
 bb, tok = fresh_backbone(None)
 res = train_run(RunConfig(dataset="mr", method="prompt-ft", shots=4, seed=13, steps=3, eval_every=3, limit_test=8),
                 sys.argv[1] + "/run", backbone=(bb, tok), quiet=True)

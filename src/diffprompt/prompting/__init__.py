@@ -13,13 +13,13 @@ Names are imported on first use, so `diffprompt --help` does not pay for importi
 from ..lazy import lazy_exports
 
 _EXPORTS = {
-    "DEFAULT_BACKBONE": ".backbone", "backbone_id": ".backbone", "default_backbone_dir": ".backbone",
-    "load_backbone": ".backbone", "FineTuneClassifier": ".finetune", "PromptClassifier": ".model",
-    "TextClassifier": ".classifier", "base_model": ".model", "full_vocab_label_logits": ".model", "mlm_head": ".model",
-    "PromptEncoder": ".prompt_encoder", "Template": ".template", "check_texts": ".template",
-    "Verbalizer": ".verbalizer", "export_peft": ".peft_io", "import_peft": ".peft_io",
-    "search_label_words": ".label_search", "apply_calibration": ".calibration", "fit_calibration": ".calibration",
-    "Demonstrations": ".demonstrations", "SentenceEncoder": ".sentence_encoder",
+    "DEFAULT_BACKBONE": ".models.backbone", "backbone_id": ".models.backbone", "default_backbone_dir": ".models.backbone",
+    "load_backbone": ".models.backbone", "FineTuneClassifier": ".models.finetune_classifier", "PromptClassifier": ".models.prompt_classifier",
+    "TextClassifier": ".models.classifier", "base_model": ".models.prompt_classifier", "full_vocab_label_logits": ".models.prompt_classifier", "mlm_head": ".models.prompt_classifier",
+    "PromptEncoder": ".prompts.prompt_encoder", "Template": ".prompts.template", "check_texts": ".prompts.template",
+    "Verbalizer": ".prompts.verbalizer", "export_peft": ".peft_io", "import_peft": ".peft_io",
+    "search_label_words": ".runs.label_search", "apply_calibration": ".prompts.calibration", "fit_calibration": ".prompts.calibration",
+    "Demonstrations": ".prompts.demonstrations", "SentenceEncoder": ".models.sentence_encoder",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -44,14 +44,14 @@ from ..checkpoint import atomic_write_bytes
 from ..errors import UserError
 from ..progress import log
 from ..rundir import RunDir
-from .backbone import DEFAULT_BACKBONE, backbone_id, default_backbone_dir, fresh_backbone
-from .build import build_verbalizer
-from .config import RunConfig
-from .methods import default_template
-from .model import PromptClassifier
-from .run_data import label_names_of, load_data
-from .run_folder import load_run_model, model_file
-from .template import Template, special_wrap
+from .models.backbone import DEFAULT_BACKBONE, backbone_id, default_backbone_dir, fresh_backbone
+from .runs.build import build_verbalizer
+from .runs.config import RunConfig
+from .methods.registry import default_template
+from .models.prompt_classifier import PromptClassifier
+from .runs.data import label_names_of, load_data
+from .runs.folder import load_run_model, model_file
+from .prompts.template import Template, special_wrap
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"

@@ -45,20 +45,20 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError
-from ..progress import log
-from ..seeding import seed_everything
-from .backbone import fresh_backbone
+from ...errors import UserError
+from ...progress import log
+from ...seeding import seed_everything
+from ..models.backbone import fresh_backbone
 from .build import build_model
-from .calibration import domain_examples
+from ..prompts.calibration import domain_examples
 from .config import RunConfig
-from .distributed import get_accelerator
-from .evaluation import score
+from ..distributed import get_accelerator
+from .scoring import score
 from .fewshot import FewShotSplit
-from .methods import pet_patterns
+from ..methods.registry import pet_patterns
 from .metrics import accuracy
-from .run_data import RunData, load_data, prepare_data, split_or_none, texts_of
-from .run_folder import PET_FILE, start_run_folder, write_outputs
+from .data import RunData, load_data, prepare_data, split_or_none, texts_of
+from .folder import PET_FILE, start_run_folder, write_outputs
 from .training import fit, run_results
 
 FORMULAS = {"ensemble": "s(x, y) = mean over patterns p of s_p(x, y) (label-word log-probabilities)",

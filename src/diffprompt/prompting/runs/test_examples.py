@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .classifier import TextClassifier
-from .run_data import limit_examples, texts_of
+from ..models.classifier import TextClassifier
+from .data import limit_examples, texts_of
 
 
 def render_prompts(model: TextClassifier, examples) -> list[str]:

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Sequence
 
-from ..errors import UserError
+from ...errors import UserError
 
 LMBFF_SEEDS: tuple[int, ...] = (13, 21, 42, 87, 100)
 """The five data seeds of LM-BFF's few-shot protocol."""

@@ -15,19 +15,19 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from ..checkpoint import atomic_write_bytes
-from ..device import choose_device
-from ..errors import UserError
-from ..rundir import RunDir
-from ..seeding import seed_everything
-from .backbone import backbone_id, fresh_backbone
+from ...checkpoint import atomic_write_bytes
+from ...device import choose_device
+from ...errors import UserError
+from ...rundir import RunDir
+from ...seeding import seed_everything
+from ..models.backbone import backbone_id, fresh_backbone
 from .build import build_model
-from .classifier import TextClassifier
-from .calibration import FILE as CALIBRATION_FILE, load_calibration
+from ..models.classifier import TextClassifier
+from ..prompts.calibration import FILE as CALIBRATION_FILE, load_calibration
 from .config import AUTO, RunConfig
-from .examples import make_examples
-from .methods import get_method
-from .run_data import RunData, prepare_data
+from .test_examples import make_examples
+from ..methods.registry import get_method
+from .data import RunData, prepare_data
 
 MODEL_FILES = {"prompt": "prompt.safetensors", "finetune": "model.safetensors"}  # by method kind
 LABEL_WORDS_FILE = "label_words.json"  # --verbalizer auto: the chosen words and the candidates

@@ -9,13 +9,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError
-from ..rundir import RunDir
-from .classifier import TextClassifier
+from ...errors import UserError
+from ...rundir import RunDir
+from ..models.classifier import TextClassifier
 from .config import dataset_tag
 from .metrics import accuracy, macro_f1
-from .run_data import label_names_of, limit_examples, load_data, split_or_none, texts_of
-from .run_folder import load_run_model
+from .data import label_names_of, limit_examples, load_data, split_or_none, texts_of
+from .folder import load_run_model
 
 
 def score(model: TextClassifier, examples, batch_size: int = 64, desc: str | None = None) -> torch.Tensor:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from ..errors import UserError
-from .classifier import TextClassifier
+from ...errors import UserError
+from ..models.classifier import TextClassifier
 from .config import AUTO, RunConfig
-from .demonstrations import make_demonstrations
-from .finetune import FineTuneClassifier
-from .methods import default_verbalizer_spec, get_method
-from .model import PromptClassifier
-from .template import Template
-from .verbalizer import Verbalizer
+from ..prompts.demonstrations import make_demonstrations
+from ..models.finetune_classifier import FineTuneClassifier
+from ..methods.registry import default_verbalizer_spec, get_method
+from ..models.prompt_classifier import PromptClassifier
+from ..prompts.template import Template
+from ..prompts.verbalizer import Verbalizer
 
 
 def build_verbalizer(cfg: RunConfig, label_names: list[str]) -> Verbalizer:

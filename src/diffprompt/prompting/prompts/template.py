@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import UserError
+from ...errors import UserError
 
 _BRACED = re.compile(r"\{([^{}]*)\}")
 _SOFT_N = re.compile(r"^soft\s*\*\s*(\d+)$")

@@ -19,15 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import check_state_dict_compatible, save_checkpoint
-from ..errors import UserError
+from ...checkpoint import check_state_dict_compatible, save_checkpoint
+from ...errors import UserError
 from .backbone import backbone_id
-from .calibration import apply_calibration
-from .demonstrations import Demonstrations
+from ..prompts.calibration import apply_calibration
+from ..prompts.demonstrations import Demonstrations
 from .classifier import TextClassifier, dedupe_tied, with_prefix
-from .prompt_encoder import make_prompt_encoder
-from .template import Template
-from .verbalizer import Verbalizer
+from ..prompts.prompt_encoder import make_prompt_encoder
+from ..prompts.template import Template
+from ..prompts.verbalizer import Verbalizer
 
 TRAIN_MODES = ("all", "prompt")
 ENSEMBLE_ROWS = 512  # demonstration ensembles: at most this many filled-in rows per encoder pass

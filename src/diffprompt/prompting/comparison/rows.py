@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import UserError
-from .methods import METHOD_NAMES, get_method
+from ...errors import UserError
+from ..methods.registry import METHOD_NAMES, get_method
 
 OPTIONS: dict[str, tuple[str, str]] = {  # row option -> (run setting, value)
     "demos-random": ("demos", "random"),

@@ -16,7 +16,7 @@ from pathlib import Path
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from ..errors import UserError
+from ...errors import UserError
 
 DEFAULT_BACKBONE = "bert-tiny (packaged)"
 _DEFAULT_ALIASES = {DEFAULT_BACKBONE, "default", "bert-tiny", "packaged"}

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from ..errors import UserError
+from ...errors import UserError
 
 AGGREGATIONS = ("first", "mean")
 

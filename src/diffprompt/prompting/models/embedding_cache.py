@@ -23,9 +23,9 @@ from typing import Callable
 import torch
 from safetensors.torch import load_file, save
 
-from ..cache import cache_root
-from ..checkpoint import atomic_write_bytes
-from ..progress import log
+from ...cache import cache_root
+from ...checkpoint import atomic_write_bytes
+from ...progress import log
 
 SUBDIR = "sentence-embeddings"
 DIGEST_BYTES = 32  # SHA-256

@@ -6,8 +6,8 @@ import random
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ..data import load_text
-from ..errors import UserError
+from ...data import load_text
+from ...errors import UserError
 from .config import RunConfig
 from .fewshot import FewShotSplit, check_training_set, sample_few_shot
 

@@ -24,8 +24,8 @@ from typing import Sequence
 
 import torch
 
-from ..errors import UserError
-from .config import DEMOS
+from ...errors import UserError
+from ..runs.config import DEMOS
 
 SIMILAR_FRACTION = 0.5  # --demos similar: the share of each class's examples kept, most similar first (LM-BFF)
 
@@ -119,7 +119,7 @@ def make_demonstrations(mode: str, examples: Sequence, num_labels: int, sets: in
         return None
     encoder = None
     if mode == "similar":
-        from .sentence_encoder import SentenceEncoder
+        from ..models.sentence_encoder import SentenceEncoder
 
         encoder = SentenceEncoder(encoder_name)
     return Demonstrations(examples, num_labels, mode, sets, seed, encoder)

@@ -14,12 +14,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import check_state_dict_compatible, save_checkpoint
-from ..errors import UserError
+from ...checkpoint import check_state_dict_compatible, save_checkpoint
+from ...errors import UserError
 from .backbone import backbone_id
 from .classifier import TextClassifier, dedupe_tied, with_prefix
-from .model import base_model
-from .template import check_texts
+from .prompt_classifier import base_model
+from ..prompts.template import check_texts
 
 FORMAT = "diffprompt-finetune-v1"
 

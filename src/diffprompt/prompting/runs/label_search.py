@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import UserError
-from .model import base_model, mlm_head
-from .template import Template
+from ...errors import UserError
+from ..models.prompt_classifier import base_model, mlm_head
+from ..prompts.template import Template
 
 
 @dataclass

@@ -33,17 +33,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
-from ..progress import log
-from ..rundir import RunDir
-from ..tracking import end_tracking, start_tracking
-from .backbone import fresh_backbone
-from .config import CompareConfig, RunConfig
-from .distributed import get_accelerator
-from .fewshot import majority_baseline
-from .grid_render import draw_compare, draw_learning_curve, markdown_table
+from ...progress import log
+from ...rundir import RunDir
+from ...tracking import end_tracking, start_tracking
+from ..models.backbone import fresh_backbone
+from ..runs.config import CompareConfig, RunConfig
+from ..distributed import get_accelerator
+from ..runs.fewshot import majority_baseline
+from .render import draw_compare, draw_learning_curve, markdown_table
 from .rows import parse_row
-from .run_data import limit_examples, load_data
-from .training import train_run
+from ..runs.data import limit_examples, load_data
+from ..runs.training import train_run
 
 Cell = tuple[str, str, int, int]  # (data set, run, K, seed); run: a row's run (rows.py)
 

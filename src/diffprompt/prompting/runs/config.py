@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from ..errors import UserError
-from ..tracking import NO_TRACKER, check_tracker
+from ...errors import UserError
+from ...tracking import NO_TRACKER, check_tracker
 from .fewshot import CURVE_SHOTS, LMBFF_SEEDS
-from .methods import METHOD_NAMES, default_template, get_method
-from .rows import parse_row
+from ..methods.registry import METHOD_NAMES, default_template, get_method
+from ..comparison.rows import parse_row
 
 AUTO = "auto"  # --verbalizer auto
 CALIBRATIONS = ("none", "content-free", "domain")  # --calibrate (calibration.py)

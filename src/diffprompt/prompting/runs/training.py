@@ -35,25 +35,25 @@ from typing import Callable, Iterator
 
 import torch
 
-from ..errors import UserError
-from ..progress import log, progress
-from ..rundir import RunDir
-from ..seeding import seed_everything
-from ..tracking import end_tracking, start_tracking
-from .backbone import fresh_backbone
+from ...errors import UserError
+from ...progress import log, progress
+from ...rundir import RunDir
+from ...seeding import seed_everything
+from ...tracking import end_tracking, start_tracking
+from ..models.backbone import fresh_backbone
 from .build import build_model
-from .calibration import FILE as CALIBRATION_FILE, fit_calibration
-from .classifier import TextClassifier
+from ..prompts.calibration import FILE as CALIBRATION_FILE, fit_calibration
+from ..models.classifier import TextClassifier
 from .config import AUTO, RunConfig
-from .distributed import average_gradients, get_accelerator, process_share
-from .evaluation import dev_accuracy, mean_loss, score
+from ..distributed import average_gradients, get_accelerator, process_share
+from .scoring import dev_accuracy, mean_loss, score
 from .fewshot import majority_baseline
 from .label_search import search_label_words, verbalizer_spec
-from .methods import get_method
+from ..methods.registry import get_method
 from .metrics import accuracy, macro_f1
-from .run_data import RunData, load_data, prepare_data, split_or_none, texts_of
-from .run_folder import LABEL_WORDS_FILE, start_run_folder, write_outputs
-from .template import Template
+from .data import RunData, load_data, prepare_data, split_or_none, texts_of
+from .folder import LABEL_WORDS_FILE, start_run_folder, write_outputs
+from ..prompts.template import Template
 
 
 def train_run(cfg: RunConfig, out: str | Path | None, ds=None, backbone=None, quiet: bool = False,
