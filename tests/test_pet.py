@@ -14,16 +14,16 @@ import torch
 
 from diffprompt.data import Example
 from diffprompt.errors import UserError
-from diffprompt.prompting.runs import pet
+from diffprompt.prompting.run import pet
 from diffprompt.prompting.models.backbone import load_backbone
-from diffprompt.prompting.runs.config import RunConfig
+from diffprompt.prompting.run.config import RunConfig
 from diffprompt.prompting.distributed import get_accelerator
-from diffprompt.prompting.runs.scoring import score
+from diffprompt.prompting.run.scoring import score
 from diffprompt.prompting.methods.registry import PET_PATTERNS, TEMPLATES, pet_patterns
 from diffprompt.prompting.comparison.rows import parse_row
-from diffprompt.prompting.runs.data import load_data, prepare_data
-from diffprompt.prompting.runs.folder import load_run_model
-from diffprompt.prompting.runs.training import train_run
+from diffprompt.prompting.run.data import load_data, prepare_data
+from diffprompt.prompting.run.folder import load_run_model
+from diffprompt.prompting.run.training import train_run
 from test_prompting_core import _roberta_tokenizer, _tiny
 
 # ----------------------------------------------------------------------------------- the formulas

@@ -8,7 +8,7 @@ import pytest
 
 from diffprompt.data import Example, load_text
 from diffprompt.errors import UserError
-from diffprompt.prompting.runs.fewshot import LMBFF_SEEDS, majority_baseline, sample_few_shot
+from diffprompt.prompting.run.fewshot import LMBFF_SEEDS, majority_baseline, sample_few_shot
 
 
 def _toy(counts: dict[int, int]) -> list[Example]:

@@ -14,7 +14,7 @@ import pytest
 
 from diffprompt.data import Example
 from diffprompt.prompting.comparison import grid
-from diffprompt.prompting.runs.config import CompareConfig
+from diffprompt.prompting.run.config import CompareConfig
 from diffprompt.prompting.comparison.render import markdown_table
 
 # The test split of the stand-in data set: 6 of 8 examples in class 1, so the majority class scores 0.75.

@@ -19,7 +19,7 @@ import transformers as tf
 
 from diffprompt.cli import main
 from diffprompt.prompting import Template, load_backbone
-from diffprompt.prompting.runs.label_search import (
+from diffprompt.prompting.run.label_search import (
     best_assignments, class_word_scores, is_label_word, mask_log_probs, search_label_words, top_label_words,
 )
 

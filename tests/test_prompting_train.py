@@ -11,11 +11,11 @@ import torch.nn.functional as F
 
 from diffprompt.errors import UserError
 from diffprompt.prompting.models.backbone import fresh_backbone
-from diffprompt.prompting.runs.build import build_verbalizer
-from diffprompt.prompting.runs.config import RunConfig
+from diffprompt.prompting.run.build import build_verbalizer
+from diffprompt.prompting.run.config import RunConfig
 from diffprompt.prompting.methods.registry import METHODS, default_template, default_verbalizer_spec
-from diffprompt.prompting.runs.data import limit_examples, load_data
-from diffprompt.prompting.runs.training import train_run
+from diffprompt.prompting.run.data import limit_examples, load_data
+from diffprompt.prompting.run.training import train_run
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_soft_training_moves_the_soft_tokens_lowers_the_loss_and_leaves_the_back
     the loss on the few-shot training set, recomputed here from the model's label scores at both
     states, goes down; every backbone tensor is bitwise unchanged; the saved prompt is the chosen
     state and gives the reported test accuracy."""
-    from diffprompt.prompting.runs import training
+    from diffprompt.prompting.run import training
     from diffprompt.prompting.models.prompt_classifier import PromptClassifier
 
     torch.set_num_threads(1)
@@ -195,9 +195,9 @@ def test_verbalizer_lacking_a_label_and_bad_method_settings():
 DIST_SCRIPT = """
 import hashlib, json, sys, torch
 from diffprompt.prompting.models.backbone import fresh_backbone
-from diffprompt.prompting.runs.config import RunConfig
+from diffprompt.prompting.run.config import RunConfig
 from diffprompt.prompting.distributed import get_accelerator
-from diffprompt.prompting.runs.training import train_run
+from diffprompt.prompting.run.training import train_run
 bb, tok = fresh_backbone(None)
 res = train_run(RunConfig(dataset="mr", method="prompt-ft", shots=4, seed=13, steps=3, eval_every=3, limit_test=8),
                 sys.argv[1] + "/run", backbone=(bb, tok), quiet=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..cli import add_command, add_group
 from ..errors import UserError
 from ..tracking import NO_TRACKER, TRACKERS
-from .runs.config import CALIBRATIONS, DEMO_METHODS, DEMOS, CompareConfig, RunConfig, RunOptions, check_demos
+from .run.config import CALIBRATIONS, DEMO_METHODS, DEMOS, CompareConfig, RunConfig, RunOptions, check_demos
 from .methods.registry import METHOD_NAMES, METHODS, get_method
 from .comparison.rows import BASES, OPTIONS, parse_rows
 
@@ -349,7 +349,7 @@ def cmd_run(args) -> int:
     """`prompting zero-shot` and `prompting train`: one run, then its test accuracy."""
     _set_threads(args)
     from .distributed import get_accelerator
-    from .runs.training import train_run
+    from .run.training import train_run
 
     cfg = run_config(args)
     out = args.out or cfg.default_folder()
@@ -362,7 +362,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .runs.scoring import evaluate_run
+    from .run.scoring import evaluate_run
 
     res = evaluate_run(args.run_dir, args.dataset, args.split, args.limit, args.device)
     print(f"{res['method']} run {args.run_dir} on {res['dataset']} {args.split} ({res['n']} examples): "
@@ -374,8 +374,8 @@ def cmd_predict(args) -> int:
     texts = list(args.text) + (read_utf8_lines(args.input) if args.input else [])
     if not texts:
         raise UserError("nothing to classify; pass --text 'some text' (repeatable) or --input FILE")
-    from .runs.scoring import predict_texts
-    from .runs.folder import load_run_model
+    from .run.scoring import predict_texts
+    from .run.folder import load_run_model
 
     model, conf = load_run_model(args.run_dir, args.device)
     rows = predict_texts(model, texts, conf["label_names"])

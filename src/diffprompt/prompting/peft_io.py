@@ -45,12 +45,12 @@ from ..errors import UserError
 from ..progress import log
 from ..rundir import RunDir
 from .models.backbone import DEFAULT_BACKBONE, backbone_id, default_backbone_dir, fresh_backbone
-from .runs.build import build_verbalizer
-from .runs.config import RunConfig
+from .run.build import build_verbalizer
+from .run.config import RunConfig
 from .methods.registry import default_template
 from .models.prompt_classifier import PromptClassifier
-from .runs.data import label_names_of, load_data
-from .runs.folder import load_run_model, model_file
+from .run.data import label_names_of, load_data
+from .run.folder import load_run_model, model_file
 from .prompts.template import Template, special_wrap
 
 CONFIG_FILE = "adapter_config.json"

@@ -37,13 +37,13 @@ from ...progress import log
 from ...rundir import RunDir
 from ...tracking import end_tracking, start_tracking
 from ..models.backbone import fresh_backbone
-from ..runs.config import CompareConfig, RunConfig
+from ..run.config import CompareConfig, RunConfig
 from ..distributed import get_accelerator
-from ..runs.fewshot import majority_baseline
+from ..run.fewshot import majority_baseline
 from .render import draw_compare, draw_learning_curve, markdown_table
 from .rows import parse_row
-from ..runs.data import limit_examples, load_data
-from ..runs.training import train_run
+from ..run.data import limit_examples, load_data
+from ..run.training import train_run
 
 Cell = tuple[str, str, int, int]  # (data set, run, K, seed); run: a row's run (rows.py)
 

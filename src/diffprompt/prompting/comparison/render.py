@@ -11,7 +11,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from ..runs.config import CompareConfig
+from ..run.config import CompareConfig
 
 COLORS = {"zero-shot": "#9e9e9e", "prompt-ft": "#1f77b4", "soft": "#2ca02c", "hybrid": "#9467bd", "finetune": "#d62728",
           "prompt-ft+demos-random": "#6baed6", "prompt-ft+demos-similar": "#08519c", "prompt-ft+auto": "#17becf",

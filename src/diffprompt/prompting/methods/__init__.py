@@ -1,0 +1,1 @@
+"""The methods: one registry entry per method, and their defaults per data set."""

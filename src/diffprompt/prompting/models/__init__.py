@@ -1,0 +1,1 @@
+"""The models: the masked-LM backbone, the classifier interface and its two classifiers, the sentence encoder."""

@@ -1,0 +1,1 @@
+"""The prompt parts: templates, verbalizers, the soft-token encoder, demonstrations, calibration."""

@@ -1,0 +1,1 @@
+"""One prompting run: its config, data, training loop, scoring and run folder; the methods' runners."""
