@@ -42,12 +42,12 @@ from accelerate.utils import gather_object
 
 from ..data import ImageDataset, load_images
 from ..data.images import stratified_subset
-from ..device import choose_device
 from ..errors import UserError
 from ..progress import bars_enabled, log, progress
 from ..rundir import RunDir
 from ..seeding import seed_everything, set_rng_state
 from ..tracking import end_tracking, start_tracking
+from ..training_setup import BatchOrder, get_accelerator, lr_factor, process_share
 from .checkpoints import LAST, MODEL, restore_training_checkpoint, save_training_checkpoint, saved_unet_config
 from .config import TrainConfig
 from .ema import EMA, unwrap
@@ -84,7 +84,7 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: str | Path | 
     model.train()
     for _ in bar:
         x0, cond = run.next_batch()  # x0 ~ q(x0), with its (dropped) class label when conditional
-        lr = warm_up(optimizer, cfg, run.step)
+        lr = set_learning_rate(optimizer, cfg.lr * lr_factor(run.step, cfg.steps, cfg.warmup_steps))
         with accelerator.autocast():  # t ~ Uniform({1..T}), eps ~ N(0, I), the configured loss (L_simple: eq. 14)
             loss = run.diffusion.training_loss(model, x0, model_kwargs=cond)["loss"].float().mean()
         window.add(gather_finite_loss(accelerator, loss, run))
@@ -111,9 +111,8 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: str | Path | 
     return run.out
 
 
-def warm_up(optimizer, cfg: TrainConfig, step: int) -> float:
-    """Set and return the learning rate of step `step` (0-based): linear warm-up, then constant."""
-    lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+def set_learning_rate(optimizer, lr: float) -> float:
+    """Set every parameter group's learning rate to `lr` (linear warm-up, then constant: `lr_factor`); return it."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     return lr
@@ -158,47 +157,6 @@ class LogWindow:
 
 
 # ---------------------------------------------------------------------------------------------
-# Data order: one seeded generator, the same on every process
-
-
-class BatchOrder:
-    """Epochs of random permutations of N indices, drawn from a seeded CPU generator.
-
-    Every process draws the same global batches and keeps its slice. The state (generator,
-    permutation, position) goes into the checkpoint.
-    """
-
-    def __init__(self, n: int, batch_size: int, seed: int, hflip: bool):
-        if n < batch_size:
-            raise UserError(f"the data set has {n} training images, fewer than the batch size {batch_size}; "
-                            "lower --batch-size")
-        self.n, self.batch_size, self.hflip = n, batch_size, hflip
-        self.gen = torch.Generator().manual_seed(int(seed))
-        self.perm = torch.randperm(n, generator=self.gen)
-        self.pos = 0
-        self.epoch = 0
-
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The indices of the next global batch, and which of them to flip."""
-        if self.pos + self.batch_size > self.n:
-            self.perm = torch.randperm(self.n, generator=self.gen)
-            self.pos = 0
-            self.epoch += 1
-        idx = self.perm[self.pos:self.pos + self.batch_size]
-        self.pos += self.batch_size
-        flip = (torch.rand(self.batch_size, generator=self.gen) < 0.5) if self.hflip else torch.zeros(self.batch_size, dtype=torch.bool)
-        return idx, flip
-
-    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
-        return {"gen": self.gen.get_state(), "perm": self.perm.clone()}, {"pos": self.pos, "epoch": self.epoch}
-
-    def load(self, tensors: dict[str, torch.Tensor], meta: dict[str, int]) -> None:
-        self.gen.set_state(tensors["gen"].to(torch.uint8).cpu())
-        self.perm = tensors["perm"].long().cpu()
-        self.pos, self.epoch = int(meta["pos"]), int(meta["epoch"])
-
-
-# ---------------------------------------------------------------------------------------------
 # Setting up a run, resuming it, saving it
 
 
@@ -223,14 +181,16 @@ class TrainingRun:
     def next_batch(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """This process's slice of the next global batch, on its device, and the model's keyword
         arguments: {} or {"class_labels": labels, each dropped to the null class with cond_drop_prob}."""
-        idx, flip = self.order.next()
+        # Every draw is for the global batch, from the data-order generator: every process draws the same.
+        idx = self.order.next()
+        gen, size = self.order.generator, self.cfg.batch_size
+        flip = (torch.rand(size, generator=gen) < 0.5) if self.cfg.hflip else torch.zeros(size, dtype=torch.bool)
         cond = {}
-        if self.labels is not None:  # drawn for the global batch, so every process draws the same
+        if self.labels is not None:
             null = self.derived["num_classes"]
-            cond["class_labels"] = drop_labels(self.labels[idx], self.cfg.cond_drop_prob, null, self.order.gen)
-        rank, world = self.accelerator.process_index, self.accelerator.num_processes
-        idx, flip = idx[rank::world], flip[rank::world]
-        cond = {k: v[rank::world].to(self.accelerator.device) for k, v in cond.items()}
+            cond["class_labels"] = drop_labels(self.labels[idx], self.cfg.cond_drop_prob, null, gen)
+        idx, flip = process_share(idx, self.accelerator), process_share(flip, self.accelerator)
+        cond = {k: process_share(v, self.accelerator).to(self.accelerator.device) for k, v in cond.items()}
         x0 = self.images[idx.to(self.images.device)]
         if self.cfg.hflip and bool(flip.any()):
             x0 = torch.where(flip.to(x0.device)[:, None, None, None], x0.flip(3), x0)
@@ -274,7 +234,7 @@ def setup(cfg: TrainConfig, out: str | Path | None, resume: str | Path | None, d
         derived.update(num_classes=unet_cfg.num_classes, class_names=list(data.class_names))
     run = TrainingRun(cfg, out, RunDir(out, enabled=accelerator.is_main_process), accelerator, model,
                       EMA(model, decay=cfg.ema_decay, warmup=cfg.ema_warmup), optimizer,
-                      cfg.make_diffusion().to(accelerator.device), BatchOrder(n, cfg.batch_size, cfg.seed, cfg.hflip),
+                      cfg.make_diffusion().to(accelerator.device), BatchOrder(n, cfg.batch_size, cfg.seed),
                       images if accelerator.device.type == "cpu" else images.to(accelerator.device), labels, derived)
     if resume is not None:
         _resume(run)
@@ -292,10 +252,8 @@ def setup(cfg: TrainConfig, out: str | Path | None, resume: str | Path | None, d
 
 
 def _accelerator(cfg: TrainConfig) -> Accelerator:
-    device = choose_device(cfg.device)
-    if device.type == "cpu" and cfg.mixed_precision == "fp16":
-        raise UserError("mixed precision fp16 needs a GPU; on a CPU use --mixed-precision bf16 or no")
-    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=cfg.mixed_precision)
+    """The process's Accelerator; the global batch must split evenly over the processes."""
+    accelerator = get_accelerator(cfg.device, cfg.mixed_precision)
     world = accelerator.num_processes
     if cfg.batch_size % world:
         raise UserError(f"batch size {cfg.batch_size} does not split evenly over {world} processes; "
