@@ -15,7 +15,7 @@ from diffprompt.cli import main
 from diffprompt.device import choose_device
 from diffprompt.errors import UserError
 from diffprompt.progress import progress
-from diffprompt.rundir import RunDir
+from diffprompt.rundir import RunDir, read_run_config
 from diffprompt.seeding import get_rng_state, make_generator, seed_everything, set_rng_state
 
 
@@ -92,6 +92,19 @@ def test_rundir_disabled_writes_nothing(tmp_path):
     run.save_config({"a": 1})
     run.log_metrics(1, loss=1.0)
     assert not (tmp_path / "rank1").exists()
+
+
+def test_read_run_config_names_the_problem_and_the_fix(tmp_path):
+    RunDir(tmp_path / "run").save_config({"kind": "diffusion-train", "steps": 3})
+    assert read_run_config(tmp_path / "run", "diffusion-train", "pass a run") == {"kind": "diffusion-train", "steps": 3}
+    with pytest.raises(UserError, match=r"is not a run folder \(no config.json\); pass a run$"):
+        read_run_config(tmp_path, "diffusion-train", "pass a run")
+    with pytest.raises(UserError, match="holds a 'diffusion-train' run, not a prompting-train run; pass a run"):
+        read_run_config(tmp_path / "run", "prompting-train", "pass a run")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text("{not json")
+    with pytest.raises(UserError, match="cannot be read"):
+        read_run_config(tmp_path / "bad", "diffusion-train", "pass a run")
 
 
 def test_checkpoint_roundtrip(tmp_path):

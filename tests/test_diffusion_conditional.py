@@ -21,7 +21,7 @@ from torch import nn
 from diffprompt.checkpoint import load_checkpoint, save_checkpoint
 from diffprompt.cli import main
 from diffprompt.diffusion import GaussianDiffusion, NoiseSchedule, UNet, UNetConfig
-from diffprompt.diffusion.checkpoints import load_model, read_run_config
+from diffprompt.diffusion.checkpoints import load_model, resumable_run_config
 from diffprompt.diffusion.config import resolve_config
 from diffprompt.diffusion.interop.diffusers_export import export_diffusers
 from diffprompt.diffusion.interop.diffusers_unet import diffusers_unet_config, to_diffusers_state_dict, unet_config_from_diffusers
@@ -250,7 +250,7 @@ def test_conditional_training_resumes_bitwise_and_draws_drops_from_the_data_gene
     sets = TINY8 + ["conditional=true", "cond_drop_prob=0.5"]
     full = train(resolve_config(sets=sets, steps=6, batch_size=8, seed=3), out=tmp_path / "full", data=data)
     half = train(resolve_config(sets=sets, steps=3, batch_size=8, seed=3), out=tmp_path / "half", data=data)
-    resumed = train(resolve_config(base=read_run_config(half), steps=6), resume=half, data=data)
+    resumed = train(resolve_config(base=resumable_run_config(half), steps=6), resume=half, data=data)
     a, meta = load_checkpoint(full / "last.safetensors")
     b, _ = load_checkpoint(resumed / "last.safetensors")
     assert set(a) == set(b) and "model.class_embed.weight" in a

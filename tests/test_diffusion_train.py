@@ -17,7 +17,7 @@ import torch
 
 from diffprompt.checkpoint import flatten_optimizer_state, load_checkpoint, unflatten_optimizer_state
 from diffprompt.data.images import ImageDataset
-from diffprompt.diffusion.checkpoints import load_model, read_run_config
+from diffprompt.diffusion.checkpoints import load_model, resumable_run_config
 from diffprompt.diffusion.config import TrainConfig, resolve_config
 from diffprompt.diffusion.ema import EMA
 from diffprompt.diffusion.training import train
@@ -74,7 +74,7 @@ def test_resume_is_bitwise_exact(tmp_path):
     full = train(resolve_config(sets=sets, steps=8, batch_size=8, seed=3), out=tmp_path / "full", data=data)
     half = train(resolve_config(sets=sets, steps=4, batch_size=8, seed=3), out=tmp_path / "half", data=data)
     at_half = _all_tensors(half / "last.safetensors")
-    cfg = resolve_config(base=read_run_config(half), steps=8)
+    cfg = resolve_config(base=resumable_run_config(half), steps=8)
     resumed = train(cfg, resume=half, data=data)
     a, b = _all_tensors(full / "last.safetensors"), _all_tensors(resumed / "last.safetensors")
     assert set(a) == set(b)
@@ -93,7 +93,7 @@ def test_resume_is_bitwise_exact(tmp_path):
 def test_resume_with_another_model_config_names_the_keys(tmp_path):
     data = synthetic_data()
     run = train(resolve_config(sets=TINY8, steps=2, batch_size=8), out=tmp_path / "r", data=data)
-    cfg = resolve_config(base=read_run_config(run), sets=["model.base_channels=16"], steps=4)
+    cfg = resolve_config(base=resumable_run_config(run), sets=["model.base_channels=16"], steps=4)
     with pytest.raises(UserError, match=r"another model config.*(shape mismatch|missing keys).*conv"):
         train(cfg, resume=run, data=data)
     with pytest.raises(UserError, match="already holds a training run"):

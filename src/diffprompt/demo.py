@@ -29,7 +29,7 @@ from pathlib import Path
 from .checkpoint import sidecar_path
 from .errors import UserError
 from .progress import log
-from .rundir import RunDir
+from .rundir import DONE_FILE, RunDir
 
 PRETRAINED = "ddpm-tiny-mnist5k.safetensors"
 PRETRAINED_CONDITIONAL = "ddpm-tiny-mnist5k-cond.safetensors"  # preferred where installed
@@ -275,8 +275,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     top.save_config({"kind": "demo", **{k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
                      "sections": ["ddpm", "prompting", "ddpm-train", "data"],
                      "description": "diffprompt demo: DDPM on MNIST 5k and prompt-based learning on MR."})
-    if (root / "DONE").exists():
-        (root / "DONE").unlink()
+    top.mark_not_done()
     timing_file = root / "stages.json"
     timings = json.loads(timing_file.read_text()) if timing_file.exists() else {}
     stages = [
@@ -288,7 +287,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     t_all = time.perf_counter()
     for i, (name, what, fn) in enumerate(stages, 1):
         path = root / name
-        if (path / "DONE").exists():
+        if (path / DONE_FILE).exists():
             log(f"[{i}/{len(stages) + 1}] {name}: already done in {path}, skipped")
             timings.setdefault(name, {})["skipped_last_run"] = True
             continue

@@ -9,10 +9,30 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import atomic_write_bytes
+from .errors import UserError
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 DONE_FILE = "DONE"
+
+
+def read_run_config(path: str | Path, kind: str, hint: str) -> dict[str, Any]:
+    """The `config.json` of a run folder of `kind` (its "kind" entry, e.g. "diffusion-train"), whole.
+
+    A folder without one, or with another kind, is a one-line `UserError` that ends in `hint`,
+    the fix (e.g. "pass the folder `diffprompt diffusion train --out` wrote").
+    """
+    path = Path(path)
+    try:
+        config = json.loads((path / CONFIG_FILE).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} is not a run folder (no {CONFIG_FILE}); {hint}") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path / CONFIG_FILE} cannot be read ({e}); {hint}") from None
+    if not isinstance(config, dict) or config.get("kind") != kind:
+        found = config.get("kind") if isinstance(config, dict) else None
+        raise UserError(f"{path} holds a {found!r} run, not a {kind} run; {hint}")
+    return config
 
 
 def _jsonable(obj: Any) -> Any:

@@ -36,6 +36,7 @@ from ..checkpoint import (
     with_prefix,
 )
 from ..errors import UserError
+from ..rundir import read_run_config
 from ..seeding import get_rng_state
 from .config import TrainConfig
 from .interop.diffusers_import import diffusers_source, is_hub_id, load_diffusers
@@ -45,7 +46,7 @@ from .unet import UNet, UNetConfig
 
 LAST = "last.safetensors"
 MODEL = "model.safetensors"
-CONFIG = "config.json"
+TRAIN_RUN = "diffusion-train"  # the "kind" of a training run's config.json
 
 
 def save_training_checkpoint(out: Path, step: int, model, ema: EMA, optimizer, order, cfg: TrainConfig,
@@ -84,16 +85,12 @@ def restore_training_checkpoint(path: Path, model, ema: EMA, optimizer,
     return strip_prefix(tensors, "rng."), meta
 
 
-def read_run_config(run_dir: str | Path) -> dict[str, Any]:
-    """The saved `TrainConfig` fields of a training run folder (for `--resume`)."""
-    run_dir = Path(run_dir)
-    cfg_file = run_dir / CONFIG
-    if not cfg_file.exists() or not (run_dir / LAST).exists():
-        raise UserError(f"{run_dir} is not a resumable training run (it needs {CONFIG} and {LAST}); "
-                        "pass the folder a `diffprompt diffusion train --out` wrote")
-    data = json.loads(cfg_file.read_text())
-    if data.get("kind") != "diffusion-train":
-        raise UserError(f"{run_dir} holds a {data.get('kind')!r} run, not a diffusion training run")
+def resumable_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The saved `TrainConfig` fields of a training run folder that can be resumed (for `--resume`)."""
+    hint = "pass the folder a `diffprompt diffusion train --out` wrote"
+    if not (Path(run_dir) / LAST).exists():
+        raise UserError(f"{run_dir} is not a resumable training run (no {LAST}); {hint}")
+    data = read_run_config(run_dir, TRAIN_RUN, hint)
     return {k: v for k, v in data.items() if k not in ("kind", "derived")}
 
 
@@ -103,7 +100,7 @@ def saved_unet_config(run_dir: Path, cfg: TrainConfig) -> UNetConfig | None:
     A resumed run keeps the architecture its checkpoint holds even if the preset has changed
     since; an explicit change of the model settings is built anew (and refused on loading).
     """
-    saved = read_run_config(run_dir)
+    saved = resumable_run_config(run_dir)
     side = sidecar_path(run_dir / LAST)
     settings = (saved.get("unet_preset"), saved.get("model"), saved.get("conditional", False))
     if settings != (cfg.unet_preset, cfg.model, cfg.conditional) or not side.exists():

@@ -192,7 +192,7 @@ def _sampler_arguments(p, default: str) -> None:
 
 
 def cmd_train(args) -> int:
-    from .checkpoints import read_run_config
+    from .checkpoints import resumable_run_config
     from .config import resolve_config
     from .training import train
 
@@ -202,7 +202,7 @@ def cmd_train(args) -> int:
     if args.resume:
         if args.config:
             raise UserError("--resume continues a run with its saved config; drop --config (use --set/flags to change e.g. --steps)")
-        cfg = resolve_config(sets=args.sets, base=read_run_config(args.resume), **flags)
+        cfg = resolve_config(sets=args.sets, base=resumable_run_config(args.resume), **flags)
         train(cfg, resume=args.resume)
     else:
         train(resolve_config(args.config, args.sets, **flags), out=args.out)

@@ -48,7 +48,7 @@ from ..rundir import RunDir
 from ..seeding import seed_everything, set_rng_state
 from ..tracking import end_tracking, start_tracking
 from ..training_setup import BatchOrder, get_accelerator, lr_factor, process_share
-from .checkpoints import LAST, MODEL, restore_training_checkpoint, save_training_checkpoint, saved_unet_config
+from .checkpoints import LAST, MODEL, TRAIN_RUN, restore_training_checkpoint, save_training_checkpoint, saved_unet_config
 from .config import TrainConfig
 from .ema import EMA, unwrap
 from .generate import class_rows, generate
@@ -240,7 +240,7 @@ def setup(cfg: TrainConfig, out: str | Path | None, resume: str | Path | None, d
         _resume(run)
     else:  # different noise and timesteps on every process; the weights are already equal
         seed_everything(cfg.seed + accelerator.process_index)
-    run.files.save_config({"kind": "diffusion-train", **cfg.to_dict(), "derived": derived})
+    run.files.save_config({"kind": TRAIN_RUN, **cfg.to_dict(), "derived": derived})
     start_tracking(run.files, cfg.log_with)
     run.model, run.optimizer = accelerator.prepare(model, optimizer)
     if accelerator.is_main_process:

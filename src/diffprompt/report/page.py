@@ -63,9 +63,9 @@ def child_runs(path: Path) -> list[Path]:
 
 def check_run(path: Path, allow_incomplete: bool) -> None:
     if not path.is_dir():
-        raise UserError(f"{path} is not a folder; pass a run folder written by diffprompt (it holds config.json)")
+        raise UserError(f"{path} is not a folder; pass a run folder written by diffprompt (it holds {CONFIG_FILE})")
     if not is_run(path) and not child_runs(path):
-        raise UserError(f"{path} is not a diffprompt run: it has no config.json; pass the folder a "
+        raise UserError(f"{path} is not a diffprompt run: it has no {CONFIG_FILE}; pass the folder a "
                         "`diffprompt ... --out` command wrote (for the demo: runs/demo)")
     if is_run(path) and not (path / DONE_FILE).exists() and not allow_incomplete:
         raise UserError(f"run {path} is still in progress or was interrupted (no {DONE_FILE} marker); "
