@@ -33,12 +33,12 @@ from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
 COMPARE_ARGS = ["prompting", "compare", "--datasets", "mr,cr,subj,trec",
-                "--methods", "zero-shot,prompt-ft,soft,hybrid,finetune", "--shots", "16",
+                "--rows", "zero-shot,prompt-ft,soft,hybrid,finetune", "--shots", "16",
                 "--seeds", "13,21,42,87,100", "--curve-datasets", "mr", "--curve-shots", "4,8,16,32", "--threads", "1"]
 
 NEW_ROWS = ["prompt-ft+demos-random", "prompt-ft+demos-similar", "prompt-ft+auto", "pet", "pet-distilled",
             "zero-shot+cal-content-free", "zero-shot+cal-domain"]
-METHODS_ARGS = ["prompting", "compare", "--datasets", "mr,cr,subj,trec", "--methods", ",".join(NEW_ROWS),
+METHODS_ARGS = ["prompting", "compare", "--datasets", "mr,cr,subj,trec", "--rows", ",".join(NEW_ROWS),
                 "--shots", "16", "--seeds", "13,21,42,87,100", "--threads", "1"]
 
 TEMPLATES = ["{x} It was {mask}.", "{x} This movie is {mask}.", "{mask} : {x}"]
@@ -123,7 +123,7 @@ def methods_grid(out: str, processes: int) -> None:
     summary = json.loads((Path(out) / "compare.json").read_text())
     best = max(summary["averages"], key=lambda r: r["mean"])["method"]
     print(f"best new row over the four data sets: {best} ({100 * max(r['mean'] for r in summary['averages']):.1f} %)")
-    sharded(METHODS_ARGS + ["--curve-datasets", "mr", "--curve-shots", "4,8,16,32", "--curve-methods", best,
+    sharded(METHODS_ARGS + ["--curve-datasets", "mr", "--curve-shots", "4,8,16,32", "--curve-rows", best,
                             "--out", out], processes)
     src = Path(out)
     for name, target in (("compare.md", "prompting_methods.md"), ("compare.json", "prompting_methods.json"),

@@ -19,7 +19,7 @@ from diffprompt.prompting.models.backbone import load_backbone
 from diffprompt.prompting.run.config import RunConfig
 from diffprompt.prompting.distributed import get_accelerator
 from diffprompt.prompting.run.scoring import score
-from diffprompt.prompting.methods.registry import PET_PATTERNS, TEMPLATES, pet_patterns
+from diffprompt.prompting.methods.defaults import PET_PATTERNS, TEMPLATES, pet_patterns
 from diffprompt.prompting.comparison.rows import parse_row
 from diffprompt.prompting.run.data import load_data, prepare_data
 from diffprompt.prompting.run.folder import load_run_model
@@ -193,6 +193,6 @@ def test_row_specs_parse_and_pet_rows_share_one_run():
 def test_an_unknown_row_is_one_line_and_exit_2(tmp_path, capsys):
     from diffprompt.cli import main
 
-    assert main(["prompting", "compare", "--methods", "prompt-ft,nope", "--out", str(tmp_path / "c")]) == 2
+    assert main(["prompting", "compare", "--rows", "prompt-ft,nope", "--out", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown method 'nope' in row 'nope'" in err[0]

@@ -78,7 +78,7 @@ def test_compare_cli_two_seeds_mean_and_sample_std_and_resume(tmp_path, capsys):
     """Two seeds: compare.json's mean and std, and compare.md's "mean (std)" cells, are
     statistics.mean and statistics.stdev (n - 1) of the cells' own test accuracies."""
     out = tmp_path / "cmp"
-    argv = ["prompting", "compare", "--datasets", "mr", "--methods", "zero-shot,soft", "--shots", "4", "--seeds", "13,21",
+    argv = ["prompting", "compare", "--datasets", "mr", "--rows", "zero-shot,soft", "--shots", "4", "--seeds", "13,21",
             "--steps", "2", "--eval-every", "2", "--limit-test", "24", "--curve-shots", "2,4", "--threads", "1",
             "--out", str(out)]
     assert main(argv) == 0
@@ -157,7 +157,7 @@ def test_bad_inputs_exit_2_with_one_line(soft_run, tmp_path):
         (["prompting", "evaluate", str(other_bb)], "roberta-large"),
         (["prompting", "predict", str(soft_run), "--input", str(latin)], "not UTF-8"),
         (["prompting", "zero-shot", "--dataset", str(latin_csv)] + base, "not UTF-8"),
-        (["prompting", "compare", "--methods", "zero-shot,prefix"], "unknown method"),
+        (["prompting", "compare", "--rows", "zero-shot,prefix"], "unknown method"),
     ]
     env = {**os.environ, "DIFFPROMPT_QUIET": "1"}
     proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps([c for c, _ in cases])],

@@ -13,7 +13,8 @@ from diffprompt.errors import UserError
 from diffprompt.prompting.models.backbone import fresh_backbone
 from diffprompt.prompting.run.build import build_verbalizer
 from diffprompt.prompting.run.config import RunConfig
-from diffprompt.prompting.methods.registry import METHODS, default_template, default_verbalizer_spec
+from diffprompt.prompting.methods.defaults import default_template, default_verbalizer_spec
+from diffprompt.prompting.methods.registry import METHODS
 from diffprompt.prompting.run.data import limit_examples, load_data
 from diffprompt.prompting.run.training import train_run
 
@@ -57,7 +58,7 @@ def test_soft_training_moves_the_soft_tokens_lowers_the_loss_and_leaves_the_back
     the loss on the few-shot training set, recomputed here from the model's label scores at both
     states, goes down; every backbone tensor is bitwise unchanged; the saved prompt is the chosen
     state and gives the reported test accuracy."""
-    from diffprompt.prompting.run import training
+    from diffprompt.prompting.run import loop
     from diffprompt.prompting.models.prompt_classifier import PromptClassifier
 
     torch.set_num_threads(1)
@@ -67,8 +68,8 @@ def test_soft_training_moves_the_soft_tokens_lowers_the_loss_and_leaves_the_back
         seen.append((model, model.soft_embeddings.detach().clone(), examples))
         return real_mean_loss(model, examples, batch_size)
 
-    real_mean_loss = training.mean_loss
-    monkeypatch.setattr(training, "mean_loss", spy)
+    real_mean_loss = loop.mean_loss
+    monkeypatch.setattr(loop, "mean_loss", spy)
     bb, tok = fresh_backbone(None)
     before = {k: v.clone() for k, v in bb.state_dict().items()}
     cfg = RunConfig(dataset="mr", method="soft", shots=4, seed=21, steps=6, eval_every=3, limit_test=16, lr=0.1)
@@ -136,7 +137,7 @@ def test_finetune_accuracy_is_the_saved_models_own_prediction(mr, tmp_path):
     assert accuracy_on_test_subset(saved, mr, 24) == f["test_accuracy"]
 
 
-# LM-BFF's manual prompts (uncased BERT) and label words, as methods.py's table documents them.
+# LM-BFF's manual prompts (uncased BERT) and label words, as methods/defaults.py's table documents them.
 DEFAULTS = {
     "mr": ({"hard": "{x} It was {mask}.", "soft": "{x} {soft=It was} {mask}", "hybrid": "{x} {soft*2} It was {mask}."},
            {"negative": ["bad"], "positive": ["good"]}),
@@ -166,11 +167,11 @@ def test_default_templates_and_label_words_per_data_set(name):
 
 
 def documented_templates() -> dict[str, list[str]]:
-    """The table of default templates in methods.py's docstring: {data set: [hard, soft, hybrid]}."""
-    from diffprompt.prompting.methods import registry as methods
+    """The table of default templates in methods/defaults.py's docstring: {data set: [hard, soft, hybrid]}."""
+    from diffprompt.prompting.methods import defaults
 
     table = {}
-    for line in methods.__doc__.splitlines():
+    for line in defaults.__doc__.splitlines():
         cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
         if len(cells) == 5 and "{mask}" in cells[1]:
             table.update({name: cells[1:4] for name in cells[0].split(", ")})

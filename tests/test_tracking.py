@@ -79,7 +79,7 @@ def test_diffusion_run_logs_its_metrics_and_samples_to_tensorboard(tmp_path):
 
 def test_prompting_compare_logs_the_grid_and_every_cell(tmp_path):
     out = tmp_path / "cmp"
-    assert main(["prompting", "compare", "--datasets", "mr", "--methods", "zero-shot,soft", "--seeds", "13",
+    assert main(["prompting", "compare", "--datasets", "mr", "--rows", "zero-shot,soft", "--seeds", "13",
                  "--shots", "4", "--steps", "4", "--eval-every", "2", "--limit-test", "8", "--no-curve",
                  "--threads", "1", "--log-with", "tensorboard", "--out", str(out)]) == 0
     grid = assert_same_scalars(out)

@@ -252,10 +252,10 @@ def real_rows(test, k: int, per_class: int):
 
 
 def stage_prompting(cfg: DemoConfig, out: Path) -> None:
-    from .prompting.config import CompareConfig
-    from .prompting.grid import run_compare
+    from .prompting.comparison.compare import run_compare
+    from .prompting.comparison.config import CompareConfig
 
-    cc = CompareConfig(datasets=["mr"], methods=list(cfg.prompt_methods), shots=cfg.prompt_shots,
+    cc = CompareConfig(datasets=["mr"], rows=list(cfg.prompt_methods), shots=cfg.prompt_shots,
                        seeds=[cfg.prompt_seed], steps=cfg.prompt_steps, limit_test=cfg.prompt_limit_test,
                        device=cfg.device, curve=False)
     run_compare(cc, out)

@@ -15,14 +15,16 @@ from pathlib import Path
 from ..cli import add_command, add_group
 from ..errors import UserError
 from ..tracking import NO_TRACKER, TRACKERS
-from .run.config import CALIBRATIONS, DEMO_METHODS, DEMOS, CompareConfig, RunConfig, RunOptions, check_demos
-from .methods.registry import METHOD_NAMES, METHODS, get_method
+from .comparison.config import CompareConfig
+from .methods.registry import DEMO_METHODS, METHOD_NAMES, METHODS, get_method
+from .prompts.choices import CALIBRATIONS, DEMOS
+from .run.config import RunConfig, RunOptions, check_demos
 from .comparison.rows import BASES, OPTIONS, parse_rows
 
 RUN = RunConfig()  # the defaults of one run
-GRID = CompareConfig()  # the defaults of the comparison grid
+COMPARE = CompareConfig()  # the defaults of a comparison
 METHODS_HELP = ", ".join(METHOD_NAMES)
-COMPARE_EXAMPLE = ("  diffprompt prompting compare --datasets mr,cr,trec --methods zero-shot,prompt-ft,soft,hybrid,finetune \\\n"
+COMPARE_EXAMPLE = ("  diffprompt prompting compare --datasets mr,cr,trec --rows zero-shot,prompt-ft,soft,hybrid,finetune \\\n"
                    "      --shots 16 --seeds 13,21,42,87,100 --out runs/compare")
 EXAMPLES = ("  diffprompt prompting zero-shot --dataset mr\n"
             "  diffprompt prompting zero-shot --dataset mr --calibrate content-free\n"
@@ -160,7 +162,7 @@ def _add_shared_args(p: argparse.ArgumentParser, defaults: RunOptions) -> None:
 
 def _add_loop_args(p: argparse.ArgumentParser, defaults: RunOptions) -> None:
     """The training loop's options (train and compare)."""
-    p.add_argument("--steps", type=int, default=defaults.steps, help="optimiser steps")
+    p.add_argument("--steps", type=int, default=defaults.steps, help="optimiser steps; default: the method's (see `prompting compare --help`)")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="examples per optimiser step (all processes together)")
     p.add_argument("--eval-every", type=int, default=defaults.eval_every, help="steps between dev evaluations (model choice)")
     p.add_argument("--patience", type=int, default=defaults.patience,
@@ -196,31 +198,31 @@ def _add_predict(g) -> None:
 
 
 def _add_compare(g) -> None:
-    lrs = ", ".join(f"{m.name} {m.lr:g}" for m in METHODS.values() if m.trains)
-    p = add_command(g, "compare", "the grid: data sets x methods x seeds at K shots, table + bar chart + learning curve",
-                    description=("Run every method on every data set for every seed (LM-BFF protocol), then write\n"
+    budgets = ", ".join(f"{m.name} {m.steps} steps at {m.lr:g}" for m in METHODS.values() if m.trains)
+    p = add_command(g, "compare", "data sets x rows x seeds at K shots: table, bar chart, learning curve",
+                    description=("Run every row (a method plus options) on every data set for every seed (LM-BFF protocol), then write\n"
                                  "compare.json, compare.md (mean (std) over seeds, majority-class row), compare.png (bars with\n"
                                  "error bars), and learning_curve.{json,png} (accuracy vs K for --curve-datasets).\n"
-                                 "Finished cells in OUT are reused, so an interrupted grid resumes.\n\n"
-                                 f"Default learning rates (tuned on the MR dev split): {lrs}.\n\n"
+                                 "Finished cells in OUT are reused, so an interrupted comparison resumes.\n\n"
+                                 f"Default budgets (learning rates tuned on the MR dev split): {budgets}.\n\n"
                                  "example:\n" + COMPARE_EXAMPLE))
-    p.add_argument("--datasets", default=",".join(GRID.datasets), help="comma-separated: mr, cr, subj, trec, or files")
-    p.add_argument("--methods", default=",".join(GRID.methods),
-                   help=f"rows: METHOD[+OPTION...], METHOD one of {', '.join(BASES)}, OPTION one of {', '.join(OPTIONS)}; "
+    p.add_argument("--datasets", default=",".join(COMPARE.datasets), help="comma-separated: mr, cr, subj, trec, or files")
+    p.add_argument("--rows", default=",".join(COMPARE.rows),
+                   help=f"METHOD[+OPTION...], METHOD one of {', '.join(BASES)}, OPTION one of {', '.join(OPTIONS)}; "
                         "e.g. prompt-ft+demos-similar,prompt-ft+auto,pet,pet-distilled,zero-shot+cal-domain "
                         "(pet and pet-distilled: the ensemble and the distilled model of one PET run)")
-    p.add_argument("--shots", type=int, default=GRID.shots, help="K per class")
-    p.add_argument("--seeds", default=",".join(map(str, GRID.seeds)), help="comma-separated seeds")
-    _add_loop_args(p, GRID)
+    p.add_argument("--shots", type=int, default=COMPARE.shots, help="K per class")
+    p.add_argument("--seeds", default=",".join(map(str, COMPARE.seeds)), help="comma-separated seeds")
+    _add_loop_args(p, COMPARE)
     p.add_argument("--lr", default=None, help="one value for all methods, or METHOD=LR pairs: prompt-ft=1e-4,soft=3e-2")
     p.add_argument("--train", default=None, help="METHOD=all|prompt pairs, e.g. hybrid=all")
     p.add_argument("--template", action="append", default=[], metavar="METHOD=TEMPLATE",
                    help="override a method's template (repeatable), e.g. --template 'soft={x} {soft*4} {mask}'")
-    _add_shared_args(p, GRID)
+    _add_shared_args(p, COMPARE)
     p.add_argument("--no-curve", action="store_true", help="skip the learning curve")
     p.add_argument("--curve-datasets", default=None, help="default: mr if in --datasets, else the first data set")
-    p.add_argument("--curve-shots", default=",".join(map(str, GRID.curve_shots)), help="the K values of the learning curve")
-    p.add_argument("--curve-methods", default=None, help="default: --methods")
+    p.add_argument("--curve-shots", default=",".join(map(str, COMPARE.curve_shots)), help="the K values of the learning curve")
+    p.add_argument("--curve-rows", default=None, help="the learning curve's rows; default: --rows")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="run only the I-th of N shares of the cells (0-based) and write no table: N processes fill one "
                         "--out in parallel, then a run without --shard reuses every cell and writes the tables")
@@ -303,12 +305,12 @@ def compare_config(args) -> CompareConfig:
         if v not in ("all", "prompt"):
             raise UserError(f"--train {m}={v}: use all or prompt")
     return CompareConfig(
-        **_given(args, RunOptions), datasets=_str_list(args.datasets), methods=parse_rows(args.methods),
+        **_given(args, RunOptions), datasets=_str_list(args.datasets), rows=parse_rows(args.rows),
         seeds=_int_list(args.seeds, "seeds"), lr=_per_method(args.lr, "lr"), train=train,
         templates=_templates(args.template), curve=not args.no_curve,
         curve_datasets=_str_list(args.curve_datasets) if args.curve_datasets else None,
         curve_shots=_int_list(args.curve_shots, "curve-shots"),
-        curve_methods=parse_rows(args.curve_methods) if args.curve_methods else None,
+        curve_rows=parse_rows(args.curve_rows) if args.curve_rows else None,
     )
 
 
@@ -390,7 +392,7 @@ def cmd_predict(args) -> int:
 
 def cmd_compare(args) -> int:
     _set_threads(args)
-    from .comparison.grid import run_compare
+    from .comparison.compare import run_compare
 
     cc = compare_config(args)
     shard = parse_shard(args.shard)

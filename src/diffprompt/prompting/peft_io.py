@@ -47,7 +47,7 @@ from ..rundir import RunDir
 from .models.backbone import DEFAULT_BACKBONE, backbone_id, default_backbone_dir, fresh_backbone
 from .run.build import build_verbalizer
 from .run.config import RunConfig
-from .methods.registry import default_template
+from .methods.defaults import default_template
 from .models.prompt_classifier import PromptClassifier
 from .run.data import label_names_of, load_data
 from .run.folder import load_run_model, model_file

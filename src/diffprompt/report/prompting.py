@@ -125,7 +125,7 @@ def dataset_sentence(dataset: str, best: dict, ft: dict | None, majority: float 
 def accuracy_table(cmp: dict, cfg: dict) -> str:
     datasets = _datasets(cmp)
     by = {(r["dataset"], r["method"]): r for r in cmp["table"]}
-    methods = [m for m in cfg.get("methods", []) if any((d, m) in by for d in datasets)]
+    methods = [m for m in cfg.get("rows", cfg.get("methods", [])) if any((d, m) in by for d in datasets)]
     methods += [r["method"] for r in cmp["table"] if r["method"] not in methods]
     methods = list(dict.fromkeys(methods))
     averages = {a["method"]: a["mean"] for a in cmp.get("averages", []) if isinstance(a, dict) and "method" in a}

@@ -1,6 +1,6 @@
-"""The comparison grid for people: its markdown table, its bar chart and its learning-curve chart.
+"""The comparison for people: its markdown table, its bar chart and its learning-curve chart.
 
-Each function takes the dicts that `grid.py` writes as compare.json and learning_curve.json.
+Each function takes the dicts that `compare.py` writes as compare.json and learning_curve.json.
 Figures use matplotlib's object API (no pyplot), so no global backend or figure state is touched.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from ..run.config import CompareConfig
+from .config import CompareConfig
 
 COLORS = {"zero-shot": "#9e9e9e", "prompt-ft": "#1f77b4", "soft": "#2ca02c", "hybrid": "#9467bd", "finetune": "#d62728",
           "prompt-ft+demos-random": "#6baed6", "prompt-ft+demos-similar": "#08519c", "prompt-ft+auto": "#17becf",
@@ -34,7 +34,7 @@ def markdown_table(cc: CompareConfig, summary: dict) -> str:
              "| --- | " + " | ".join("---:" for _ in [*cc.datasets, *extra("mean")]) + " |",
              "| majority class | " + " | ".join([*(f"{100 * maj[d]:.1f}" for d in cc.datasets),
                                                  *extra(f"{100 * sum(maj.values()) / len(maj):.1f}")]) + " |"]
-    for m in cc.methods:
+    for m in cc.rows:
         cells = [_mean_std(by[(d, m)]["mean"], by[(d, m)]["std"]) if (d, m) in by else "–" for d in cc.datasets]
         mean = f"{100 * avg[m]:.1f}" if avg is not None and m in avg else "–"
         lines.append(f"| {m} | " + " | ".join([*cells, *extra(mean)]) + " |")
@@ -51,10 +51,10 @@ def draw_compare(cc: CompareConfig, summary: dict, path: Path) -> None:
     """compare.png: grouped bars (mean, error bar one std) per data set, the majority class dashed."""
     by = {(r["dataset"], r["method"]): r for r in summary["table"]}
     maj = {r["dataset"]: r["accuracy"] for r in summary["majority"]}
-    width = 0.8 / len(cc.methods)
+    width = 0.8 / len(cc.rows)
     fig = Figure(figsize=(max(5.0, 1.6 * len(cc.datasets) + 2), 3.6))
     ax = fig.subplots()
-    for j, m in enumerate(cc.methods):
+    for j, m in enumerate(cc.rows):
         rows = [(i, by[(d, m)]) for i, d in enumerate(cc.datasets) if (d, m) in by]
         ax.bar([i - 0.4 + width * (j + 0.5) for i, _ in rows], [100 * r["mean"] for _, r in rows], width,
                yerr=[100 * r["std"] for _, r in rows], capsize=2, label=m, color=COLORS.get(m),

@@ -11,9 +11,9 @@ A row name is `BASE[+OPTION...]`. BASE is a method (`zero-shot`, `prompt-ft`, `s
 | `cal-content-free` | `calibrate = "content-free"`                  |
 | `cal-domain`       | `calibrate = "domain"`                        |
 
-A row reads one number of its run's results.json: `test_accuracy`, except `pet`, which reads
-the pattern ensemble's (`ensemble_test_accuracy`); `pet-distilled` reads the distilled model's
-`test_accuracy`. Rows that differ only in what they read share one run: `pet` and
+A row reads one number of its run's results.json: its method's `metric` (the registry's;
+`test_accuracy`, but `ensemble_test_accuracy` for `pet`); `pet-distilled` reads the distilled
+model's `test_accuracy`. Rows that differ only in what they read share one run: `pet` and
 `pet-distilled` are one PET run per cell, its folder named by the row's `run` (`pet`).
 Torch-free: the CLI parses rows at import speed.
 """
@@ -34,7 +34,6 @@ OPTIONS: dict[str, tuple[str, str]] = {  # row option -> (run setting, value)
 }
 # bases that are not methods: (method, the results.json number the row reads)
 ALIASES: dict[str, tuple[str, str]] = {"pet-distilled": ("pet", "test_accuracy")}
-METRICS: dict[str, str] = {"pet": "ensemble_test_accuracy"}  # by method; others: test_accuracy
 BASES = (*METHOD_NAMES, *ALIASES)
 
 
@@ -61,7 +60,7 @@ def parse_row(name: str) -> Row:
     if base in ALIASES:
         method, metric = ALIASES[base]
     elif base in METHOD_NAMES:
-        method, metric = base, METRICS.get(base, "test_accuracy")
+        method, metric = base, get_method(base).metric
     else:
         raise UserError(f"unknown method {base!r} in row {name!r}; a row is METHOD[+OPTION...], METHOD one of "
                         f"{', '.join(BASES)}, OPTION one of {', '.join(OPTIONS)}")
@@ -71,15 +70,14 @@ def parse_row(name: str) -> Row:
     fields = [OPTIONS[o][0] for o in options]
     if len(set(fields)) != len(fields):
         raise UserError(f"row {name!r} sets {', '.join(sorted({f for f in fields if fields.count(f) > 1}))} twice")
-    get_method(method)
     return Row(str(name).strip(), method, tuple(options), metric)
 
 
 def parse_rows(text: str) -> list[str]:
-    """Comma-separated row names, each checked (`--methods`)."""
+    """Comma-separated row names, each checked (`--rows`)."""
     names = [s.strip() for s in str(text).split(",") if s.strip()]
     if not names:
-        raise UserError("no method given; choose from: " + ", ".join(BASES) + " (with +OPTION: " + ", ".join(OPTIONS) + ")")
+        raise UserError("no row given; choose from: " + ", ".join(BASES) + " (with +OPTION: " + ", ".join(OPTIONS) + ")")
     for n in names:
         parse_row(n)
     return names

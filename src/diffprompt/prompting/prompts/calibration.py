@@ -32,7 +32,7 @@ from typing import Callable
 import torch
 
 from ...errors import UserError
-from ..run.config import check_calibration
+from .choices import check_calibration
 
 CONTENT_FREE = ("N/A", "", None)  # None: the tokenizer's mask token
 FILE = "calibration.json"

@@ -25,7 +25,7 @@ from typing import Sequence
 import torch
 
 from ...errors import UserError
-from ..run.config import DEMOS
+from .choices import DEMOS
 
 SIMILAR_FRACTION = 0.5  # --demos similar: the share of each class's examples kept, most similar first (LM-BFF)
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from ...errors import UserError
 from ..models.classifier import TextClassifier
-from .config import AUTO, RunConfig
+from ..prompts.choices import AUTO
+from .config import RunConfig
 from ..prompts.demonstrations import make_demonstrations
 from ..models.finetune_classifier import FineTuneClassifier
-from ..methods.registry import default_verbalizer_spec, get_method
+from ..methods.defaults import default_verbalizer_spec
+from ..methods.registry import get_method
 from ..models.prompt_classifier import PromptClassifier
 from ..prompts.template import Template
 from ..prompts.verbalizer import Verbalizer

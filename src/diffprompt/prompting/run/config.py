@@ -1,31 +1,21 @@
-"""The settings of a prompting run and of the comparison grid: every default lives here.
+"""The settings of a prompting run: every default lives here or in the method's registry entry.
 
-`RunOptions` holds what one run and the grid share (K, backbone, label words, the training
-loop, the test subset, the device); `RunConfig` adds one run's data set, method and seed,
-`CompareConfig` the grid's lists. The CLI takes its defaults from these classes.
+`RunOptions` holds what one run and the comparison share (K, backbone, label words, the training
+loop, the test subset, the device); `RunConfig` adds one run's data set, method and seed
+(`comparison/config.py`'s `CompareConfig` adds the comparison's lists). The CLI takes its
+defaults from these classes.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ...errors import UserError
 from ...tracking import NO_TRACKER, check_tracker
-from .fewshot import CURVE_SHOTS, LMBFF_SEEDS
-from ..methods.registry import METHOD_NAMES, default_template, get_method
-from ..comparison.rows import parse_row
-
-AUTO = "auto"  # --verbalizer auto
-CALIBRATIONS = ("none", "content-free", "domain")  # --calibrate (calibration.py)
-DEMOS = ("none", "random", "similar")  # --demos (demonstrations.py)
-DEMO_METHODS = ("zero-shot", "prompt-ft", "hybrid")  # the methods that take demonstrations
-
-
-def check_calibration(kind: str) -> str:
-    if kind not in CALIBRATIONS:
-        raise UserError(f"--calibrate must be one of {', '.join(CALIBRATIONS)}; got {kind!r}")
-    return kind
+from ..methods.defaults import default_template
+from ..methods.registry import DEMO_METHODS, get_method
+from ..prompts.choices import AUTO, DEMOS, PROMPT_ENCODERS, check_calibration
 
 
 @dataclass
@@ -45,7 +35,7 @@ class RunOptions:
     demo_sets: int = 16  # test time: demonstration sets sampled per input, their label probabilities averaged
     demo_encoder: str | None = None  # --demos similar: sentence encoder (hub id or folder); None: the packaged all-MiniLM-L6-v2
     backbone: str | None = None  # None: the packaged BERT-tiny
-    steps: int = 80  # optimiser steps
+    steps: int | None = None  # optimiser steps; None: the method's
     batch_size: int = 8
     eval_every: int = 10  # steps between dev evaluations (model choice, early stopping)
     patience: int = 0  # stop after this many dev evaluations without improvement; 0 = never
@@ -79,34 +69,24 @@ class RunConfig(RunOptions):
     kind: str = "prompting-train"
 
     def resolved(self, pair: bool = False) -> "RunConfig":
-        """A copy with the method's defaults filled in (template, lr, train), checked."""
+        """A copy with the method's defaults filled in (template, budget, train), checked."""
         m = get_method(self.method)
         cfg = RunConfig(**asdict(self))
         if m.kind == "prompt" and cfg.template is None:
             cfg.template = default_template(self.dataset, m.style, pair=pair)
-        if cfg.lr is None:
-            cfg.lr = m.lr
-        if cfg.train is None:
-            cfg.train = m.train
-        if m.name == "zero-shot":
-            cfg.train = None
-        elif cfg.train not in ("all", "prompt"):
+        cfg.lr = m.lr if cfg.lr is None else cfg.lr
+        cfg.steps = m.steps if cfg.steps is None else cfg.steps
+        cfg.train = None if not m.trains else (m.train if cfg.train is None else cfg.train)
+        if m.trains and cfg.train not in ("all", "prompt"):
             raise UserError(f"--train must be 'all' or 'prompt', got {cfg.train!r}")
-        if m.name == "finetune" and cfg.train != "all":
-            raise UserError("finetune trains every parameter; --train prompt applies to soft and hybrid only")
-        if m.name == "prompt-ft" and cfg.train != "all":
-            raise UserError("prompt-ft trains every parameter; for a frozen backbone use --method soft or hybrid")
         check_calibration(cfg.calibrate)
-        if m.name == "pet":
-            check_pet(cfg)
-        elif m.kind == "finetune" and (cfg.calibrate != "none" or cfg.verbalizer == AUTO):
-            raise UserError("finetune has a classification head, no label words: --calibrate and --verbalizer auto "
-                            "apply to the prompt methods")
+        if m.check is not None:
+            m.check(cfg)
         if cfg.verbalizer == AUTO:
             check_auto(cfg)
         check_demos(cfg, m.name)
-        if self.prompt_encoder not in (None, "lstm", "mlp"):
-            raise UserError(f"--prompt-encoder must be lstm or mlp, got {self.prompt_encoder!r}")
+        if self.prompt_encoder not in (None, *PROMPT_ENCODERS):
+            raise UserError(f"--prompt-encoder must be {' or '.join(PROMPT_ENCODERS)}, got {self.prompt_encoder!r}")
         for name in ("steps", "batch_size", "eval_every", "max_length", "eval_batch_size", "domain_examples"):
             if getattr(cfg, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
@@ -150,77 +130,6 @@ def check_demos(options: RunOptions, method: str | None = None) -> None:
                         "--calibrate domain or none")
 
 
-def check_pet(cfg: RunConfig) -> None:
-    """The settings --method pet takes: its own patterns (methods.PET_PATTERNS), label words given or
-    the data set's, every parameter trained, K >= 1, and positive PET numbers."""
-    if cfg.template is not None:
-        raise UserError(f"--method pet trains one model per pattern of the data set (methods.PET_PATTERNS); "
-                        f"--template {cfg.template!r} does not apply")
-    if cfg.calibrate != "none" or cfg.verbalizer == AUTO:
-        raise UserError("--method pet takes label words as given or the data set's; --calibrate and --verbalizer auto "
-                        "do not apply to it")
-    if cfg.train != "all":
-        raise UserError("--method pet trains every parameter of each pattern model; --train prompt does not apply")
-    if cfg.shots < 1:
-        raise UserError("--method pet needs K labeled examples per class and the rest of the train split as unlabeled "
-                        "texts; give --shots K >= 1")
-    for name in ("pet_unlabeled", "pet_distill_steps", "pet_temperature"):
-        if not getattr(cfg, name) > 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
-
-
 def dataset_tag(dataset: str) -> str:
     """A data set's name fit for a file name (a file's stem)."""
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(dataset).stem)
-
-
-@dataclass
-class CompareConfig(RunOptions):
-    """The grid: every method on every data set for every seed at K shots, plus a learning curve."""
-
-    datasets: list[str] = field(default_factory=lambda: ["mr", "cr", "trec"])
-    methods: list[str] = field(default_factory=lambda: [m for m in METHOD_NAMES if m != "pet"])  # rows (rows.py)
-    seeds: list[int] = field(default_factory=lambda: list(LMBFF_SEEDS))
-    lr: dict[str, float] = field(default_factory=dict)  # per-method override; missing: the method's default
-    train: dict[str, str] = field(default_factory=dict)  # per-method override of all/prompt (hybrid)
-    templates: dict[str, str] = field(default_factory=dict)  # per-method template override
-    curve: bool = True
-    curve_datasets: list[str] | None = None  # None: ["mr"] if mr is in the grid, else the first data set
-    curve_shots: list[int] = field(default_factory=lambda: list(CURVE_SHOTS))
-    curve_methods: list[str] | None = None  # None: the grid's methods
-    cell_examples: int = 4  # test examples each cell writes to examples.json
-    kind: str = "prompting-compare"
-
-    def cell_config(self, dataset: str, run: str, shots: int, seed: int) -> RunConfig:
-        """One cell's run (a row's `run`, rows.py): the shared options, this cell's K and seed, the
-        row's settings, the method's overrides."""
-        method = parse_row(run).method
-        label_free = {"verbalizer": None, "calibrate": "none"} if get_method(method).style is None else {}
-        if method not in DEMO_METHODS:
-            label_free["demos"] = "none"  # soft, finetune and pet cells run without demonstrations
-        return RunConfig(**{**shared_options(self), "shots": shots, **label_free, **parse_row(run).settings()},
-                         dataset=dataset, method=method, seed=seed,
-                         template=self.templates.get(method), train=self.train.get(method), lr=self.lr.get(method),
-                         save_model=False, num_examples=self.cell_examples)
-
-    def validate(self) -> None:
-        if not self.datasets:
-            raise UserError("no data set given; pass e.g. --datasets mr,cr,trec")
-        if not self.methods:
-            raise UserError("no method given; pass e.g. --methods zero-shot,prompt-ft")
-        for m in list(self.methods) + list(self.curve_methods or []):
-            parse_row(m)
-        if not self.seeds:
-            raise UserError("no seed given; pass e.g. --seeds 13,21,42,87,100")
-        if self.curve_datasets is None:
-            self.curve_datasets = ["mr"] if "mr" in self.datasets else self.datasets[:1]
-        if self.shots < 1:
-            raise UserError(f"--shots must be at least 1 for the few-shot grid, got {self.shots}")
-        check_tracker(self.log_with)
-        check_calibration(self.calibrate)
-        check_demos(self)
-        if self.curve and any(k < 1 for k in self.curve_shots):
-            raise UserError(f"--curve-shots must all be >= 1, got {self.curve_shots}")
-        for name, d in (("datasets", self.datasets), ("methods", self.methods), ("seeds", self.seeds)):
-            if len(set(d)) != len(d):
-                raise UserError(f"--{name} lists an entry twice: {d}")

@@ -5,8 +5,8 @@ A run folder holds `config.json` ("kind": "prompting-train"), `metrics.jsonl`,
 prompt methods) or model (`model.safetensors`, fine-tuning) with its JSON sidecar, and `DONE`;
 with `--verbalizer auto`, `label_words.json` (the chosen words, the candidates and their scores),
 and with `--calibrate`, `calibration.json` (the reference distribution `evaluate` and `predict` apply).
-With `--method pet`, the model is the distilled classifier and `pet.json` holds each pattern's,
-the ensemble's and the distilled model's accuracy (pet.py).
+A method may add files of its own (the registry's `files`): PET's `pet.json`, with each
+pattern's, the ensemble's and the distilled model's accuracy (pet.py).
 """
 
 from __future__ import annotations
@@ -18,20 +18,23 @@ from pathlib import Path
 from ...checkpoint import atomic_write_bytes
 from ...device import choose_device
 from ...errors import UserError
-from ...rundir import RunDir
+from ...rundir import DONE_FILE, METRICS_FILE, RunDir, read_run_config
 from ...seeding import seed_everything
+from ..methods.registry import METHODS, get_method
 from ..models.backbone import backbone_id, fresh_backbone
-from .build import build_model
 from ..models.classifier import TextClassifier
 from ..prompts.calibration import FILE as CALIBRATION_FILE, load_calibration
-from .config import AUTO, RunConfig
-from .test_examples import make_examples
-from ..methods.registry import get_method
+from ..prompts.choices import AUTO
+from .build import build_model
+from .config import RunConfig
 from .data import RunData, prepare_data
+from .fewshot import majority_baseline
+from .metrics import accuracy, macro_f1
+from .test_examples import make_examples
 
 MODEL_FILES = {"prompt": "prompt.safetensors", "finetune": "model.safetensors"}  # by method kind
 LABEL_WORDS_FILE = "label_words.json"  # --verbalizer auto: the chosen words and the candidates
-PET_FILE = "pet.json"  # --method pet: each pattern's, the ensemble's and the distilled model's accuracy
+RUN_KIND = "prompting-train"  # config.json's "kind"
 
 
 def model_file(run_dir: str | Path, method: str) -> Path:
@@ -46,7 +49,7 @@ def start_run_folder(out: str | Path | None, cfg: RunConfig, data: RunData, back
     if out is None or not enabled:
         return None
     run = RunDir(out)
-    for name in ("DONE", "metrics.jsonl", LABEL_WORDS_FILE, CALIBRATION_FILE, PET_FILE):
+    for name in (DONE_FILE, METRICS_FILE, LABEL_WORDS_FILE, CALIBRATION_FILE, *(f for m in METHODS.values() for f in m.files)):
         (run / name).unlink(missing_ok=True)
     method = get_method(cfg.method)
     run.save_config({**asdict(cfg), "label_names": data.label_names, "num_train": len(data.few_shot.train),
@@ -76,13 +79,7 @@ def write_outputs(run: RunDir, model: TextClassifier, cfg: RunConfig, data: RunD
 def load_run_model(run_dir: str | Path, device: str = "cpu") -> tuple[TextClassifier, dict]:
     """(model, config dict) rebuilt from a run folder, with its trained prompt or weights loaded."""
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.exists():
-        raise UserError(f"{run_dir} is not a prompting run folder (no config.json); pass a folder written by "
-                        "`diffprompt prompting train --out DIR`")
-    conf = json.loads(cfg_path.read_text())
-    if conf.get("kind") != "prompting-train":
-        raise UserError(f"{run_dir} holds a {conf.get('kind')!r} run, not a prompting-train run")
+    conf = read_run_config(run_dir, RUN_KIND, "pass a folder written by `diffprompt prompting train --out DIR`")
     cfg = RunConfig(**{k: conf[k] for k in RunConfig.__dataclass_fields__ if k in conf})
     if cfg.verbalizer == AUTO:
         cfg.verbalizer = chosen_label_words(run_dir)
@@ -108,3 +105,18 @@ def chosen_label_words(run_dir: Path) -> str:
     if not path.exists():
         raise UserError(f"run {run_dir} was trained with --verbalizer auto but has no {LABEL_WORDS_FILE}; retrain it")
     return json.loads(path.read_text())["verbalizer"]
+
+
+def run_results(cfg: RunConfig, data: RunData, model: TextClassifier, test_scores, best, extra: dict) -> dict:
+    """results.json: test accuracy and macro-F1, the chosen dev state (`best`, a `loop.BestOnDev`), the
+    majority class, sizes."""
+    pred = test_scores.argmax(-1).tolist()
+    gold = [ex.label for ex in data.test]
+    return {
+        "dataset": cfg.dataset, "method": cfg.method, "shots": cfg.shots, "seed": cfg.seed,
+        "test_accuracy": accuracy(pred, gold), "test_macro_f1": macro_f1(pred, gold, len(data.label_names)),
+        "dev_accuracy": best.accuracy, "best_step": best.step,
+        "majority_accuracy": majority_baseline(data.test)["accuracy"],
+        "num_train": len(data.few_shot.train), "num_dev": len(data.few_shot.dev), "num_test": len(data.test),
+        "template": cfg.template, "label_words": model.label_descriptions(data.label_names), **extra,
+    }

@@ -19,14 +19,21 @@ here (RunOptions.auto_*) are far smaller: see docs/prompting.md.
 
 from __future__ import annotations
 
+import copy
 import heapq
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from ...errors import UserError
+from ...seeding import seed_everything
+from ..methods.registry import get_method
 from ..models.prompt_classifier import base_model, mlm_head
 from ..prompts.template import Template
+from .build import build_model
+from .config import RunConfig
+from .data import RunData
+from .loop import fit
 
 
 @dataclass
@@ -158,3 +165,25 @@ def search_label_words(backbone, tokenizer, template: Template, examples, num_la
 def verbalizer_spec(words: list[str]) -> str:
     """One word per class, labels by index: '0:bad;1:good'."""
     return ";".join(f"{i}:{w}" for i, w in enumerate(words))
+
+
+def choose_label_words(cfg: RunConfig, data: RunData, backbone, tokenizer, acc) -> dict:
+    """--verbalizer auto (label_search.py): the candidates found on the K training examples; the first
+    `auto_finetune` are each trained `auto_steps` steps on a copy of the backbone (zero-shot: not
+    trained) and the best few-shot dev accuracy wins (ties: the better zero-shot training accuracy).
+    Returns label_words.json's dict, whose "verbalizer" is the chosen words."""
+    found = search_label_words(backbone, tokenizer, Template(cfg.template), data.few_shot.train,
+                               len(data.label_names), cfg.auto_words, cfg.auto_candidates, cfg.max_length,
+                               cfg.eval_batch_size)
+    short = replace(cfg, steps=cfg.auto_steps, patience=0)
+    tried = found.candidates[:cfg.auto_finetune]
+    for cand in tried:
+        seed_everything(cfg.seed)
+        model = build_model(replace(short, verbalizer=verbalizer_spec(cand["words"])), copy.deepcopy(backbone),
+                            tokenizer, data.label_names, data.few_shot.train).to(acc.device)
+        cand["dev_accuracy"] = fit(model, short, data, acc)[0].accuracy
+        cand["steps"] = short.steps if get_method(cfg.method).trains else 0
+    chosen = max(tried, key=lambda c: c["dev_accuracy"])  # max keeps the first of equals
+    return {"chosen": dict(zip(data.label_names, chosen["words"])), "verbalizer": verbalizer_spec(chosen["words"]),
+            **found.to_json(data.label_names),
+            "settings": {k: getattr(cfg, k) for k in ("auto_words", "auto_candidates", "auto_finetune", "auto_steps")}}

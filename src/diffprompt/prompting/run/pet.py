@@ -55,11 +55,12 @@ from .config import RunConfig
 from ..distributed import get_accelerator
 from .scoring import score
 from .fewshot import FewShotSplit
-from ..methods.registry import pet_patterns
+from ..methods.defaults import pet_patterns
+from ..methods.registry import PET_FILE
 from .metrics import accuracy
 from .data import RunData, load_data, prepare_data, split_or_none, texts_of
-from .folder import PET_FILE, start_run_folder, write_outputs
-from .training import fit, run_results
+from .folder import run_results, start_run_folder, write_outputs
+from .loop import fit
 
 FORMULAS = {"ensemble": "s(x, y) = mean over patterns p of s_p(x, y) (label-word log-probabilities)",
             "soft_labels": "q(y|x) = softmax_y(s(x, .) / T)",

@@ -1,4 +1,4 @@
-"""The comparison grid: data sets × rows × seeds at K shots, plus a learning curve over K.
+"""The comparison: data sets × rows × seeds at K shots, plus a learning curve over K.
 
 A row is a method plus options (`prompt-ft+demos-similar`, `pet-distilled`: rows.py); rows
 that differ only in the number they read share a run (`pet` and `pet-distilled`).
@@ -10,15 +10,15 @@ cell under `out/cells/DATASET/kK/RUN/seedS/`, RUN the row's run name), then writ
 - `compare.json`: per data set and row the test accuracies of every seed, their mean and
   standard deviation (sample std, n - 1), each row's mean over the data sets, the
   majority-class row, and the MR targets;
-- `compare.md` and `compare.png`: its table and bar chart (`grid_render.py`);
+- `compare.md` and `compare.png`: its table and bar chart (`render.py`);
 - `learning_curve.json` and `learning_curve.png`: test accuracy against K (4, 8, 16, 32 by
   default) for the curve data sets (MR by default), mean ± std over the same seeds;
 - `DONE`.
 
 Resuming: a cell whose folder holds `DONE` and a `results.json` written with the same
-settings is read back, not rerun, so an interrupted grid picks up where it stopped.
+settings is read back, not rerun, so an interrupted comparison picks up where it stopped.
 `shard=(i, n)` runs only the i-th of n shares of the cells (whole groups of one data set, K
-and seed, dealt round-robin) and writes no summary: n such processes run a grid in parallel
+and seed, dealt round-robin) and writes no summary: n such processes run a comparison in parallel
 into one folder, and a last run without a shard, which reuses every cell, writes the tables.
 """
 
@@ -34,10 +34,11 @@ from pathlib import Path
 from typing import Callable
 
 from ...progress import log
-from ...rundir import RunDir
+from ...rundir import CONFIG_FILE, DONE_FILE, RunDir
 from ...tracking import end_tracking, start_tracking
 from ..models.backbone import fresh_backbone
-from ..run.config import CompareConfig, RunConfig
+from ..run.config import RunConfig
+from .config import CompareConfig
 from ..distributed import get_accelerator
 from ..run.fewshot import majority_baseline
 from .render import draw_compare, draw_learning_curve, markdown_table
@@ -52,27 +53,27 @@ _NOT_RESULT_KEYS = ("device", "eval_batch_size", "num_examples", "save_model", "
 
 
 def run_compare(cc: CompareConfig, out: str | Path, quiet: bool = False, shard: tuple[int, int] | None = None) -> dict:
-    """Run (or resume) the grid and the learning curve; write the outputs; return compare.json's dict.
+    """Run (or resume) the comparison and the learning curve; write the outputs; return compare.json's dict.
     With `shard=(i, n)`: run this process's share of the cells only, and write no summary."""
     cc.validate()
     out = Path(out)
     main = get_accelerator(cc.device).is_main_process and shard is None
     run = RunDir(out, enabled=main)
     if main:
-        (out / "DONE").unlink(missing_ok=True)
+        (out / DONE_FILE).unlink(missing_ok=True)
     run.save_config({**asdict(cc), "description": (
-        f"{', '.join(cc.methods)} on {', '.join(cc.datasets)}, K={cc.shots} per class, seeds {cc.seeds}")})
-    start_tracking(run, cc.log_with)  # the grid's lines; every cell run tracks its own
+        f"{', '.join(cc.rows)} on {', '.join(cc.datasets)}, K={cc.shots} per class, seeds {cc.seeds}")})
+    start_tracking(run, cc.log_with)  # the comparison's lines; every cell run tracks its own
     data = functools.lru_cache(maxsize=None)(load_data)
-    cells = grid_cells(cc) if shard is None else shard_cells(grid_cells(cc), *shard)
-    last = (parse_row(cc.methods[-1]).run, cc.shots, cc.seeds[-1])
+    cells = comparison_cells(cc) if shard is None else shard_cells(comparison_cells(cc), *shard)
+    last = (parse_row(cc.rows[-1]).run, cc.shots, cc.seeds[-1])
     results: dict[Cell, dict] = {}
     t0, reused = time.time(), 0
     for i, cell in enumerate(cells, 1):
         res = finished_results(cell_dir(out, *cell), cc.cell_config(*cell))
         reused += res is not None
         results[cell] = res if res is not None else run_cell(cc, cell, out, data, run, (i, len(cells)), quiet)
-        if main and cell[1:] == last:  # a data set's main grid is complete
+        if main and cell[1:] == last:  # a data set's main comparison is complete
             write_compare(cc, out, results, data)
     if reused and not quiet:
         log(f"resumed: {reused} of {len(cells)} cells were already finished in {out}")
@@ -88,26 +89,26 @@ def run_compare(cc: CompareConfig, out: str | Path, quiet: bool = False, shard: 
     return summary
 
 
-def grid_cells(cc: CompareConfig) -> list[Cell]:
-    """The main grid's cells, then the learning curve's further K values; one cell per run
+def comparison_cells(cc: CompareConfig) -> list[Cell]:
+    """The main comparison's cells, then the learning curve's further K values; one cell per run
     (rows that share a run share its cell)."""
-    cells = [(d, parse_row(m).run, cc.shots, s) for d in cc.datasets for s in cc.seeds for m in cc.methods]
+    cells = [(d, parse_row(m).run, cc.shots, s) for d in cc.datasets for s in cc.seeds for m in cc.rows]
     if cc.curve:
         cells += [(d, parse_row(m).run, k, s) for d in cc.curve_datasets for k in cc.curve_shots for s in cc.seeds
-                  for m in curve_methods(cc)]
+                  for m in curve_rows(cc)]
     return list(dict.fromkeys(cells))
 
 
 def shard_cells(cells: list[Cell], index: int, count: int) -> list[Cell]:
     """The `index`-th of `count` shares: the groups of cells with one data set, K and seed, dealt
-    round-robin in grid order (a group's runs stay together)."""
+    round-robin in comparison order (a group's runs stay together)."""
     groups = list(dict.fromkeys((d, k, s) for d, _, k, s in cells))
     mine = {g for i, g in enumerate(groups) if i % count == index}
     return [c for c in cells if (c[0], c[2], c[3]) in mine]
 
 
-def curve_methods(cc: CompareConfig) -> list[str]:
-    return list(cc.curve_methods or cc.methods)
+def curve_rows(cc: CompareConfig) -> list[str]:
+    return list(cc.curve_rows or cc.rows)
 
 
 def cell_dir(out: Path, dataset: str, method: str, shots: int, seed: int) -> Path:
@@ -117,7 +118,7 @@ def cell_dir(out: Path, dataset: str, method: str, shots: int, seed: int) -> Pat
 
 def run_cell(cc: CompareConfig, cell: Cell, out: Path, data: Callable, run: RunDir, position: tuple[int, int],
              quiet: bool) -> dict:
-    """Train and test one cell in its folder; log it as line `position[0]` of the grid's metrics."""
+    """Train and test one cell in its folder; log it as line `position[0]` of the comparison's metrics."""
     d, m, k, s = cell
     t = time.time()
     res = train_run(cc.cell_config(*cell), cell_dir(out, *cell), ds=data(d), backbone=fresh_backbone(cc.backbone),
@@ -133,10 +134,10 @@ def run_cell(cc: CompareConfig, cell: Cell, out: Path, data: Callable, run: RunD
 
 def finished_results(path: Path, cfg: RunConfig) -> dict | None:
     """The results of a finished cell run with the same settings, else None."""
-    if not all((path / name).exists() for name in ("DONE", "results.json", "config.json")):
+    if not all((path / name).exists() for name in (DONE_FILE, "results.json", CONFIG_FILE)):
         return None
     try:
-        old = json.loads((path / "config.json").read_text())
+        old = json.loads((path / CONFIG_FILE).read_text())
         res = json.loads((path / "results.json").read_text())
     except json.JSONDecodeError:
         return None
@@ -173,7 +174,7 @@ def summarise(cc: CompareConfig, results: dict[Cell, dict], data: Callable) -> d
     targets are stated in."""
     rows, majority = [], {d: majority_accuracy(cc, d, data) for d in cc.datasets}
     for d in cc.datasets:
-        for m in cc.methods:
+        for m in cc.rows:
             done, accs = row_results(results, m, d, cc.shots, cc.seeds)
             if not done:
                 continue
@@ -182,7 +183,7 @@ def summarise(cc: CompareConfig, results: dict[Cell, dict], data: Callable) -> d
                          "train_seconds": statistics.fmean(r.get("train_seconds", float("nan")) for r in done)})
     by = {(r["dataset"], r["method"]): r for r in rows}
     averages = [{"method": m, "mean": statistics.fmean(by[(d, m)]["mean"] for d in cc.datasets)}
-                for m in cc.methods if all((d, m) in by for d in cc.datasets)]
+                for m in cc.rows if all((d, m) in by for d in cc.datasets)]
     margins = []
     for d in cc.datasets:
         if (d, "zero-shot") in by:
@@ -208,7 +209,7 @@ def learning_curve(cc: CompareConfig, results: dict[Cell, dict], data: Callable)
     shots = sorted(set(cc.curve_shots))
     curves = []
     for d in cc.curve_datasets:
-        for m in curve_methods(cc):
+        for m in curve_rows(cc):
             per_k = [row_results(results, m, d, k, cc.seeds)[1] for k in shots]
             stats = [mean_std(accs) for accs in per_k]
             ns = [len(accs) for accs in per_k]

@@ -1,6 +1,6 @@
-"""The comparison grid on its own (prompting/grid.py, grid_render.py): its statistics against
+"""The comparison on its own (prompting/comparison/compare.py, render.py): its statistics against
 `statistics`, its cells, its markdown table, and resuming, with a stand-in for the training of a
-cell so that no model is loaded. `test_prompting_cli.py` runs the real grid end to end."""
+cell so that no model is loaded. `test_prompting_cli.py` runs a real comparison end to end."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import pytest
 
 from diffprompt.data import Example
-from diffprompt.prompting.comparison import grid
-from diffprompt.prompting.run.config import CompareConfig
+from diffprompt.prompting.comparison import compare
+from diffprompt.prompting.comparison.config import CompareConfig
 from diffprompt.prompting.comparison.render import markdown_table
 
 # The test split of the stand-in data set: 6 of 8 examples in class 1, so the majority class scores 0.75.
@@ -35,21 +35,21 @@ def accuracy_of(method: str, shots: int, seed: int) -> float:
 
 @pytest.mark.parametrize("values", [[0.5, 0.75], [0.61, 0.64, 0.7], [0.1, 0.9, 0.35, 0.35, 0.8], [0.2, 0.2]])
 def test_mean_std_is_the_mean_and_the_sample_standard_deviation(values):
-    mean, std = grid.mean_std(values)
+    mean, std = compare.mean_std(values)
     assert mean == pytest.approx(statistics.mean(values), abs=1e-15)
     assert std == pytest.approx(statistics.stdev(values), abs=1e-15)  # n - 1 in the denominator
 
 
 def test_mean_std_skips_nan_and_gives_zero_spread_for_one_value():
-    assert grid.mean_std([0.5, math.nan, 0.75]) == pytest.approx((0.625, statistics.stdev([0.5, 0.75])))
-    assert grid.mean_std([0.8]) == (0.8, 0.0)
+    assert compare.mean_std([0.5, math.nan, 0.75]) == pytest.approx((0.625, statistics.stdev([0.5, 0.75])))
+    assert compare.mean_std([0.8]) == (0.8, 0.0)
     for empty in ([], [math.nan]):
-        mean, std = grid.mean_std(empty)
+        mean, std = compare.mean_std(empty)
         assert math.isnan(mean) and math.isnan(std)
 
 
 def compare_config(**kw) -> CompareConfig:
-    base = dict(datasets=["mr", "cr"], methods=["zero-shot", "prompt-ft", "finetune"], seeds=[13, 21, 42], shots=4,
+    base = dict(datasets=["mr", "cr"], rows=["zero-shot", "prompt-ft", "finetune"], seeds=[13, 21, 42], shots=4,
                 curve_shots=[2, 4, 8], steps=2, eval_every=2, limit_test=None)
     cc = CompareConfig(**{**base, **kw})
     cc.validate()
@@ -58,12 +58,12 @@ def compare_config(**kw) -> CompareConfig:
 
 def results_for(cc: CompareConfig, skip=()) -> dict:
     return {cell: {"test_accuracy": accuracy_of(cell[1], cell[2], cell[3]), "train_seconds": 1.0}
-            for cell in grid.grid_cells(cc) if cell not in skip}
+            for cell in compare.comparison_cells(cc) if cell not in skip}
 
 
 def test_grid_cells_main_grid_then_the_curves_new_shots():
-    cc = compare_config(curve_methods=["prompt-ft"])
-    cells = grid.grid_cells(cc)
+    cc = compare_config(curve_rows=["prompt-ft"])
+    cells = compare.comparison_cells(cc)
     main = [(d, m, 4, s) for d in ("mr", "cr") for s in (13, 21, 42) for m in ("zero-shot", "prompt-ft", "finetune")]
     assert cells[:len(main)] == main
     # the curve (mr only: the default curve data set) reuses the main grid's K = 4 cells
@@ -74,7 +74,7 @@ def test_grid_cells_main_grid_then_the_curves_new_shots():
 def test_summary_rows_are_mean_and_sample_std_of_the_seeds_accuracies():
     cc = compare_config()
     missing = ("cr", "finetune", 4, 42)
-    summary = grid.summarise(cc, results_for(cc, skip={missing}), fake_data)
+    summary = compare.summarise(cc, results_for(cc, skip={missing}), fake_data)
     rows = {(r["dataset"], r["method"]): r for r in summary["table"]}
     assert len(rows) == 6
     for (d, m), row in rows.items():
@@ -93,9 +93,9 @@ def test_summary_rows_are_mean_and_sample_std_of_the_seeds_accuracies():
 
 
 def test_markdown_table_shows_mean_and_std_in_percent_and_a_dash_for_no_result():
-    cc = compare_config(methods=["zero-shot", "prompt-ft", "soft"])
+    cc = compare_config(rows=["zero-shot", "prompt-ft", "soft"])
     results = {c: r for c, r in results_for(cc).items() if c[1] != "soft" or c[0] == "mr"}
-    md = markdown_table(cc, grid.summarise(cc, results, fake_data))
+    md = markdown_table(cc, compare.summarise(cc, results, fake_data))
     accs = [accuracy_of("prompt-ft", 4, s) for s in cc.seeds]
     cell = f"{100 * statistics.mean(accs):.1f} ({100 * statistics.stdev(accs):.1f})"
     assert f"| prompt-ft | {cell} | {cell} |" in md
@@ -108,8 +108,8 @@ def test_markdown_table_shows_mean_and_std_in_percent_and_a_dash_for_no_result()
 
 
 def test_learning_curve_is_mean_and_std_per_shot_count():
-    cc = compare_config(curve_methods=["prompt-ft", "zero-shot"])
-    curve = grid.learning_curve(cc, results_for(cc, skip={("mr", "prompt-ft", 8, 42)}), fake_data)
+    cc = compare_config(curve_rows=["prompt-ft", "zero-shot"])
+    curve = compare.learning_curve(cc, results_for(cc, skip={("mr", "prompt-ft", 8, 42)}), fake_data)
     [pft, zs] = curve["curves"]
     assert (pft["dataset"], pft["method"], pft["shots"], pft["n"]) == ("mr", "prompt-ft", [2, 4, 8], [3, 3, 2])
     for i, k in enumerate((2, 4, 8)):
@@ -137,18 +137,18 @@ def test_a_finished_cell_is_reused_only_with_the_same_result_settings(tmp_path):
     cc = compare_config()
     cfg = cc.cell_config("mr", "prompt-ft", 4, 13)
     res = write_cell(tmp_path / "cell", cfg, 0.7)
-    assert grid.finished_results(tmp_path / "cell", cfg) == res
+    assert compare.finished_results(tmp_path / "cell", cfg) == res
     # settings that do not change the result: still reused
     for change in ({"device": "cuda"}, {"eval_batch_size": 7}, {"num_examples": 1}):
-        assert grid.finished_results(tmp_path / "cell", type(cfg)(**{**asdict(cfg), **change})) == res, change
+        assert compare.finished_results(tmp_path / "cell", type(cfg)(**{**asdict(cfg), **change})) == res, change
     # settings that do: rerun
     for change in ({"lr": 0.5}, {"steps": 3}, {"seed": 21}, {"limit_test": 10}, {"template": "{x} So {mask}."}):
-        assert grid.finished_results(tmp_path / "cell", type(cfg)(**{**asdict(cfg), **change})) is None, change
+        assert compare.finished_results(tmp_path / "cell", type(cfg)(**{**asdict(cfg), **change})) is None, change
     # unfinished or damaged folders: rerun
     write_cell(tmp_path / "busy", cfg, 0.7, done=False)
-    assert grid.finished_results(tmp_path / "busy", cfg) is None
+    assert compare.finished_results(tmp_path / "busy", cfg) is None
     (tmp_path / "cell" / "results.json").write_text("{not json")
-    assert grid.finished_results(tmp_path / "cell", cfg) is None
+    assert compare.finished_results(tmp_path / "cell", cfg) is None
 
 
 @pytest.fixture
@@ -160,17 +160,17 @@ def stand_in(monkeypatch):
         calls.append((cfg.dataset, cfg.method, cfg.shots, cfg.seed))
         return write_cell(out, cfg, accuracy_of(cfg.method, cfg.shots, cfg.seed))
 
-    monkeypatch.setattr(grid, "train_run", train_run)
-    monkeypatch.setattr(grid, "fresh_backbone", lambda name: None)
-    monkeypatch.setattr(grid, "load_data", fake_data)
+    monkeypatch.setattr(compare, "train_run", train_run)
+    monkeypatch.setattr(compare, "fresh_backbone", lambda name: None)
+    monkeypatch.setattr(compare, "load_data", fake_data)
     return calls
 
 
 def test_run_compare_resumes_finished_cells_and_reruns_exactly_the_changed_ones(stand_in, tmp_path, capsys):
-    cc = compare_config(datasets=["mr"], methods=["zero-shot", "soft"], seeds=[13, 21], curve_shots=[2, 4])
+    cc = compare_config(datasets=["mr"], rows=["zero-shot", "soft"], seeds=[13, 21], curve_shots=[2, 4])
     out = tmp_path / "cmp"
-    summary = grid.run_compare(cc, out)
-    cells = grid.grid_cells(cc)
+    summary = compare.run_compare(cc, out)
+    cells = compare.comparison_cells(cc)
     assert stand_in == cells and len(cells) == 8  # 2 methods x 2 seeds at K = 4, and again at K = 2
     saved = json.loads((out / "compare.json").read_text())
     rows = {r["method"]: r for r in saved["table"]}
@@ -181,12 +181,12 @@ def test_run_compare_resumes_finished_cells_and_reruns_exactly_the_changed_ones(
 
     stand_in.clear()
     capsys.readouterr()
-    grid.run_compare(cc, out)
+    compare.run_compare(cc, out)
     assert stand_in == [] and "resumed: 8 of 8 cells" in capsys.readouterr().err
     assert json.loads((out / "compare.json").read_text())["table"] == saved["table"]
 
     cc.lr = {"soft": 0.5}
-    grid.run_compare(cc, out)
+    compare.run_compare(cc, out)
     assert stand_in == [c for c in cells if c[1] == "soft"]
     assert json.loads((out / "cells/mr/k2/soft/seed21/config.json").read_text())["lr"] == 0.5
 
@@ -210,15 +210,15 @@ def row_stand_in(monkeypatch):
             (out / "results.json").write_text(json.dumps(res))
         return res
 
-    monkeypatch.setattr(grid, "train_run", train_run)
-    monkeypatch.setattr(grid, "fresh_backbone", lambda name: None)
-    monkeypatch.setattr(grid, "load_data", fake_data)
+    monkeypatch.setattr(compare, "train_run", train_run)
+    monkeypatch.setattr(compare, "fresh_backbone", lambda name: None)
+    monkeypatch.setattr(compare, "load_data", fake_data)
     return calls
 
 
 def test_new_rows_set_their_run_settings_and_pet_rows_share_one_run(row_stand_in, tmp_path):
-    cc = compare_config(datasets=["mr", "cr"], methods=NEW_ROWS, seeds=[13, 21], curve=False)
-    summary = grid.run_compare(cc, tmp_path / "cmp")
+    cc = compare_config(datasets=["mr", "cr"], rows=NEW_ROWS, seeds=[13, 21], curve=False)
+    summary = compare.run_compare(cc, tmp_path / "cmp")
     assert len(row_stand_in) == 2 * 2 * 6  # 7 rows, 6 runs: pet and pet-distilled are one
     assert set(row_stand_in) == {(d, m, demos, words, cal, s) for d in ("mr", "cr") for s in (13, 21)
                                  for m, demos, words, cal in (("prompt-ft", "random", None, "none"),
@@ -239,19 +239,19 @@ def test_new_rows_set_their_run_settings_and_pet_rows_share_one_run(row_stand_in
 
 
 def test_shards_split_the_cells_and_a_last_run_reuses_all_of_them(row_stand_in, tmp_path, capsys):
-    cc = compare_config(datasets=["mr", "cr"], methods=["prompt-ft", "pet", "pet-distilled"], seeds=[13, 21, 42],
-                        curve_methods=["pet"], curve_shots=[2, 4])
-    cells = grid.grid_cells(cc)
-    shares = [grid.shard_cells(cells, i, 2) for i in range(2)]
+    cc = compare_config(datasets=["mr", "cr"], rows=["prompt-ft", "pet", "pet-distilled"], seeds=[13, 21, 42],
+                        curve_rows=["pet"], curve_shots=[2, 4])
+    cells = compare.comparison_cells(cc)
+    shares = [compare.shard_cells(cells, i, 2) for i in range(2)]
     assert sorted(shares[0] + shares[1]) == sorted(cells) and not set(shares[0]) & set(shares[1])
     assert abs(len(shares[0]) - len(shares[1])) <= 2  # whole (data set, K, seed) groups, dealt in turn
     out = tmp_path / "cmp"
     for i in range(2):
-        assert grid.run_compare(cc, out, shard=(i, 2)) == {}
+        assert compare.run_compare(cc, out, shard=(i, 2)) == {}
     assert len(row_stand_in) == len(cells) and not (out / "compare.json").exists()
     row_stand_in.clear()
     capsys.readouterr()
-    summary = grid.run_compare(cc, out)
+    summary = compare.run_compare(cc, out)
     assert row_stand_in == [] and f"resumed: {len(cells)} of {len(cells)} cells" in capsys.readouterr().err
     assert {r["method"] for r in summary["table"]} == {"prompt-ft", "pet", "pet-distilled"}
     curve = json.loads((out / "learning_curve.json").read_text())
