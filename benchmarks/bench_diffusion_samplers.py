@@ -85,7 +85,7 @@ def time_samplers(args) -> dict[str, float]:
     for spec in map(parse_sampler_spec, args.samplers.split(",")):
         _, seconds = generate(model, diffusion, args.timing_n, shape, spec["sampler"], spec["steps"], spec["eta"],
                               args.seed, args.timing_n, torch.device("cpu"), spec["spacing"])
-        out[sampler_label(spec, diffusion.T)] = seconds / args.timing_n
+        out[sampler_label(spec, diffusion.num_timesteps)] = seconds / args.timing_n
     return out
 
 
@@ -98,7 +98,7 @@ def time_loops(args) -> dict:
     from diffprompt.diffusion.samplers import DPMSolverPPSampler, sample_loop
 
     model, diffusion, _ = load_model(args.checkpoint, "cpu")
-    sched = DPMSolverMultistepScheduler(num_train_timesteps=diffusion.T, trained_betas=diffusion.schedule.betas.numpy(),
+    sched = DPMSolverMultistepScheduler(num_train_timesteps=diffusion.num_timesteps, trained_betas=diffusion.schedule.betas.numpy(),
                                         solver_order=2, algorithm_type="dpmsolver++", final_sigmas_type="zero")
     shape = (args.loop_batch, 1, 28, 28)
     x_T = torch.randn(shape, generator=torch.Generator().manual_seed(0))

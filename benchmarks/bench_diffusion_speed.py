@@ -64,7 +64,7 @@ def load_average() -> list[float] | None:
 # --- the two contenders ---------------------------------------------------------------------
 
 
-def build_theirs(c: UNetConfig, T: int):
+def build_theirs(c: UNetConfig, num_timesteps: int):
     from diffusers import DDPMScheduler, UNet2DModel
 
     levels = len(c.channel_mults)
@@ -78,24 +78,24 @@ def build_theirs(c: UNetConfig, T: int):
         attention_head_dim=width // c.num_heads,
     )
     assert len(down) == levels
-    scheduler = DDPMScheduler(num_train_timesteps=T, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+    scheduler = DDPMScheduler(num_train_timesteps=num_timesteps, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
                               variance_type="fixed_small", clip_sample=True, prediction_type="epsilon")
-    scheduler.set_timesteps(T)
+    scheduler.set_timesteps(num_timesteps)
     return model, scheduler
 
 
 class Ours:
     name = "ours"
 
-    def __init__(self, c: UNetConfig, T: int, memory_format=torch.channels_last):
+    def __init__(self, c: UNetConfig, num_timesteps: int, memory_format=torch.channels_last):
         self.model = UNet(c)
         self.model.memory_format = memory_format
-        self.diffusion = GaussianDiffusion(NoiseSchedule.linear(T), prediction="eps")
+        self.diffusion = GaussianDiffusion(NoiseSchedule.linear(num_timesteps), prediction="eps")
         self.sampler = DDPMSampler()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=2e-4)
 
     def train_step(self, x0, gen):
-        loss = self.diffusion.training_loss(self.model, x0, kind="simple", generator=gen)["loss"].mean()
+        loss = self.diffusion.training_loss(self.model, x0, loss_type="simple", generator=gen)["loss"].mean()
         loss.backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
@@ -107,15 +107,15 @@ class Ours:
 class Theirs:
     name = "diffusers"
 
-    def __init__(self, c: UNetConfig, T: int):
-        self.model, self.scheduler = build_theirs(c, T)
-        self.T = T
+    def __init__(self, c: UNetConfig, num_timesteps: int):
+        self.model, self.scheduler = build_theirs(c, num_timesteps)
+        self.num_timesteps = num_timesteps
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=2e-4)
 
     def train_step(self, x0, gen):
         # diffusers' train_unconditional example, minus the data loading.
         noise = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, self.T, (x0.shape[0],), generator=gen)
+        t = torch.randint(0, self.num_timesteps, (x0.shape[0],), generator=gen)
         noisy = self.scheduler.add_noise(x0, noise, t)
         loss = F.mse_loss(self.model(noisy, t).sample, noise)
         loss.backward()
@@ -149,10 +149,10 @@ def run(args) -> dict:
             sys.exit("--clock cpu needs --threads 1 (with more threads, OpenMP's spin-waiting counts as CPU time)")
         CLOCK = time.process_time
     c = UNetConfig.preset("tiny")
-    T = 1000
-    contenders = [Ours(c, T), Theirs(c, T)]
+    num_timesteps = 1000
+    contenders = [Ours(c, num_timesteps), Theirs(c, num_timesteps)]
     if args.ablation:
-        nchw = Ours(c, T, memory_format=torch.contiguous_format)
+        nchw = Ours(c, num_timesteps, memory_format=torch.contiguous_format)
         nchw.name = "ours (NCHW)"
         contenders.append(nchw)
     params = {k.name: sum(p.numel() for p in k.model.parameters()) for k in contenders}
@@ -181,7 +181,7 @@ def run(args) -> dict:
     x = torch.randn(B, 1, 28, 28)
     with torch.inference_mode():
         for r in range(args.warmup + args.sample_repeats):
-            t = T - 1 - r  # walk down the chain as a sampler would
+            t = num_timesteps - 1 - r  # walk down the chain as a sampler would
             order = contenders if r % 2 == 0 else contenders[::-1]
             for k in order:
                 dt = timed(lambda: k.sample_step(x, t, gen))
@@ -198,7 +198,7 @@ def run(args) -> dict:
         "command": "python benchmarks/bench_diffusion_speed.py " + " ".join(sys.argv[1:]),
         "setup": {
             "model": {"preset": "tiny", **c.to_dict()},
-            "image": "28x28x1", "batch": B, "T": T, "dtype": "float32", "device": "cpu",
+            "image": "28x28x1", "batch": B, "num_timesteps": num_timesteps, "dtype": "float32", "device": "cpu",
             "train_step": "noise + forward + MSE(eps) + backward + AdamW(lr=2e-4)",
             "sample_step": "one network call + one reverse step (ours DDPMSampler.step, theirs DDPMScheduler.step), inference_mode",
             "repeats": args.repeats, "sample_repeats": args.sample_repeats, "warmup": args.warmup,

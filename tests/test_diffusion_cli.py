@@ -17,7 +17,7 @@ from PIL import Image
 from diffprompt.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--set", "model.base_channels=8", "--set", "model.num_res_blocks=1", "--set", "timesteps=20",
+TINY = ["--set", "model.base_channels=8", "--set", "model.num_res_blocks=1", "--set", "num_timesteps=20",
         "--set", "sample_n=4", "--set", "sample_steps=3", "--set", "log_every=1"]
 
 

@@ -211,7 +211,7 @@ def test_one_network_call_per_step_on_the_doubled_batch(sampler, steps):
     counting = Counting(random_unet(K))
     labels = torch.tensor([2, 0, 1])
     generate(counting, diffusion, 3, (1, 8, 8), sampler, steps, 0.0, 0, 3, "cpu", class_labels=labels, guidance=1.5)
-    visited = len(make_sampler(sampler, steps=steps).timesteps(diffusion.T))
+    visited = len(make_sampler(sampler, steps=steps).timesteps(diffusion.num_timesteps))
     assert len(counting.calls) == visited
     for batch, sent in counting.calls:
         assert batch == 6 and torch.equal(sent, torch.tensor([2, 0, 1, K, K, K]))

@@ -126,7 +126,7 @@ def tiny_run(tmp_path_factory):
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("run") / "r"
-    sets = ["model.base_channels=8", "model.num_res_blocks=1", "timesteps=20", "sample_n=4", "sample_steps=3"]
+    sets = ["model.base_channels=8", "model.num_res_blocks=1", "num_timesteps=20", "sample_n=4", "sample_steps=3"]
     return train(resolve_config(sets=sets, steps=3, batch_size=8, dataset="bars8"), out=out, data=bars())
 
 

@@ -76,10 +76,10 @@ def as_images(x: torch.Tensor) -> np.ndarray:
     return (x / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
 
-def google_like_pipeline(folder: Path, T: int = 10):
+def google_like_pipeline(folder: Path, num_timesteps: int = 10):
     torch.manual_seed(1)
     unet = diffusers.UNet2DModel(**GOOGLE_LIKE)
-    scheduler = diffusers.DDPMScheduler(num_train_timesteps=T, beta_schedule="linear", beta_start=1e-3, beta_end=0.2)
+    scheduler = diffusers.DDPMScheduler(num_train_timesteps=num_timesteps, beta_schedule="linear", beta_start=1e-3, beta_end=0.2)
     diffusers.DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(folder)
     return folder
 
@@ -186,7 +186,7 @@ def test_flat_and_unet_only_folders_load(tmp_path):
         assert torch.equal(load_model(folder)[1].schedule.betas, reference)
     bare = tmp_path / "bare"
     diffusers.UNet2DModel.from_pretrained(pipeline / "unet").save_pretrained(bare)
-    assert load_model(bare)[1].T == 1000  # no scheduler config: DDPMScheduler's defaults
+    assert load_model(bare)[1].num_timesteps == 1000  # no scheduler config: DDPMScheduler's defaults
 
 
 @pytest.mark.parametrize("schedule", ["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"])

@@ -78,13 +78,13 @@ def smooth_model(out_channels=None, scale=0.7):
 
 
 # --- schedules -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("make", [lambda T: NoiseSchedule.linear(T), lambda T: NoiseSchedule.cosine(T),
-                                  lambda T: NoiseSchedule.linear_scaled(T)])
-@pytest.mark.parametrize("T", [10, 1000])
-def test_alphas_cumprod_strictly_decreasing_in_unit_interval(make, T):
-    s = make(T)
+@pytest.mark.parametrize("make", [lambda num_timesteps: NoiseSchedule.linear(num_timesteps), lambda num_timesteps: NoiseSchedule.cosine(num_timesteps),
+                                  lambda num_timesteps: NoiseSchedule.linear_scaled(num_timesteps)])
+@pytest.mark.parametrize("num_timesteps", [10, 1000])
+def test_alphas_cumprod_strictly_decreasing_in_unit_interval(make, num_timesteps):
+    s = make(num_timesteps)
     ab = s.alphas_cumprod
-    assert s.T == T and s.betas.dtype == torch.float64 and ab.dtype == torch.float64
+    assert s.num_timesteps == num_timesteps and s.betas.dtype == torch.float64 and ab.dtype == torch.float64
     assert torch.all(ab[1:] < ab[:-1])
     assert torch.all((ab > 0) & (ab < 1))
     assert torch.allclose(s.alphas, 1 - s.betas)
@@ -102,19 +102,19 @@ def test_linear_schedule_endpoints_and_spacing():
     assert scaled.betas[0].item() == pytest.approx(1e-3) and scaled.betas[-1].item() == pytest.approx(0.2)
 
 
-@pytest.mark.parametrize("T", [50, 1000])
-def test_cosine_schedule_meets_its_definition(T):
+@pytest.mark.parametrize("num_timesteps", [50, 1000])
+def test_cosine_schedule_meets_its_definition(num_timesteps):
     s_off = 0.008
-    sched = NoiseSchedule.cosine(T, s=s_off)
+    sched = NoiseSchedule.cosine(num_timesteps, s=s_off)
 
     def f(t):
-        return math.cos((t / T + s_off) / (1 + s_off) * math.pi / 2) ** 2
+        return math.cos((t / num_timesteps + s_off) / (1 + s_off) * math.pi / 2) ** 2
 
     assert sched.betas.max() <= 0.999 + 1e-15
     unclipped = (sched.betas < 0.999).tolist()
     # the clip can only bite at the very end, where alpha-bar -> 0
-    first_clipped = unclipped.index(False) if False in unclipped else T
-    assert all(unclipped[:first_clipped]) and first_clipped >= T - 1
+    first_clipped = unclipped.index(False) if False in unclipped else num_timesteps
+    assert all(unclipped[:first_clipped]) and first_clipped >= num_timesteps - 1
     ab = sched.alphas_cumprod.tolist()
     for i in range(first_clipped):
         assert ab[i] == pytest.approx(f(i + 1) / f(0), rel=1e-9, abs=1e-15)  # index i is the paper's t = i+1
@@ -432,17 +432,17 @@ def test_hybrid_loss_stops_the_vlb_gradient_at_the_mean():
     x0 = grid_image((4, 2, 3, 3), seed=14)
     t = torch.tensor([1, 10, 30, 49])
     noise = torch.randn(4, 2, 3, 3, generator=gen(15))
-    hybrid = d.training_loss(model, x0, kind="hybrid", t=t, noise=noise)
+    hybrid = d.training_loss(model, x0, loss_type="hybrid", t=t, noise=noise)
     g_mean, g_var = torch.autograd.grad(hybrid["vlb"].sum(), [mean_w, var_w], allow_unused=True)
     assert g_mean is None or g_mean.abs().item() == 0.0
     assert g_var.abs().item() > 0
     # the full bound does push the mean, so the check above can fail
-    vlb = d.training_loss(model, x0, kind="vlb", t=t, noise=noise)
+    vlb = d.training_loss(model, x0, loss_type="vlb", t=t, noise=noise)
     assert torch.autograd.grad(vlb["loss"].sum(), mean_w)[0].abs().item() > 0
     # hybrid = mse + lambda * vlb, and its mean gradient is exactly the MSE's
     assert torch.allclose(hybrid["loss"], hybrid["mse"] + 0.001 * hybrid["vlb"])
-    simple = d.training_loss(model, x0, kind="simple", t=t, noise=noise)
-    hybrid = d.training_loss(model, x0, kind="hybrid", t=t, noise=noise)
+    simple = d.training_loss(model, x0, loss_type="simple", t=t, noise=noise)
+    hybrid = d.training_loss(model, x0, loss_type="hybrid", t=t, noise=noise)
     assert torch.allclose(torch.autograd.grad(hybrid["loss"].sum(), mean_w)[0],
                           torch.autograd.grad(simple["loss"].sum(), mean_w)[0])
 
@@ -469,7 +469,7 @@ def test_vlb_loss_is_T_times_the_bound_term():
     x0 = grid_image((3, 1, 4, 4), seed=18)
     t, noise = torch.tensor([0, 4, 19]), torch.randn(3, 1, 4, 4, generator=gen(19))
     model = smooth_model()
-    out = d.training_loss(model, x0, kind="vlb", t=t, noise=noise)
+    out = d.training_loss(model, x0, loss_type="vlb", t=t, noise=noise)
     x_t = d.q_sample(x0, t, noise)
     p = d.p_mean_variance(model, x_t, t, clip_denoised=False)
     assert torch.allclose(out["loss"], 20 * d.vb_term_bpd(x0, x_t, t, p["mean"], p["log_variance"]))
@@ -556,7 +556,7 @@ def test_bad_options_raise_user_errors_that_list_the_choices():
     d = GaussianDiffusion(sched)
     model = smooth_model()
     with pytest.raises(UserError, match="simple, vlb, hybrid"):
-        d.training_loss(model, torch.zeros(1, 1, 2, 2), kind="l1")
+        d.training_loss(model, torch.zeros(1, 1, 2, 2), loss_type="l1")
     for kwargs, pattern in [({"sampler": "ddim", "steps": 11}, "cannot exceed"),
                             ({"sampler": "ddim", "steps": 0}, ">= 1"),
                             ({"sampler": "ddim", "eta": -0.1}, "eta"),

@@ -32,21 +32,21 @@ def toy_model(x_t, t):
 
 def dpm_scheduler(schedule, prediction="eps", spacing="linspace"):
     return diffusers.DPMSolverMultistepScheduler(
-        num_train_timesteps=schedule.T, trained_betas=schedule.betas.numpy(), solver_order=2,
+        num_train_timesteps=schedule.num_timesteps, trained_betas=schedule.betas.numpy(), solver_order=2,
         prediction_type=PREDICTION_NAMES[prediction], algorithm_type="dpmsolver++", solver_type="midpoint",
         lower_order_final=True, final_sigmas_type="zero", timestep_spacing=spacing)
 
 
 @pytest.mark.parametrize("spacing", ["linspace", "leading", "trailing"])
-@pytest.mark.parametrize("T,n", [(1000, 5), (1000, 10), (1000, 20), (1000, 27), (1000, 50), (100, 7), (100, 100)])
-def test_spacings_equal_diffusers(spacing, T, n):
-    ddim = diffusers.DDIMScheduler(num_train_timesteps=T, timestep_spacing=spacing)
+@pytest.mark.parametrize("num_timesteps,n", [(1000, 5), (1000, 10), (1000, 20), (1000, 27), (1000, 50), (100, 7), (100, 100)])
+def test_spacings_equal_diffusers(spacing, num_timesteps, n):
+    ddim = diffusers.DDIMScheduler(num_train_timesteps=num_timesteps, timestep_spacing=spacing)
     ddim.set_timesteps(n)
-    assert spaced_timesteps(T, n, spacing) == ddim.timesteps.tolist()
-    if n < T:
-        dpm = diffusers.DPMSolverMultistepScheduler(num_train_timesteps=T, timestep_spacing=spacing)
+    assert spaced_timesteps(num_timesteps, n, spacing) == ddim.timesteps.tolist()
+    if n < num_timesteps:
+        dpm = diffusers.DPMSolverMultistepScheduler(num_train_timesteps=num_timesteps, timestep_spacing=spacing)
         dpm.set_timesteps(n)
-        assert DPMSolverPPSampler(n, spacing).timesteps(T) == dpm.timesteps.tolist()
+        assert DPMSolverPPSampler(n, spacing).timesteps(num_timesteps) == dpm.timesteps.tolist()
 
 
 def test_trailing_includes_the_last_index_and_leading_the_first():
@@ -122,7 +122,7 @@ def ode_error(diffusion, sampler, x_T, at: int) -> float:
     """How far z has drifted from z_T when the solver's chain reaches timestep `at` (the exact flow
     keeps it at z_T). Measured at a timestep every compared grid visits, away from the last steps,
     whose large lambda-jumps are not yet in the asymptotic regime."""
-    ts = sampler.timesteps(diffusion.T)
+    ts = sampler.timesteps(diffusion.num_timesteps)
     _, chain, _ = sample_loop(diffusion, gaussian_oracle(diffusion), sampler, x_T.shape, x_T=x_T,
                               clip_denoised=False, keep_chain=True)
     ab = diffusion.schedule.alphas_cumprod

@@ -18,14 +18,14 @@ import torch
 from diffprompt.checkpoint import flatten_optimizer_state, load_checkpoint, unflatten_optimizer_state
 from diffprompt.data.images import ImageDataset
 from diffprompt.diffusion.checkpoints import load_model, resumable_run_config
-from diffprompt.diffusion.config import TrainConfig, resolve_config
+from diffprompt.diffusion.config import OLD_KEYS, TrainConfig, resolve_config
 from diffprompt.diffusion.ema import EMA
 from diffprompt.diffusion.training import train
 from diffprompt.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 # A very small U-Net for 8x8 images: widths 8/16/16, one block per level.
-TINY8 = ["model.base_channels=8", "model.num_res_blocks=1", "model.dropout=0.1", "timesteps=20",
+TINY8 = ["model.base_channels=8", "model.num_res_blocks=1", "model.dropout=0.1", "num_timesteps=20",
          "sample_n=4", "sample_steps=4", "log_every=1", "warmup_steps=2", "lr=2e-3"]
 
 
@@ -102,7 +102,7 @@ def test_resume_with_another_model_config_names_the_keys(tmp_path):
 
 def test_checkpoints_keep_the_full_diffusion_spec(tmp_path):
     data = synthetic_data()
-    sets = TINY8 + ["schedule=cosine", "prediction=v", "variance=learned_range", "loss=hybrid",
+    sets = TINY8 + ["schedule=cosine", "prediction=v", "variance=learned_range", "loss_type=hybrid",
                     "loss_weighting=min_snr", "min_snr_gamma=3", "vlb_weight=0.01"]
     run = train(resolve_config(sets=sets, steps=2, batch_size=8), out=tmp_path / "spec", data=data)
     trained = resolve_config(sets=sets).make_diffusion().to_dict()
@@ -115,12 +115,35 @@ def test_checkpoints_keep_the_full_diffusion_spec(tmp_path):
     side = run / "model.json"
     meta = json.loads(side.read_text())
     meta["diffusion"] = {"schedule": "cosine", "timesteps": 20, "prediction": "v", "variance": "learned_range"}
+    meta["config"] = renamed_back(meta["config"])  # and its config in the keys of then
     side.write_text(json.dumps(meta))
     _, old, _ = load_model(run)
-    assert old.schedule.to_dict() == {"name": "cosine", "s": 0.008, "T": 20} and old.prediction.value == "v"
+    assert old.schedule.to_dict() == {"name": "cosine", "s": 0.008, "num_timesteps": 20} and old.prediction.value == "v"
     assert (old.loss_type.value, old.loss_weighting.value) == ("hybrid", "none")  # the loss from the saved config
     _, shipped, _ = load_model(ROOT / "src" / "diffprompt" / "assets" / "ddpm-tiny-mnist5k.safetensors")
-    assert shipped.T == 1000 and shipped.to_dict()["loss_weighting"] == "none" and shipped.loss_type.value == "simple"
+    assert shipped.num_timesteps == 1000 and shipped.to_dict()["loss_weighting"] == "none" and shipped.loss_type.value == "simple"
+
+
+def renamed_back(config: dict) -> dict:
+    """A config as it was saved before `loss` and `timesteps` were renamed."""
+    old = {new: old for old, new in OLD_KEYS.items()}
+    return {old.get(k, k): v for k, v in config.items()}
+
+
+def test_configs_with_the_keys_before_the_rename_still_resume_and_load(tmp_path):
+    run = tmp_path / "old"
+    train(resolve_config(sets=TINY8 + ["loss_type=hybrid", "variance=learned_range"], steps=2, batch_size=8),
+          out=run, data=synthetic_data())
+    saved = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps(renamed_back(saved)))
+    assert "loss" in json.loads((run / "config.json").read_text())
+    cfg = resolve_config(base=resumable_run_config(run), steps=4)
+    assert (cfg.loss_type, cfg.num_timesteps) == ("hybrid", 20)
+    toml = tmp_path / "old.toml"
+    toml.write_text('timesteps = 30\nloss = "vlb"\n')
+    assert (resolve_config(str(toml)).num_timesteps, resolve_config(str(toml)).loss_type) == (30, "vlb")
+    assert resolve_config(sets=["loss=vlb", "timesteps=40"]).to_dict()["num_timesteps"] == 40
+    assert TrainConfig.from_dict({"loss": "vlb"}).loss_type == "vlb"
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -129,8 +152,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     original = GaussianDiffusion.training_loss
     calls = {"n": 0}
 
-    def flaky(self, model, x0, kind="simple", **kw):
-        out = original(self, model, x0, kind=kind, **kw)
+    def flaky(self, model, x0, loss_type="simple", **kw):
+        out = original(self, model, x0, loss_type=loss_type, **kw)
         calls["n"] += 1
         if calls["n"] == 5:
             out["loss"] = out["loss"] * float("nan")
@@ -243,7 +266,7 @@ DIST_SCRIPT = textwrap.dedent("""
     idx = np.arange(n)
     data = ImageDataset(name="noise8", images=images, labels=labels, class_names=["a", "b"],
                         _split_indices={"train": idx[:24], "test": idx[24:]})
-    sets = ["model.base_channels=8", "model.num_res_blocks=1", "timesteps=20", "sample_n=2", "sample_steps=2",
+    sets = ["model.base_channels=8", "model.num_res_blocks=1", "num_timesteps=20", "sample_n=2", "sample_steps=2",
             "log_every=1", "device=cpu"]
     out = sys.argv[1]
     tr.train(resolve_config(sets=sets, steps=3, batch_size=8, seed=1), out=out + "/run", data=data)

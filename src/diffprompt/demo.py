@@ -71,7 +71,7 @@ class DemoConfig:
     def quick(cls, out: str) -> "DemoConfig":
         return cls(
             out=out, train_steps=6, train_seconds=0.0,
-            train_set={"timesteps": 50, "batch_size": 16, "sample_n": 8, "sample_steps": 5,
+            train_set={"num_timesteps": 50, "batch_size": 16, "sample_n": 8, "sample_steps": 5,
                        "model": {"base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1,
                                  "attention_resolutions": [14]}},
             pretrained=False, eval_samplers=("ddim:5", "dpm++2m:5"), eval_samples=16, nll_images=2, grid_samples=16,
@@ -164,7 +164,7 @@ def stage_ddpm(cfg: DemoConfig, out: Path, trained: Path) -> None:
     run = RunDir(out)
     model, diffusion, meta = load_model(source, cfg.device)
     k = num_classes(model)
-    run.save_config(ddpm_config(cfg, source, why, meta, diffusion.T, k))
+    run.save_config(ddpm_config(cfg, source, why, meta, diffusion.num_timesteps, k))
     data = load_images(meta.get("dataset") or "mnist5k")
     test = data.split("test")
     guidance = list(cfg.eval_guidance) if k else None
@@ -187,17 +187,17 @@ def stage_ddpm(cfg: DemoConfig, out: Path, trained: Path) -> None:
 GRID_SEED_OFFSET = 7  # the grid's seed is not the evaluation's: the grid shows other samples than those scored
 
 
-def ddpm_config(cfg: DemoConfig, source: Path, why: str, meta: dict, T: int, k: int) -> dict:
+def ddpm_config(cfg: DemoConfig, source: Path, why: str, meta: dict, num_timesteps: int, k: int) -> dict:
     """The ddpm stage's config.json: the model and how every picture is made (the report's captions).
 
     A conditional model (`k` classes) adds the guidance scales, and the grid's classes and w."""
     from .diffusion.generate import parse_sampler_spec, sampler_label
 
     grid, chain = parse_sampler_spec(cfg.grid_sampler), parse_sampler_spec(cfg.chain_sampler)
-    samples = {"sampler": sampler_label(grid, T), "spec": grid["spec"], "n": cfg.grid_samples,
+    samples = {"sampler": sampler_label(grid, num_timesteps), "spec": grid["spec"], "n": cfg.grid_samples,
                "seed": cfg.seed + GRID_SEED_OFFSET}
     real = {"n": cfg.grid_samples, "split": "test"}
-    chain_facts = {"sampler": sampler_label(chain, T), "n": cfg.chain_images}
+    chain_facts = {"sampler": sampler_label(chain, num_timesteps), "n": cfg.chain_images}
     if k:
         rows = {"per_class": cfg.grid_per_class, "classes": k, "class_names": meta.get("class_names")}
         samples.update(n=k * cfg.grid_per_class, guidance=cfg.grid_guidance, **rows)

@@ -3,7 +3,7 @@
     from diffprompt.diffusion import NoiseSchedule, GaussianDiffusion, UNet, UNetConfig
     diffusion = GaussianDiffusion(NoiseSchedule.linear(1000), prediction="eps", variance="fixed_small")
     model = UNet(UNetConfig.preset("tiny"))
-    loss = diffusion.training_loss(model, x0, kind="simple")["loss"].mean()
+    loss = diffusion.training_loss(model, x0, loss_type="simple")["loss"].mean()
     samples = diffusion.sample(model, (16, 1, 28, 28), sampler="ddim", steps=50)
 
 Names are imported on first use, so `diffprompt --help` does not pay for importing torch.

@@ -38,7 +38,7 @@ from ..checkpoint import (
 from ..errors import UserError
 from ..rundir import read_run_config
 from ..seeding import get_rng_state
-from .config import TrainConfig
+from .config import TrainConfig, renamed_keys
 from .interop.diffusers_import import diffusers_source, is_hub_id, load_diffusers
 from .ema import EMA, unwrap
 from .process import GaussianDiffusion
@@ -116,9 +116,10 @@ def diffusion_from_spec(spec: dict[str, Any], config: dict[str, Any] | None = No
     """
     spec = dict(spec)
     if isinstance(spec.get("schedule"), str):
-        spec["schedule"] = {"name": spec["schedule"], "T": spec.pop("timesteps")}
-        if "loss" in (config or {}):
-            spec.setdefault("loss_type", config["loss"])
+        spec["schedule"] = {"name": spec["schedule"], "num_timesteps": spec.pop("timesteps")}
+        loss_type = renamed_keys(config or {}).get("loss_type")
+        if loss_type is not None:
+            spec.setdefault("loss_type", loss_type)
     return GaussianDiffusion.from_dict(spec)
 
 

@@ -230,7 +230,7 @@ def cmd_sample(args) -> int:
     shape = (meta["unet"]["in_channels"], meta["unet"]["image_size"], meta["unet"]["image_size"])
     x, seconds = generate(model, diffusion, n, shape, args.sampler, steps, args.eta, args.seed, args.batch_size,
                           device, args.spacing, class_labels=labels, guidance=args.guidance)
-    steps = steps or diffusion.T
+    steps = steps or diffusion.num_timesteps
     if out is None:
         which = "" if labels is None else f"-class{args.class_}-w{args.guidance:g}"
         out = (Path(args.path) if Path(args.path).is_dir() else Path(".")) / f"samples-{args.sampler}-{steps}{which}.png"
@@ -293,7 +293,7 @@ def cmd_visualize(args) -> int:
     device = choose_device(args.device)
     model, diffusion, meta = load_model(args.path, device)
     loop = make_sampler(args.sampler, _default_steps(args.sampler, args.steps), args.eta, args.spacing)
-    loop.timesteps(diffusion.T)  # a bad step count fails now, before any work
+    loop.timesteps(diffusion.num_timesteps)  # a bad step count fails now, before any work
     dataset = args.dataset or meta.get("dataset")
     if not dataset:
         raise UserError("the checkpoint does not name its data set; pass --dataset NAME")

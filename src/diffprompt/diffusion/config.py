@@ -40,6 +40,7 @@ from .schedule import SCHEDULES, NoiseSchedule
 from .unet import UNetConfig
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
+OLD_KEYS = {"loss": "loss_type", "timesteps": "num_timesteps"}  # still read from older run folders and TOML files
 
 
 @dataclass
@@ -56,10 +57,10 @@ class TrainConfig:
     cond_drop_prob: float = COND_DROP_PROB  # share of labels replaced by the null class in training
     # diffusion: what `GaussianDiffusion` takes (see process.py)
     schedule: str = "linear"
-    timesteps: int = 1000
+    num_timesteps: int = 1000         # T
     prediction: str = "eps"
     variance: str = "fixed_small"
-    loss: str = "simple"              # GaussianDiffusion's loss_type: simple, vlb or hybrid
+    loss_type: str = "simple"         # simple, vlb or hybrid
     loss_weighting: str = "none"      # none or min_snr
     min_snr_gamma: float = MIN_SNR_GAMMA
     vlb_weight: float = VLB_WEIGHT    # lambda of the hybrid loss
@@ -96,11 +97,11 @@ class TrainConfig:
         choose("schedule", self.schedule, SCHEDULES)
         choose("prediction", self.prediction, Prediction)
         choose("variance", self.variance, VarianceType)
-        choose("loss", self.loss, LossType)
+        choose("loss type", self.loss_type, LossType)
         choose("loss weighting", self.loss_weighting, LossWeighting)
         choose("mixed precision", self.mixed_precision, MIXED_PRECISION)
         choose("sampler", self.sample_sampler, SAMPLERS)
-        for name in ("steps", "batch_size", "timesteps"):
+        for name in ("steps", "batch_size", "num_timesteps"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
@@ -113,16 +114,17 @@ class TrainConfig:
             raise UserError(f"cond_drop_prob must be in [0, 1], got {self.cond_drop_prob}")
         if "num_classes" in self.model:
             raise UserError("the number of classes comes from the data set: drop model.num_classes and pass --conditional")
-        if self.sample_steps < 1 or self.sample_steps > self.timesteps:
-            raise UserError(f"sample_steps must be in 1..{self.timesteps} (the number of diffusion steps T), got {self.sample_steps}")
+        if self.sample_steps < 1 or self.sample_steps > self.num_timesteps:
+            raise UserError(f"sample_steps must be in 1..{self.num_timesteps} (num_timesteps, the number of diffusion "
+                            f"steps T), got {self.sample_steps}")
         self.make_diffusion()  # the process checks its own numbers (min_snr_gamma, vlb_weight, T)
         check_tracker(self.log_with)
         return self
 
     def make_diffusion(self) -> GaussianDiffusion:
         """The `GaussianDiffusion` this run trains."""
-        return GaussianDiffusion(NoiseSchedule.from_name(self.schedule, self.timesteps), prediction=self.prediction,
-                                 variance=self.variance, loss_type=self.loss, loss_weighting=self.loss_weighting,
+        return GaussianDiffusion(NoiseSchedule.from_name(self.schedule, self.num_timesteps), prediction=self.prediction,
+                                 variance=self.variance, loss_type=self.loss_type, loss_weighting=self.loss_weighting,
                                  min_snr_gamma=self.min_snr_gamma, vlb_weight=self.vlb_weight)
 
     def make_unet_config(self, channels: int, size: int, num_classes: int = 0) -> UNetConfig:
@@ -142,7 +144,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        data = {k: v for k, v in data.items() if k not in ("kind", "derived")}
+        data = {k: v for k, v in renamed_keys(data).items() if k not in ("kind", "derived")}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -151,6 +153,11 @@ class TrainConfig:
         for k, v in data.items():
             setattr(cfg, k, _coerce(k, v, getattr(cfg, k)))
         return cfg
+
+
+def renamed_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with the keys of configs written before a rename (`OLD_KEYS`) under their new names."""
+    return {OLD_KEYS.get(k, k): v for k, v in data.items()}
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
@@ -225,6 +232,7 @@ def apply_overrides(data: dict[str, Any], pairs: list[str] | None) -> dict[str, 
             raise UserError(f"--set takes key=value, got {pair!r}; example: --set lr=2e-4")
         key, value = pair.split("=", 1)
         key = key.strip().replace("-", "_")
+        key = OLD_KEYS.get(key, key)
         parsed = _parse_scalar(value.strip())
         if "." in key:
             table, sub = key.split(".", 1)
@@ -244,9 +252,9 @@ def resolve_config(config: str | None = None, sets: list[str] | None = None, bas
     """
     data: dict[str, Any] = TrainConfig().to_dict()
     if base:
-        data.update({k: v for k, v in base.items() if k not in ("kind", "derived")})
+        data.update({k: v for k, v in renamed_keys(base).items() if k not in ("kind", "derived")})
     if config:
-        file_data = read_toml(config)
+        file_data = renamed_keys(read_toml(config))
         model = {**data.get("model", {}), **file_data.pop("model", {})}
         data.update(file_data)
         data["model"] = model

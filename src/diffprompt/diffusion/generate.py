@@ -69,9 +69,9 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def sampler_label(s: dict[str, Any], T: int) -> str:
+def sampler_label(s: dict[str, Any], num_timesteps: int) -> str:
     """`DDPM-1000`, `DDIM-50`, `DDIM-50 (eta 0.5)`, `DPM++2M-20 (trailing)` for a parsed spec."""
-    label = f"{s['sampler'].upper()}-{s['steps'] or T}"
+    label = f"{s['sampler'].upper()}-{s['steps'] or num_timesteps}"
     notes = [f"eta {s['eta']:g}"] if s["sampler"] == "ddim" and s["eta"] else []
     if s.get("spacing", "linspace") != "linspace" and s["sampler"] != "ddpm":
         notes.append(s["spacing"])
@@ -80,7 +80,7 @@ def sampler_label(s: dict[str, Any], T: int) -> str:
 
 def check_sampler(diffusion, sampler: str, steps: int | None, eta: float, spacing: str = "linspace") -> None:
     """A UserError now, before any sampling, for a bad sampler, steps (< 1 or > T), eta (< 0) or spacing."""
-    make_sampler(sampler, steps=steps, eta=eta, spacing=spacing).timesteps(diffusion.T)
+    make_sampler(sampler, steps=steps, eta=eta, spacing=spacing).timesteps(diffusion.num_timesteps)
 
 
 def class_rows(num_classes: int, per_class: int) -> torch.Tensor:

@@ -144,7 +144,7 @@ class GaussianDiffusion(nn.Module):
         self.schedule = schedule
         self.prediction = check_prediction(prediction)
         self.variance = _parse_option(VarianceType, variance, "variance type")
-        self.loss_type = _parse_option(LossType, loss_type, "loss kind")
+        self.loss_type = _parse_option(LossType, loss_type, "loss type")
         self.loss_weighting = _parse_option(LossWeighting, loss_weighting, "loss weighting")
         if not min_snr_gamma > 0:
             raise UserError(f"min_snr_gamma must be > 0, got {min_snr_gamma}; Hang et al. use {MIN_SNR_GAMMA:g}")
@@ -157,10 +157,9 @@ class GaussianDiffusion(nn.Module):
 
     # --- small helpers ----------------------------------------------------------------------
     @property
-    def T(self) -> int:
-        return self.schedule.T
-
-    num_timesteps = T
+    def num_timesteps(self) -> int:
+        """T, the number of diffusion steps."""
+        return self.schedule.num_timesteps
 
     @property
     def learns_variance(self) -> bool:
@@ -201,7 +200,7 @@ class GaussianDiffusion(nn.Module):
         """t ~ Uniform{0, ..., T-1}, [B] LongTensor."""
         device = torch.device(device) if device is not None else self.betas.device
         gen_device = generator.device if generator is not None else device
-        return torch.randint(0, self.T, (batch_size,), generator=generator, device=gen_device).to(device)
+        return torch.randint(0, self.num_timesteps, (batch_size,), generator=generator, device=gen_device).to(device)
 
     def _check_t(self, t, x: torch.Tensor) -> torch.Tensor:
         """t as a LongTensor [B] on x's device (a scalar is broadcast); moves the buffers to x's device."""
@@ -320,7 +319,7 @@ class GaussianDiffusion(nn.Module):
     # --- 5. the variational bound, in bits per dimension ---------------------------------------
     def prior_bpd(self, x0: torch.Tensor) -> torch.Tensor:
         """L_T = KL(q(x_T | x0) || N(0, I)) in bits/dim, [B]. Not learned; tiny for a good schedule."""
-        t = torch.full((x0.shape[0],), self.T - 1, device=x0.device, dtype=torch.long)
+        t = torch.full((x0.shape[0],), self.num_timesteps - 1, device=x0.device, dtype=torch.long)
         mean, _, log_variance = self.q_mean_variance(x0, t)
         return mean_flat(normal_kl(mean, log_variance, 0.0, 0.0)) / LN2
 
@@ -354,10 +353,10 @@ class GaussianDiffusion(nn.Module):
         if t_batch < 1:
             raise UserError(f"t_batch must be >= 1, got {t_batch}")
         B = x0.shape[0]
-        vb = torch.zeros(B, self.T, device=x0.device)
-        x0_mse = torch.zeros(B, self.T, device=x0.device)
-        order = list(range(self.T - 1, -1, -1))
-        chunks = [order[i:i + t_batch] for i in range(0, self.T, t_batch)]
+        vb = torch.zeros(B, self.num_timesteps, device=x0.device)
+        x0_mse = torch.zeros(B, self.num_timesteps, device=x0.device)
+        order = list(range(self.num_timesteps - 1, -1, -1))
+        chunks = [order[i:i + t_batch] for i in range(0, self.num_timesteps, t_batch)]
         bar = progress_bar(chunks, desc="bits/dim") if progress else chunks
         for chunk in bar:
             k = len(chunk)
@@ -384,9 +383,9 @@ class GaussianDiffusion(nn.Module):
         per stratum, weighted by the stratum's size. The spread of the per-image estimates includes
         the t-sampling noise, so their standard error is honest.
         """
-        B, T = x0.shape[0], self.T
-        num_t = max(1, min(int(num_t), T - 1))
-        edges = torch.linspace(1, T, num_t + 1).round().long().tolist()
+        B, num_timesteps = x0.shape[0], self.num_timesteps
+        num_t = max(1, min(int(num_t), num_timesteps - 1))
+        edges = torch.linspace(1, num_timesteps, num_t + 1).round().long().tolist()
         total = self.prior_bpd(x0).double()
         for lo, hi in [(0, 1)] + list(zip(edges[:-1], edges[1:], strict=True)):
             u = torch.rand(B, generator=generator, device=generator.device if generator else None)
@@ -415,23 +414,23 @@ class GaussianDiffusion(nn.Module):
             return clipped
         return clipped / (snr + 1.0)
 
-    def training_loss(self, model, x0: torch.Tensor, kind: str | None = None, t: torch.Tensor | None = None,
+    def training_loss(self, model, x0: torch.Tensor, loss_type: str | None = None, t: torch.Tensor | None = None,
                       noise: torch.Tensor | None = None, vlb_weight: float | None = None,
                       generator: torch.Generator | None = None, model_kwargs: dict | None = None) -> dict:
         """Per-example training losses, each [B]; t ~ Uniform{0..T-1} unless given.
 
-        `kind` and `vlb_weight` default to the process's `loss_type` and `vlb_weight`.
+        `loss_type` and `vlb_weight` default to the process's `loss_type` and `vlb_weight`.
 
-        kind="simple": loss = mse, the (weighted) MSE between the network's output and its target
+        loss_type="simple": loss = mse, the (weighted) MSE between the network's output and its target
             (eps, x0 or v): Ho et al.'s L_simple.
-        kind="vlb": loss = vlb = T * L_t in bits/dim, a one-sample unbiased estimate of L_0 + ... + L_{T-1}
+        loss_type="vlb": loss = vlb = T * L_t in bits/dim, a one-sample unbiased estimate of L_0 + ... + L_{T-1}
             (improved-diffusion's "rescaled KL"; L_T is constant and left out).
-        kind="hybrid": loss = mse + vlb_weight * vlb, with the mean stopped from the vlb's gradient so the
+        loss_type="hybrid": loss = mse + vlb_weight * vlb, with the mean stopped from the vlb's gradient so the
             bound trains only the variance (Nichol & Dhariwal's L_hybrid; vlb_weight=0.001 is their lambda,
             which with this T-scaled vlb equals their T/1000 factor).
         Returns dict(loss, mse, vlb (for vlb/hybrid), t).
         """
-        kind = self.loss_type if kind is None else _parse_option(LossType, kind, "loss kind")
+        loss_type = self.loss_type if loss_type is None else _parse_option(LossType, loss_type, "loss type")
         vlb_weight = self.vlb_weight if vlb_weight is None else vlb_weight
         B = x0.shape[0]
         if t is None:
@@ -446,15 +445,15 @@ class GaussianDiffusion(nn.Module):
         target = training_target(self.prediction, x0, noise, alpha, sigma)
         mse = mean_flat(self.mse_weight(t, x0.ndim) * (pred.float() - target) ** 2)
         terms = {"mse": mse, "t": t}
-        if kind is not LossType.SIMPLE:
-            if kind is LossType.HYBRID:
+        if loss_type is not LossType.SIMPLE:
+            if loss_type is LossType.HYBRID:
                 frozen = pred.detach()
                 output = torch.cat([frozen, var_values], dim=1) if self.learns_variance else frozen
             p = self.p_mean_variance_from_output(output.float(), x_t, t, clip_denoised=False)
-            terms["vlb"] = self.vb_term_bpd(x0, x_t, t, p["mean"], p["log_variance"]) * self.T
-        if kind is LossType.SIMPLE:
+            terms["vlb"] = self.vb_term_bpd(x0, x_t, t, p["mean"], p["log_variance"]) * self.num_timesteps
+        if loss_type is LossType.SIMPLE:
             terms["loss"] = mse
-        elif kind is LossType.VLB:
+        elif loss_type is LossType.VLB:
             terms["loss"] = terms["vlb"]
         else:
             terms["loss"] = mse + vlb_weight * terms["vlb"]
@@ -463,7 +462,7 @@ class GaussianDiffusion(nn.Module):
     # --- 7. sampling ---------------------------------------------------------------------------
     def sampling_timesteps(self, sampler: str = "ddpm", steps: int | None = None) -> list[int]:
         """The indices t the sampler visits, from high to low (see samplers.py)."""
-        return make_sampler(sampler, steps=steps).timesteps(self.T)
+        return make_sampler(sampler, steps=steps).timesteps(self.num_timesteps)
 
     @torch.no_grad()
     def sample(self, model, shape, sampler="ddpm", steps: int | None = None, eta: float = 0.0,

@@ -38,7 +38,7 @@ class Sampler:
 
     name = "sampler"
 
-    def timesteps(self, T: int) -> list[int]:
+    def timesteps(self, num_timesteps: int) -> list[int]:
         raise NotImplementedError
 
     def step(self, diffusion, model, x_t: torch.Tensor, t: int, t_prev: int, generator=None,
@@ -47,14 +47,14 @@ class Sampler:
         raise NotImplementedError
 
 
-def _check_steps(steps, T: int, sampler: str) -> int:
+def _check_steps(steps, num_timesteps: int, sampler: str) -> int:
     if isinstance(steps, bool) or not isinstance(steps, int | float) or int(steps) != steps:
         raise UserError(f"{sampler} steps must be an integer, got {steps!r}")
     steps = int(steps)
     if steps < 1:
         raise UserError(f"{sampler} steps must be >= 1, got {steps}")
-    if steps > T:
-        raise UserError(f"{sampler} steps ({steps}) cannot exceed the number of diffusion steps T={T}; use steps <= {T}")
+    if steps > num_timesteps:
+        raise UserError(f"{sampler} steps ({steps}) cannot exceed the number of diffusion steps T={num_timesteps}; use steps <= {num_timesteps}")
     return steps
 
 
@@ -73,13 +73,13 @@ class DDPMSampler(Sampler):
     def __init__(self, steps: int | None = None):
         self.steps = steps
 
-    def timesteps(self, T: int) -> list[int]:
+    def timesteps(self, num_timesteps: int) -> list[int]:
         if self.steps is not None:
-            steps = _check_steps(self.steps, T, "ddpm")
-            if steps != T:
-                raise UserError(f"the ddpm sampler runs all T={T} steps, got steps={steps}; "
+            steps = _check_steps(self.steps, num_timesteps, "ddpm")
+            if steps != num_timesteps:
+                raise UserError(f"the ddpm sampler runs all T={num_timesteps} steps, got steps={steps}; "
                                 "use sampler='ddim' (eta=1 for stochastic) to sample with fewer steps")
-        return list(range(T - 1, -1, -1))
+        return list(range(num_timesteps - 1, -1, -1))
 
     def step(self, diffusion, model, x_t, t, t_prev, generator=None, clip_denoised=True, model_kwargs=None):
         t_vec = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
@@ -101,9 +101,9 @@ class DDIMSampler(Sampler):
         self.eta = _check_eta(eta)
         self.spacing = _check_spacing(spacing)
 
-    def timesteps(self, T: int) -> list[int]:
-        steps = T if self.steps is None else _check_steps(self.steps, T, "ddim")  # None: all T, as ddpm
-        return _distinct(spaced_timesteps(T, steps, self.spacing), "ddim", steps, self.spacing)
+    def timesteps(self, num_timesteps: int) -> list[int]:
+        steps = num_timesteps if self.steps is None else _check_steps(self.steps, num_timesteps, "ddim")  # None: all T, as ddpm
+        return _distinct(spaced_timesteps(num_timesteps, steps, self.spacing), "ddim", steps, self.spacing)
 
     def step(self, diffusion, model, x_t, t, t_prev, generator=None, clip_denoised=True, model_kwargs=None):
         t_vec = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
@@ -137,12 +137,12 @@ class DPMSolverPPSampler(Sampler):
         self.steps, self.spacing, self.order = steps, _check_spacing(spacing), order
         self._history: tuple[int, float, torch.Tensor] | None = None  # (next t, lambda, x0)
 
-    def timesteps(self, T: int) -> list[int]:
-        steps = _check_steps(T if self.steps is None else self.steps, T, "dpm++2m")
+    def timesteps(self, num_timesteps: int) -> list[int]:
+        steps = _check_steps(num_timesteps if self.steps is None else self.steps, num_timesteps, "dpm++2m")
         if self.spacing == "trailing":
-            ts = spaced_timesteps(T, steps, "trailing")
+            ts = spaced_timesteps(num_timesteps, steps, "trailing")
         else:  # steps + 1 points, the last (t = 0) replaced by the final step to sigma = 0
-            ts = spaced_timesteps(T, steps + 1, self.spacing)[:-1]
+            ts = spaced_timesteps(num_timesteps, steps + 1, self.spacing)[:-1]
         return _distinct(ts, "dpm++2m", steps, self.spacing)
 
     def step(self, diffusion, model, x_t, t, t_prev, generator=None, clip_denoised=True, model_kwargs=None):
@@ -176,7 +176,7 @@ def ddim_sigma(ab_t: float, ab_prev: float, eta: float) -> float:
     return eta * math.sqrt((1.0 - ab_prev) / (1.0 - ab_t)) * math.sqrt(max(1.0 - ab_t / ab_prev, 0.0))
 
 
-def spaced_timesteps(T: int, n: int, spacing: str = "linspace") -> list[int]:
+def spaced_timesteps(num_timesteps: int, n: int, spacing: str = "linspace") -> list[int]:
     """`n` of the indices 0..T-1, high to low, spaced as diffusers' `DDIMScheduler` does.
 
     linspace: round(linspace(0, T-1, n)), both ends included (n = 1: [T-1]);
@@ -185,11 +185,11 @@ def spaced_timesteps(T: int, n: int, spacing: str = "linspace") -> list[int]:
     """
     spacing = _check_spacing(spacing)
     if spacing == "linspace":
-        ts = [T - 1] if n == 1 else np.linspace(0, T - 1, n).round()[::-1]
+        ts = [num_timesteps - 1] if n == 1 else np.linspace(0, num_timesteps - 1, n).round()[::-1]
     elif spacing == "leading":
-        ts = (np.arange(n) * (T // n))[::-1]
+        ts = (np.arange(n) * (num_timesteps // n))[::-1]
     else:
-        ts = np.arange(T, 0, -T / n).round() - 1
+        ts = np.arange(num_timesteps, 0, -num_timesteps / n).round() - 1
     return [int(t) for t in ts]
 
 
@@ -236,7 +236,7 @@ def sample_loop(diffusion, model, sampler: Sampler, shape, generator=None, clip_
     Returns (x0, chain, pred_x0s): chain = [x_T, ..., x0] if keep_chain else [];
     pred_x0s = the model's x0 estimate at each visited t if keep_pred_x0 else [].
     """
-    ts = sampler.timesteps(diffusion.T)  # validates steps before any work
+    ts = sampler.timesteps(diffusion.num_timesteps)  # validates steps before any work
     if x_T is not None:
         if tuple(x_T.shape) != tuple(shape):
             raise UserError(f"x_T has shape {tuple(x_T.shape)} but shape={tuple(shape)} was asked for")

@@ -21,9 +21,9 @@ from diffprompt.errors import UserError
 COSINE_MAX_BETA = 0.999
 
 
-def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
+def linear_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """Ho et al. (2020): betas evenly spaced from `beta_start` to `beta_end` (float64)."""
-    return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
+    return torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
 
 
 def cosine_alpha_bar(u: torch.Tensor | float, s: float = 0.008):
@@ -33,9 +33,9 @@ def cosine_alpha_bar(u: torch.Tensor | float, s: float = 0.008):
     return math.cos((u + s) / (1 + s) * math.pi / 2) ** 2
 
 
-def cosine_betas(T: int, s: float = 0.008, max_beta: float = COSINE_MAX_BETA) -> torch.Tensor:
+def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = COSINE_MAX_BETA) -> torch.Tensor:
     """Nichol & Dhariwal (2021): alpha-bar_t = f(t)/f(0), betas_t = 1 - alpha-bar_t/alpha-bar_{t-1}, clipped at `max_beta`."""
-    u = torch.arange(T + 1, dtype=torch.float64) / T
+    u = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps
     f = cosine_alpha_bar(u, s)
     alpha_bar = f / f[0]  # paper steps 0..T
     betas = 1.0 - alpha_bar[1:] / alpha_bar[:-1]
@@ -65,46 +65,46 @@ class NoiseSchedule:
 
     # --- constructors -------------------------------------------------------------------------
     @classmethod
-    def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "NoiseSchedule":
+    def linear(cls, num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "NoiseSchedule":
         """Ho et al.'s linear schedule: betas from `beta_start` to `beta_end` over `T` steps."""
-        T = _check_T(T)
+        num_timesteps = _check_num_timesteps(num_timesteps)
         if not 0 < beta_start <= beta_end < 1:
             raise UserError(
                 f"linear schedule needs 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}; "
                 "the paper uses 1e-4 and 0.02"
             )
-        return cls(linear_betas(T, beta_start, beta_end), "linear",
-                   {"T": T, "beta_start": float(beta_start), "beta_end": float(beta_end)})
+        return cls(linear_betas(num_timesteps, beta_start, beta_end), "linear",
+                   {"num_timesteps": num_timesteps, "beta_start": float(beta_start), "beta_end": float(beta_end)})
 
     @classmethod
-    def linear_scaled(cls, T: int = 1000) -> "NoiseSchedule":
+    def linear_scaled(cls, num_timesteps: int = 1000) -> "NoiseSchedule":
         """improved-diffusion's "linear" for any T: the paper's endpoints scaled by 1000/T.
 
         With few steps (T = 100, say) this keeps alpha-bar_T near zero, as T = 1000 does
         with the unscaled schedule; plain `linear(T=100)` leaves alpha-bar_T ~ 0.36.
         """
-        T = _check_T(T)
-        scale = 1000.0 / T
+        num_timesteps = _check_num_timesteps(num_timesteps)
+        scale = 1000.0 / num_timesteps
         beta_end = min(0.02 * scale, 0.999)
-        s = cls.linear(T, 1e-4 * scale, beta_end)
-        return cls(s.betas, "linear_scaled", {"T": T})
+        s = cls.linear(num_timesteps, 1e-4 * scale, beta_end)
+        return cls(s.betas, "linear_scaled", {"num_timesteps": num_timesteps})
 
     @classmethod
-    def cosine(cls, T: int = 1000, s: float = 0.008) -> "NoiseSchedule":
+    def cosine(cls, num_timesteps: int = 1000, s: float = 0.008) -> "NoiseSchedule":
         """Nichol & Dhariwal's cosine schedule, alpha-bar_t = f(t)/f(0), betas clipped at 0.999."""
-        T = _check_T(T)
+        num_timesteps = _check_num_timesteps(num_timesteps)
         if not s >= 0:
             raise UserError(f"cosine schedule offset s must be >= 0, got {s}; the paper uses 0.008")
-        return cls(cosine_betas(T, s), "cosine", {"T": T, "s": float(s)})
+        return cls(cosine_betas(num_timesteps, s), "cosine", {"num_timesteps": num_timesteps, "s": float(s)})
 
     @classmethod
-    def from_name(cls, name: str, T: int = 1000, **kwargs) -> "NoiseSchedule":
+    def from_name(cls, name: str, num_timesteps: int = 1000, **kwargs) -> "NoiseSchedule":
         """A schedule by name: one of `SCHEDULES` ("linear", "linear_scaled", "cosine")."""
         key = str(name).lower().replace("-", "_")
         if key not in SCHEDULES:
             raise UserError(f"unknown noise schedule {name!r}; choose one of: {', '.join(SCHEDULES)}")
         try:
-            return getattr(cls, key)(T, **kwargs)
+            return getattr(cls, key)(num_timesteps, **kwargs)
         except TypeError as e:
             raise UserError(f"bad options for the {key} schedule: {e}") from None
 
@@ -115,16 +115,16 @@ class NoiseSchedule:
         name = d.pop("name", None)
         if name is None:
             raise UserError("a schedule config needs a 'name' field (linear, linear_scaled or cosine)")
-        T = d.pop("T", 1000)
-        return cls.from_name(name, T, **d)
+        num_timesteps = d.pop("num_timesteps", d.pop("T", 1000))  # "T": the key before the rename (shipped assets)
+        return cls.from_name(name, num_timesteps, **d)
 
     def to_dict(self) -> dict:
-        """The recipe (JSON-able): name, T and the schedule's own parameters."""
-        return {"name": self.name, **self.params, "T": self.T}
+        """The recipe (JSON-able): name, num_timesteps and the schedule's own parameters."""
+        return {"name": self.name, **self.params, "num_timesteps": self.num_timesteps}
 
     # --- derived quantities -------------------------------------------------------------------
     @property
-    def T(self) -> int:
+    def num_timesteps(self) -> int:
         return int(self.betas.numel())
 
     @property
@@ -149,14 +149,14 @@ class NoiseSchedule:
         return ab / (1.0 - ab)
 
     def __repr__(self) -> str:
-        extra = ", ".join(f"{k}={v}" for k, v in self.params.items() if k != "T")
-        return f"NoiseSchedule.{self.name}(T={self.T}{', ' + extra if extra else ''})"
+        extra = ", ".join(f"{k}={v}" for k, v in self.params.items() if k != "num_timesteps")
+        return f"NoiseSchedule.{self.name}(num_timesteps={self.num_timesteps}{', ' + extra if extra else ''})"
 
 
 SCHEDULES = ("linear", "linear_scaled", "cosine")
 
 
-def _check_T(T) -> int:
-    if isinstance(T, bool) or int(T) != T or int(T) < 2:
-        raise UserError(f"the number of diffusion steps T must be an integer >= 2, got {T!r}")
-    return int(T)
+def _check_num_timesteps(num_timesteps) -> int:
+    if isinstance(num_timesteps, bool) or int(num_timesteps) != num_timesteps or int(num_timesteps) < 2:
+        raise UserError(f"the number of diffusion steps T must be an integer >= 2, got {num_timesteps!r}")
+    return int(num_timesteps)

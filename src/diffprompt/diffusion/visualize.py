@@ -99,10 +99,10 @@ def forward_strip(diffusion, x0: torch.Tensor, ts: Sequence[int], generator: tor
     return strip_image(frames, labels), [int(t) for t in ts]
 
 
-def default_forward_ts(T: int, k: int = 8) -> list[int]:
+def default_forward_ts(num_timesteps: int, k: int = 8) -> list[int]:
     """k indices from early to T-1, denser early where the image still shows (0-based)."""
     fr = np.linspace(0, 1, k) ** 1.5
-    return sorted({int(round(f * (T - 1))) for f in fr})
+    return sorted({int(round(f * (num_timesteps - 1))) for f in fr})
 
 
 @torch.no_grad()
@@ -135,8 +135,8 @@ def write_visualizations(model, diffusion, out_dir: str | Path, x0: torch.Tensor
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = device or x0.device
-    T = diffusion.T
-    fwd, _ = forward_strip(diffusion, x0[:n].to(device), default_forward_ts(T), generator=make_generator(seed, device))
+    num_timesteps = diffusion.num_timesteps
+    fwd, _ = forward_strip(diffusion, x0[:n].to(device), default_forward_ts(num_timesteps), generator=make_generator(seed, device))
     paths = {"forward": _save_png(fwd, out / "forward.png")}
     _, chain, pred = reverse_chain(diffusion, model, n, tuple(x0.shape[1:]), sampler=sampler, steps=steps, eta=eta,
                                    generator=make_generator(seed + 1, device), device=device)

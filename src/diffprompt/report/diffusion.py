@@ -270,7 +270,7 @@ def picture_facts(cfg: dict) -> dict[str, Any]:
         return cfg
     if "sample_sampler" in cfg:
         sampler = cfg["sample_sampler"]
-        steps = cfg.get("sample_steps") if sampler == "ddim" else cfg.get("timesteps")
+        steps = cfg.get("sample_steps") if sampler == "ddim" else steps_and_schedule(cfg)[0]
         return {"samples": {"sampler": f"{sampler.upper()}-{steps}", "n": cfg.get("sample_n"), "seed": cfg.get("seed")},
                 "real": {"n": cfg.get("sample_n"), "split": "test"}}
     return {}
@@ -344,10 +344,19 @@ def class_rows_note(facts: dict) -> str:
     return f"a row per class (row = class 0..{k - 1}{named})"
 
 
+def steps_and_schedule(cfg: dict) -> tuple[int | None, str | None]:
+    """(T, the schedule's name) of a run's config: from the model's diffusion spec or the training
+    config, in the keys of every version (`num_timesteps`; before it `T` in a spec, `timesteps` in a config)."""
+    spec = cfg.get("diffusion") or cfg
+    schedule = spec.get("schedule")
+    if isinstance(schedule, dict):
+        return schedule.get("num_timesteps", schedule.get("T")), schedule.get("name")
+    return spec.get("num_timesteps", spec.get("timesteps")), schedule
+
+
 def forward_caption(chain: dict, cfg: dict) -> str:
-    spec = cfg.get("diffusion") or {}
-    T, schedule = spec.get("timesteps", cfg.get("timesteps")), spec.get("schedule", cfg.get("schedule"))
-    what = f" (T = {T}, {schedule} schedule)" if T and schedule else ""
+    num_timesteps, schedule = steps_and_schedule(cfg)
+    what = f" (T = {num_timesteps}, {schedule} schedule)" if num_timesteps and schedule else ""
     rows = f"{chain['n']} test images (rows)" if chain.get("n") else "test images (rows)"
     return (f"Forward process q(x_t | x_0): {rows} noised from x_0 (left) to x_T (right){what}; "
             "each column is labelled with its t.")
@@ -361,6 +370,7 @@ def reverse_caption(chain: dict) -> str:
 
 
 def loss_caption(cfg: dict, summary: dict | None) -> str:
-    what = f" ({cfg['loss']} loss)" if cfg.get("loss") else ""
+    loss_type = cfg.get("loss_type", cfg.get("loss"))  # "loss": the key before the rename
+    what = f" ({loss_type} loss)" if loss_type else ""
     steps = f" over {count(summary['steps'])} steps of batch {cfg.get('batch_size')}" if summary else ""
     return f"Training loss{what} against step{steps}."

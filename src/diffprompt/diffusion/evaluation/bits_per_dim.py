@@ -34,7 +34,7 @@ def nll_on_images(model, diffusion, x0: torch.Tensor, batch_size: int, seed: int
     total = torch.cat(totals)
     n = total.numel()
     out = {"bpd": float(total.mean()), "bpd_stderr": float(total.std() / math.sqrt(n)) if n > 1 else float("nan"),
-           "images": n, "split": "test", "timesteps": num_t or diffusion.T, "exact": not num_t,
+           "images": n, "split": "test", "timesteps": num_t or diffusion.num_timesteps, "exact": not num_t,
            "seconds": time.perf_counter() - t0}
     if not num_t:
         out.update(prior_bpd=float(torch.cat(priors).mean()), decoder_bpd=float(torch.cat(decoders).mean()))

@@ -103,7 +103,7 @@ def evaluate(path: str | Path, samplers: list[str] | str = DEFAULT_EVAL_SAMPLERS
         f"floor FID {results['real_floor']['fid']:.3f}")
     sampling = partial(generate, model, diffusion, n_samples, shape, seed=seed, batch_size=batch_size, device=dev,
                        class_labels=requested)
-    results["samplers"], grids = _score_samplers(sampling, specs, scales, ref, requested, diffusion.T, n_samples)
+    results["samplers"], grids = _score_samplers(sampling, specs, scales, ref, requested, diffusion.num_timesteps, n_samples)
     if nll_images:
         results["nll"] = _test_bits_per_dim(model, diffusion, data.split("test"), nll_images, requested is not None,
                                             min(batch_size, 100), seed, dev, nll_timesteps)
@@ -147,7 +147,7 @@ def _header(meta: dict[str, Any], dataset: str, data: ImageDataset, ref: Referen
 
 
 def _score_samplers(sampling, specs: list[dict[str, Any]], scales: list[float | None], ref: Reference,
-                    requested: torch.Tensor | None, T: int,
+                    requested: torch.Tensor | None, num_timesteps: int,
                     n_samples: int) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
     """A table row per sampler and guidance scale, and the first samples of each for its grid."""
     rows, grids = [], {}
@@ -155,7 +155,7 @@ def _score_samplers(sampling, specs: list[dict[str, Any]], scales: list[float | 
         for w in scales:
             samples, seconds = sampling(s["sampler"], s["steps"], s["eta"], spacing=s["spacing"], guidance=w or 0.0)
             q = ref.score(samples, requested=None if requested is None else requested.numpy())
-            row = _sampler_row(s, T, q, seconds / n_samples, w)
+            row = _sampler_row(s, num_timesteps, q, seconds / n_samples, w)
             rows.append(row)
             grids[row["sampler"]] = samples[:64] if requested is None else samples[:6 * len(q["class_histogram"])]
     return rows, grids
@@ -216,12 +216,12 @@ def _real_floor(ref: Reference, train: ImageDataset, n_samples: int, seed: int) 
     return dict(ref.score(stratified_subset(train, n, seed)), what=f"{n} train images vs the test split")
 
 
-def _sampler_row(spec: dict[str, Any], T: int, q: dict[str, Any], seconds_per_image: float,
+def _sampler_row(spec: dict[str, Any], num_timesteps: int, q: dict[str, Any], seconds_per_image: float,
                  w: float | None = None) -> dict[str, Any]:
     """One row of the table; a conditional model's row (`w` not None) is labelled e.g. `DDIM-50-w2`.
     Guidance (w > 0) keeps one network call per step, on a batch twice as large."""
-    steps = spec["steps"] or T
-    label = sampler_label(spec, T)
+    steps = spec["steps"] or num_timesteps
+    label = sampler_label(spec, num_timesteps)
     if w is not None:
         head, sep, tail = label.partition(" ")
         label = f"{head}-w{w:g}{sep}{tail}"

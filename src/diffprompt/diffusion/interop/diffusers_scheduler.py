@@ -35,7 +35,7 @@ def scheduler_config(diffusion: GaussianDiffusion) -> dict:
     """The `DDPMScheduler` config of `diffusion`: its exact betas, prediction and variance."""
     return {
         "_class_name": "DDPMScheduler",
-        "num_train_timesteps": diffusion.T,
+        "num_train_timesteps": diffusion.num_timesteps,
         "trained_betas": diffusion.schedule.betas.tolist(),  # float64 values; JSON keeps them exactly
         "prediction_type": PREDICTION_TYPES[diffusion.prediction.value],
         "variance_type": VARIANCE_TYPES[diffusion.variance.value],
@@ -73,18 +73,18 @@ def _read(config: dict, key: str, table: dict) -> str:
 
 def _named_schedule(config: dict) -> NoiseSchedule:
     """The betas of a scheduler config, in float64."""
-    T, name = int(config["num_train_timesteps"]), config["beta_schedule"]
+    num_timesteps, name = int(config["num_train_timesteps"]), config["beta_schedule"]
     start, end = float(config["beta_start"]), float(config["beta_end"])
     if config.get("trained_betas") is not None:
         return NoiseSchedule(torch.tensor(config["trained_betas"], dtype=torch.float64))
     if name == "linear":
-        return NoiseSchedule.linear(T, start, end)
+        return NoiseSchedule.linear(num_timesteps, start, end)
     if name == "squaredcos_cap_v2":
-        return NoiseSchedule.cosine(T)
+        return NoiseSchedule.cosine(num_timesteps)
     if name == "scaled_linear":
-        betas = torch.linspace(math.sqrt(start), math.sqrt(end), T, dtype=torch.float64) ** 2
+        betas = torch.linspace(math.sqrt(start), math.sqrt(end), num_timesteps, dtype=torch.float64) ** 2
     elif name == "sigmoid":
-        betas = torch.sigmoid(torch.linspace(-6, 6, T, dtype=torch.float64)) * (end - start) + start
+        betas = torch.sigmoid(torch.linspace(-6, 6, num_timesteps, dtype=torch.float64)) * (end - start) + start
     else:
         raise UserError(f"the scheduler's beta_schedule {name!r} is not read here; "
                         "supported: linear, scaled_linear, squaredcos_cap_v2, sigmoid, or trained_betas")
