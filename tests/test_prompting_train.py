@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from diffprompt.errors import UserError
 from diffprompt.prompting.models.backbone import fresh_backbone
-from diffprompt.prompting.run.build import build_verbalizer
+from diffprompt.prompting.run.classifier_factory import build_verbalizer
 from diffprompt.prompting.run.config import RunConfig
 from diffprompt.prompting.methods.defaults import default_template, default_verbalizer_spec
 from diffprompt.prompting.methods.registry import METHODS

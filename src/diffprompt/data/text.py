@@ -111,6 +111,12 @@ def example_key(e: Example) -> str:
     return normalise(e.text) if e.text_b is None else normalise(e.text) + "\t" + normalise(e.text_b)
 
 
+def input_key(e) -> tuple[str, str]:
+    """An example's inputs exactly as the model sees them, (text, text_b or ""): which examples are
+    the same input (few-shot draws, demonstrations, PET's unlabeled set, fixed subsets)."""
+    return e.text, getattr(e, "text_b", None) or ""
+
+
 def dedupe(examples: list[Example]) -> tuple[list[Example], int, int]:
     """Keep the first of each normalised text; drop texts seen with two labels.
 

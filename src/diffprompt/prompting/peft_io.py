@@ -45,7 +45,7 @@ from ..errors import UserError
 from ..progress import log
 from ..rundir import RunDir
 from .models.backbone import DEFAULT_BACKBONE, backbone_id, default_backbone_dir, fresh_backbone
-from .run.build import build_verbalizer
+from .run.classifier_factory import build_verbalizer
 from .run.config import RunConfig
 from .methods.defaults import default_template
 from .models.prompt_classifier import PromptClassifier

@@ -123,8 +123,3 @@ def dedupe_tied(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor]
             seen[key] = k
         out[k] = v
     return out, tied
-
-
-def with_prefix(tensors: dict, prefix: str) -> dict:
-    """The entries whose key starts with `prefix`, with the prefix removed."""
-    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}

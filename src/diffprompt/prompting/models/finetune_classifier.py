@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ...checkpoint import check_state_dict_compatible, save_checkpoint
+from ...checkpoint import check_state_dict_compatible, save_checkpoint, strip_prefix
 from ...errors import UserError
 from .backbone import backbone_id
-from .classifier import TextClassifier, dedupe_tied, with_prefix
+from .classifier import TextClassifier, dedupe_tied
 from .prompt_classifier import base_model
 from ..prompts.template import check_texts
 
@@ -104,8 +104,8 @@ class FineTuneClassifier(TextClassifier):
         if meta.get("backbone") != mine:
             raise UserError(f"{path} was trained on backbone {meta.get('backbone')!r}, not on {mine!r}; "
                             "load it with the backbone it was trained on")
-        tied = set(with_prefix(meta.get("tied", {}), "encoder."))
-        enc, head = with_prefix(tensors, "encoder."), with_prefix(tensors, "head.")
+        tied = set(strip_prefix(meta.get("tied", {}), "encoder."))
+        enc, head = strip_prefix(tensors, "encoder."), strip_prefix(tensors, "head.")
         want = {k: v for k, v in self.encoder.state_dict().items() if k not in tied}
         check_state_dict_compatible(want, enc, what=f"checkpoint {path}")
         check_state_dict_compatible(self.head.state_dict(), head, what=f"checkpoint {path}")

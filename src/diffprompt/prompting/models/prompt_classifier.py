@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...checkpoint import check_state_dict_compatible, save_checkpoint
+from ...checkpoint import check_state_dict_compatible, save_checkpoint, strip_prefix
 from ...errors import UserError
 from .backbone import backbone_id
 from ..prompts.calibration import apply_calibration
 from ..prompts.demonstrations import Demonstrations
-from .classifier import TextClassifier, dedupe_tied, with_prefix
+from .classifier import TextClassifier, dedupe_tied
 from ..prompts.prompt_encoder import make_prompt_encoder
 from ..prompts.template import Template
 from ..prompts.verbalizer import Verbalizer
@@ -364,12 +364,12 @@ class PromptClassifier(TextClassifier):
         with torch.no_grad():
             self.soft_embeddings.copy_(tensors["soft_embeddings"].to(self.soft_embeddings))
             if self.prompt_encoder is not None:
-                enc = with_prefix(tensors, "prompt_encoder.")
+                enc = strip_prefix(tensors, "prompt_encoder.")
                 check_state_dict_compatible(self.prompt_encoder.state_dict(), enc, what=f"prompt file {path}")
                 self.prompt_encoder.load_state_dict(enc)
-            bb = with_prefix(tensors, "backbone.")
+            bb = strip_prefix(tensors, "backbone.")
             if bb:
-                tied = set(with_prefix(meta.get("tied", {}), "backbone."))
+                tied = set(strip_prefix(meta.get("tied", {}), "backbone."))
                 want = {k: v for k, v in self.backbone.state_dict().items() if k not in tied}
                 check_state_dict_compatible(want, bb, what=f"prompt file {path}")
                 missing, unexpected = self.backbone.load_state_dict(bb, strict=False)

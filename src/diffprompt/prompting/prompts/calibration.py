@@ -31,6 +31,7 @@ from typing import Callable
 
 import torch
 
+from ...data.text import input_key
 from ...errors import UserError
 from .choices import check_calibration
 
@@ -51,9 +52,9 @@ def apply_calibration(scores: torch.Tensor, log_ref: torch.Tensor) -> torch.Tens
 
 def domain_examples(examples, n: int) -> list:
     """The n examples with the smallest SHA-256 of their text(s): a fixed subset, whatever the order."""
-    def key(ex) -> str:
-        return hashlib.sha256(f"{ex.text}\t{getattr(ex, 'text_b', None) or ''}".encode()).hexdigest()
-    return sorted(examples, key=key)[:max(1, int(n))]
+    def digest(ex) -> str:
+        return hashlib.sha256("\t".join(input_key(ex)).encode()).hexdigest()
+    return sorted(examples, key=digest)[:max(1, int(n))]
 
 
 def content_free_batches(model, pair: bool) -> list[dict[str, torch.Tensor]]:

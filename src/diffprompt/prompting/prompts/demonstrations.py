@@ -24,14 +24,11 @@ from typing import Sequence
 
 import torch
 
+from ...data.text import Example, input_key
 from ...errors import UserError
 from .choices import DEMOS
 
 SIMILAR_FRACTION = 0.5  # --demos similar: the share of each class's examples kept, most similar first (LM-BFF)
-
-
-def _key(text: str, text_b: str | None) -> tuple[str, str]:
-    return text, text_b or ""
 
 
 def _joined(text: str, text_b: str | None) -> str:
@@ -75,9 +72,9 @@ class Demonstrations:
 
     def candidates(self, text: str, text_b: str | None = None) -> list[list[int]]:
         """Per class, the pool indices a demonstration of the input is drawn from (never the input itself)."""
-        key = _key(text, text_b)
+        key = input_key(Example(text, -1, text_b))
         if key not in self._candidates:
-            per_class = [[i for i in idx if _key(self.pool[i].text, getattr(self.pool[i], "text_b", None)) != key]
+            per_class = [[i for i in idx if input_key(self.pool[i]) != key]
                          for idx in self.by_class]
             if self.mode == "similar":
                 per_class = [self._most_similar(_joined(text, text_b), idx) for idx in per_class]

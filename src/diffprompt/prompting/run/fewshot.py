@@ -42,16 +42,14 @@ class FewShotSplit:
     label_counts: dict = field(default_factory=dict)  # label -> number available in the source
 
 
-def _key(ex: Any) -> tuple:
-    return (getattr(ex, "text", None), getattr(ex, "text_b", None))
-
-
 def group_by_label(examples: Sequence[Any]) -> "OrderedDict[Hashable, list]":
     """Examples per label, labels in first-seen order sorted for stability, duplicates dropped."""
+    from ...data.text import input_key  # here: the CLI imports this module and must not load the data layer
+
     groups: dict[Hashable, list] = {}
     seen: set = set()
     for ex in examples:
-        key = _key(ex)
+        key = input_key(ex)
         if key in seen:
             continue
         seen.add(key)

@@ -25,7 +25,7 @@ from ..models.backbone import backbone_id, fresh_backbone
 from ..models.classifier import TextClassifier
 from ..prompts.calibration import FILE as CALIBRATION_FILE, load_calibration
 from ..prompts.choices import AUTO
-from .build import build_model
+from .classifier_factory import build_model
 from .config import RunConfig
 from .data import RunData, prepare_data
 from .fewshot import majority_baseline

@@ -30,7 +30,7 @@ from ...seeding import seed_everything
 from ..methods.registry import get_method
 from ..models.prompt_classifier import base_model, mlm_head
 from ..prompts.template import Template
-from .build import build_model
+from .classifier_factory import build_model
 from .config import RunConfig
 from .data import RunData
 from .loop import fit

@@ -1,36 +1,19 @@
 """PET (Schick & Schütze 2021): an ensemble of pattern models, distilled into one classifier.
 
-`train_pet(cfg, out)` does, for one data set, K and seed:
+`train_pet(cfg, out)`, PET's runner in the method registry, does for one data set, K and seed:
 
-1. the few-shot draw of every run (K examples per class for training, K more for dev);
-2. one prompt-ft model per pattern (`methods.pet_patterns`; the first is the data set's hard
-   template), each trained exactly as a `prompt-ft` run with that template: a fresh copy of the
-   backbone, the run's seed, budget and learning rate, the dev-best state kept;
-3. the unlabeled set U: `pet_unlabeled` texts of the **train split** without their labels (the
-   ones with the smallest SHA-256, `calibration.domain_examples`), leaving out the few-shot
-   training and dev examples and any text that also occurs in the dev or test split;
-4. the ensemble of the n pattern models, PET's uniform ("mean") combination of scores:
+1. the few-shot draw of every run;
+2. one prompt-ft model per pattern (`methods.defaults.pet_patterns`; the first is the data set's
+   hard template), each trained exactly as a `prompt-ft` run with that template;
+3. the unlabeled set U: `pet_unlabeled` train-split texts without their labels (a fixed subset),
+   none of them a few-shot example and none whose text occurs in the dev or test split;
+4. the ensemble: the patterns' mean label scores, and soft labels q = softmax(mean / T) on U;
+5. the distilled model: a `FineTuneClassifier` trained on U against q with PET's loss
+   (`distillation_loss`), with the model choice on the few-shot dev set of every run.
 
-       s(x, y) = (1/n) Σ_p s_p(x, y)          q(y | x) = softmax_y( s(x, ·) / T ),   T = pet_temperature = 2
-
-   where s_p(x, y) is pattern p's label score (the label word's log-probability at the mask).
-   PET averages the raw MLM logits of the label words; a log-probability is that logit minus a
-   log-normaliser that is the same for every label of one input, so the mean differs by a
-   per-input constant and q and the ensemble's prediction argmax_y s(x, y) are PET's exactly;
-5. the distilled model: a `FineTuneClassifier` on the backbone, trained `pet_distill_steps`
-   steps of `batch_size` examples of U against q, with PET's distillation loss (the student's
-   logits z at the same temperature, scaled by T², as in Hinton et al. 2015 and PET's code):
-
-       L = T² · (1/B) Σ_x Σ_y −q(y | x) · log softmax_y( z(x) / T )
-
-   i.e. the cross-entropy to the soft labels (their KL divergence plus q's entropy, which does
-   not depend on the model). The model choice on the few-shot dev set is every run's. It
-   predicts argmax_y z(x, y) (T does not change the argmax).
-
-The run folder is the distilled model's (`model.safetensors`; `evaluate` and `predict` load it):
-results.json's `test_accuracy` is the distilled model's, with `ensemble_test_accuracy` and
-`pattern_test_accuracy` beside it, and `pet.json` holds each pattern's template, dev and test
-accuracy, the ensemble's, the distilled model's, U's size and the formulas.
+The formulas, and why averaging log-probabilities gives PET's logit ensemble exactly, are in
+docs/prompting.md ("PET"). The run folder is the distilled model's; `pet.json` (the registry's
+file of this method) holds each pattern's, the ensemble's and the distilled model's accuracy.
 """
 
 from __future__ import annotations
@@ -45,11 +28,12 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ...data.text import input_key
 from ...errors import UserError
 from ...progress import log
 from ...seeding import seed_everything
 from ..models.backbone import fresh_backbone
-from .build import build_model
+from .classifier_factory import build_model
 from ..prompts.calibration import domain_examples
 from .config import RunConfig
 from ..distributed import get_accelerator
@@ -102,19 +86,15 @@ def soft_label_loss(model, examples: Sequence[SoftExample], temperature: float) 
     return distillation_loss(model.scores(texts, texts_b), torch.stack([ex.target for ex in examples]), temperature)
 
 
-def _text_key(ex) -> tuple:
-    return ex.text, getattr(ex, "text_b", None) or ""
-
-
 def unlabeled_examples(ds, data: RunData, n: int) -> list:
     """U: n train-split examples (labels are not used), none of them a few-shot train or dev example
     and none whose text occurs in the dev or test split; a fixed subset (smallest SHA-256)."""
-    taken = {_text_key(ex) for ex in data.few_shot.train + data.few_shot.dev}
+    taken = {input_key(ex) for ex in data.few_shot.train + data.few_shot.dev}
     for name in ("dev", "test"):
         part = split_or_none(ds, name)
-        taken |= {_text_key(ex) for ex in (part.examples if part is not None else [])}
+        taken |= {input_key(ex) for ex in (part.examples if part is not None else [])}
     train = split_or_none(ds, "train")
-    pool = [ex for ex in (train.examples if train is not None else []) if _text_key(ex) not in taken]
+    pool = [ex for ex in (train.examples if train is not None else []) if input_key(ex) not in taken]
     return domain_examples(pool, n) if pool else []
 
 

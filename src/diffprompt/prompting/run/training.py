@@ -35,7 +35,7 @@ from ..models.backbone import fresh_backbone
 from ..models.classifier import TextClassifier
 from ..prompts.calibration import FILE as CALIBRATION_FILE, fit_calibration
 from ..prompts.choices import AUTO
-from .build import build_model
+from .classifier_factory import build_model
 from .config import RunConfig
 from .data import RunData, load_data, prepare_data, split_or_none, texts_of
 from .folder import LABEL_WORDS_FILE, run_results, start_run_folder, write_outputs
