@@ -17,7 +17,7 @@ from diffprompt.errors import UserError
 from diffprompt.prompting.run import pet
 from diffprompt.prompting.models.backbone import load_backbone
 from diffprompt.prompting.run.config import RunConfig
-from diffprompt.prompting.distributed import get_accelerator
+from diffprompt.training_setup import get_accelerator
 from diffprompt.prompting.run.scoring import score
 from diffprompt.prompting.methods.defaults import PET_PATTERNS, TEMPLATES, pet_patterns
 from diffprompt.prompting.comparison.rows import parse_row

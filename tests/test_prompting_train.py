@@ -197,7 +197,7 @@ DIST_SCRIPT = """
 import hashlib, json, sys, torch
 from diffprompt.prompting.models.backbone import fresh_backbone
 from diffprompt.prompting.run.config import RunConfig
-from diffprompt.prompting.distributed import get_accelerator
+from diffprompt.training_setup import get_accelerator
 from diffprompt.prompting.run.training import train_run
 bb, tok = fresh_backbone(None)
 res = train_run(RunConfig(dataset="mr", method="prompt-ft", shots=4, seed=13, steps=3, eval_every=3, limit_test=8),

@@ -51,6 +51,20 @@ def test_a_saved_state_resumes_the_same_sequence_and_generator():
     assert (resumed.pos, resumed.epoch) == (order.pos, order.epoch)
 
 
+@pytest.mark.parametrize("n,batch_size", [(10, 4), (3, 8), (8, 8)])
+def test_without_drop_last_batches_run_on_across_epochs_and_draw_every_example_equally(n, batch_size):
+    order = BatchOrder(n=n, batch_size=batch_size, seed=7, drop_last=False)
+    batches = [order.next() for _ in range(3 * n)]  # 3 * batch_size epochs' worth
+    assert all(len(b) == batch_size for b in batches)
+    drawn = torch.cat(batches)
+    for e in range(len(drawn) // n):  # each run of n consecutive draws is one epoch: a permutation
+        assert sorted(drawn[e * n:(e + 1) * n].tolist()) == list(range(n))
+    tensors, meta = order.state()
+    resumed = BatchOrder(n=n, batch_size=batch_size, seed=0, drop_last=False)
+    resumed.load(tensors, meta)
+    assert all(torch.equal(order.next(), resumed.next()) for _ in range(5))
+
+
 def test_a_batch_larger_than_the_data_is_refused():
     with pytest.raises(UserError, match="fewer than the batch size"):
         BatchOrder(n=3, batch_size=4, seed=0)

@@ -32,16 +32,19 @@ Batch = TypeVar("Batch", Sequence[Any], torch.Tensor)
 class BatchOrder:
     """Epochs of random permutations of n indices, drawn from a seeded CPU generator.
 
-    Each epoch is a fresh permutation; a batch never spans two epochs (the tail of an epoch that does
-    not fill a batch is skipped). `generator` is public: a loop may draw more from it (image flips,
-    label dropout), and those draws are then part of the saved state too.
+    Each epoch is a fresh permutation. With `drop_last` (as in torch's DataLoader) a batch never
+    spans two epochs: the tail of an epoch that does not fill a batch is skipped, and n must be at
+    least the batch size. Without it, a batch that reaches the end of an epoch goes on into the
+    next one, so every example is drawn equally often and a batch may be larger than n (few-shot
+    training: K examples per class, batches of 8). `generator` is public: a loop may draw more from
+    it (image flips, label dropout), and those draws are then part of the saved state too.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int):
-        if n < batch_size:
+    def __init__(self, n: int, batch_size: int, seed: int, drop_last: bool = True):
+        if n < 1 or (drop_last and n < batch_size):
             raise UserError(f"the training set has {n} examples, fewer than the batch size {batch_size}; "
                             "lower the batch size (--batch-size)")
-        self.n, self.batch_size = n, batch_size
+        self.n, self.batch_size, self.drop_last = n, batch_size, drop_last
         self.generator = torch.Generator().manual_seed(int(seed))
         self.perm = torch.randperm(n, generator=self.generator)
         self.pos = 0
@@ -49,12 +52,26 @@ class BatchOrder:
 
     def next(self) -> torch.Tensor:
         """The indices of the next global batch."""
-        if self.pos + self.batch_size > self.n:
-            self.perm = torch.randperm(self.n, generator=self.generator)
-            self.pos = 0
-            self.epoch += 1
-        idx = self.perm[self.pos:self.pos + self.batch_size]
-        self.pos += self.batch_size
+        if self.drop_last:
+            if self.pos + self.batch_size > self.n:
+                self._new_epoch()
+            return self._take(self.batch_size)
+        parts, wanted = [], self.batch_size
+        while wanted:
+            if self.pos == self.n:
+                self._new_epoch()
+            parts.append(self._take(min(wanted, self.n - self.pos)))
+            wanted -= len(parts[-1])
+        return torch.cat(parts)
+
+    def _new_epoch(self) -> None:
+        self.perm = torch.randperm(self.n, generator=self.generator)
+        self.pos = 0
+        self.epoch += 1
+
+    def _take(self, k: int) -> torch.Tensor:
+        idx = self.perm[self.pos:self.pos + k]
+        self.pos += k
         return idx
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, int]]:

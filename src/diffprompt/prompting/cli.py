@@ -172,29 +172,36 @@ def _add_loop_args(p: argparse.ArgumentParser, defaults: RunOptions) -> None:
 
 
 def _add_evaluate(g) -> None:
-    p = add_command(g, "evaluate", "evaluate a trained run folder on a split of a data set",
-                    description=("Rebuild the model of a `prompting train` run folder and evaluate it; writes\n"
-                                 "evaluate-DATASET-SPLIT.json into the folder.\n\n"
-                                 "example:\n  diffprompt prompting evaluate runs/pft --split test"))
-    p.add_argument("run_dir", help="a folder written by `diffprompt prompting train --out`")
+    p = _run_folder_command(g, "evaluate", "evaluate a trained run folder on a split of a data set",
+                            "Rebuild the model of a `prompting train` run folder and evaluate it; writes\n"
+                            "evaluate-DATASET-SPLIT.json into the folder.\n\n"
+                            "example:\n  diffprompt prompting evaluate runs/pft --split test",
+                            "a folder written by `diffprompt prompting train --out`")
     p.add_argument("--dataset", default=None, help="default: the run's data set")
     p.add_argument("--split", default="test", choices=["train", "dev", "test"])
     p.add_argument("--limit", type=int, default=None, help="first N examples (a fixed, class-mixed subset)")
-    p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_evaluate)
 
 
 def _add_predict(g) -> None:
-    p = add_command(g, "predict", "classify new texts with a trained (or zero-shot) run folder",
-                    description=("Predict labels for texts given with --text, or one per line in a UTF-8 file (--input;\n"
-                                 "a tab separates a second text for pair tasks). Prints label, score and text.\n\n"
-                                 "example:\n  diffprompt prompting predict runs/pft --text 'a gorgeous, witty film' --text 'dull and slow'"))
-    p.add_argument("run_dir", help="a folder written by `diffprompt prompting train` or `zero-shot`")
+    p = _run_folder_command(g, "predict", "classify new texts with a trained (or zero-shot) run folder",
+                            "Predict labels for texts given with --text, or one per line in a UTF-8 file (--input;\n"
+                            "a tab separates a second text for pair tasks). Prints label, score and text.\n\n"
+                            "example:\n  diffprompt prompting predict runs/pft --text 'a gorgeous, witty film' "
+                            "--text 'dull and slow'",
+                            "a folder written by `diffprompt prompting train` or `zero-shot`")
     p.add_argument("--text", action="append", default=[], help="a text to classify (repeatable)")
     p.add_argument("--input", default=None, help="a UTF-8 file, one text per line")
     p.add_argument("--output", default=None, help="write JSON lines here instead of printing")
-    p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_predict)
+
+
+def _run_folder_command(g, name: str, summary: str, description: str, run_dir_help: str) -> argparse.ArgumentParser:
+    """A command that loads the model of a run folder: its RUN_DIR and --device."""
+    p = add_command(g, name, summary, description=description)
+    p.add_argument("run_dir", help=run_dir_help)
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, mps or auto")
+    return p
 
 
 def _add_compare(g) -> None:
@@ -350,7 +357,7 @@ def _set_threads(args) -> None:
 def cmd_run(args) -> int:
     """`prompting zero-shot` and `prompting train`: one run, then its test accuracy."""
     _set_threads(args)
-    from .distributed import get_accelerator
+    from ..training_setup import get_accelerator
     from .run.training import train_run
 
     cfg = run_config(args)

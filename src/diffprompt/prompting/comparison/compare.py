@@ -39,7 +39,7 @@ from ...tracking import end_tracking, start_tracking
 from ..models.backbone import fresh_backbone
 from ..run.config import RunConfig
 from .config import CompareConfig
-from ..distributed import get_accelerator
+from ...training_setup import get_accelerator
 from ..run.fewshot import majority_baseline
 from .render import draw_compare, draw_learning_curve, markdown_table
 from .rows import parse_row

@@ -2,8 +2,10 @@
 dev accuracy measured every `eval_every` steps (and before the first), the best state kept.
 
 `fit(model, cfg, data, acc)` trains for `steps` optimiser steps (linear warm-up then linear
-decay), sampling global batches by epochs over the few-shot set; each process takes its share
-of every batch and the gradients are averaged across processes before each step (the all-reduce
+decay), drawing global batches by epochs over the few-shot set (batches may run on into the next
+epoch: K examples per class can be fewer than a batch); each process takes its share of every
+batch (the order, the shares and the schedule are the ones diffusion trains with,
+`diffprompt.training_setup`) and the gradients are averaged across processes before each step (the all-reduce
 is explicit rather than a DDP `forward`, so the classifiers' own `loss` and `scores` can be
 called directly). The state with the best dev accuracy so far is kept in memory (ties keep the
 earlier state), `patience` stops early, and the best state is restored at the end.
@@ -12,20 +14,19 @@ earlier state), `patience` stops early, and the best state is restored at the en
 from __future__ import annotations
 
 import math
-import random
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 
 from ...errors import UserError
 from ...progress import progress
 from ...rundir import RunDir
+from ...training_setup import BatchOrder, lr_factor, process_share
 from ..models.classifier import TextClassifier
 from ..methods.registry import get_method
 from .config import RunConfig
 from .data import RunData, texts_of
 from .scoring import dev_accuracy, mean_loss
-from ..distributed import process_share
 
 
 def fit(model: TextClassifier, cfg: RunConfig, data: RunData, acc, run: RunDir | None = None,
@@ -43,13 +44,13 @@ def fit(model: TextClassifier, cfg: RunConfig, data: RunData, acc, run: RunDir |
         return best, extra
     params = trainable_parameters(model, cfg)
     opt, sched = make_optimizer(params, cfg)
-    batches = global_batches(len(train), cfg.batch_size, cfg.seed)
+    order = BatchOrder(len(train), cfg.batch_size, cfg.seed, drop_last=False)
     extra.update(trainable_parameters=sum(p.numel() for p in params),
                  train_loss_before=train_loss(model, train, cfg.eval_batch_size, loss_fn))
     losses: list[float] = []
     model.train()
     for step in _steps(cfg, quiet):
-        batch = [train[i] for i in process_share(next(batches), acc)]
+        batch = [train[i] for i in process_share(order.next().tolist(), acc, at_least_one=True)]
         loss = (loss_fn or label_loss)(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -127,28 +128,7 @@ def make_optimizer(params: list, cfg: RunConfig):
     """AdamW with a linear warm-up over `warmup * steps` steps, then linear decay to zero."""
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = int(round(cfg.warmup * cfg.steps))
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.steps, warmup))
-
-
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    return max(0.0, (total - step) / max(1, total - warmup))
-
-
-def global_batches(n: int, batch_size: int, seed: int) -> Iterator[list[int]]:
-    """Endless global batches of example indices: epochs over the n examples, each shuffled by a
-    seeded generator, so every process draws the same batches."""
-    gen = random.Random(f"batches-{seed}")
-    order: list[int] = []
-    while True:
-        batch = []
-        while len(batch) < batch_size:
-            if not order:
-                order = list(range(n))
-                gen.shuffle(order)
-            batch.append(order.pop())
-        yield batch
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.steps, warmup, decay="linear"))
 
 
 def _steps(cfg: RunConfig, quiet: bool):

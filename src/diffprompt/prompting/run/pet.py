@@ -36,7 +36,7 @@ from ..models.backbone import fresh_backbone
 from .classifier_factory import build_model
 from ..prompts.calibration import domain_examples
 from .config import RunConfig
-from ..distributed import get_accelerator
+from ...training_setup import get_accelerator
 from .scoring import score
 from .fewshot import FewShotSplit
 from ..methods.defaults import pet_patterns

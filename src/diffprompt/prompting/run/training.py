@@ -29,7 +29,7 @@ from pathlib import Path
 from ...progress import log
 from ...seeding import seed_everything
 from ...tracking import end_tracking, start_tracking
-from ..distributed import get_accelerator
+from ...training_setup import get_accelerator
 from ..methods.registry import get_method
 from ..models.backbone import fresh_backbone
 from ..models.classifier import TextClassifier
