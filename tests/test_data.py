@@ -381,14 +381,14 @@ def test_missing_folder_and_file_paths(tmp_path):
 def test_text_sets_have_documented_sizes(name):
     ds = load_text(name)
     assert isinstance(ds, TextDataset)
-    assert ds.label_names == TEXT_LABELS[name]
+    assert ds.class_names == ds.label_names == TEXT_LABELS[name]
     want = TEXT_COUNTS[name]
     got = {s: ds.split(s).class_counts() for s in ("train", "dev", "test")}
     assert got == want
-    total = [sum(want[s][c] for s in want) for c in range(len(ds.label_names))]
+    total = [sum(want[s][c] for s in want) for c in range(len(ds.class_names))]
     assert ds.class_counts() == total and len(ds) == sum(total)
     info = TEXT_SETS[name]
-    assert len(ds) == info.size and tuple(ds.label_names) == info.class_names
+    assert len(ds) == info.size and tuple(ds.class_names) == info.class_names
     assert {s: len(v) for s, v in ds.splits.items()} == info.split_sizes
     assert all(isinstance(e, Example) and e.text and e.text_b is None for e in ds.examples)
 
@@ -528,7 +528,7 @@ def test_csv_with_string_labels_and_splits(tmp_path):
     f = _write(tmp_path / "reviews.csv", "\n".join(rows) + "\n")
     with pytest.warns(DataWarning, match=r"2 row\(s\) with an empty text or label; 1 duplicate"):
         ds = load_text(f)
-    assert ds.name == "reviews" and ds.label_names == ["neg", "pos"]
+    assert ds.name == "reviews" and ds.class_names == ["neg", "pos"]
     assert len(ds) == 60 and ds.class_counts() == [20, 40]
     assert {s: v.class_counts() for s, v in ds.splits.items()} == {"train": [14, 28], "dev": [2, 4], "test": [4, 8]}
     assert ds.examples[1] == Example("review number 1", 1)
@@ -537,10 +537,10 @@ def test_csv_with_string_labels_and_splits(tmp_path):
 def test_jsonl_and_tsv_with_integer_labels_and_text_b(tmp_path):
     lines = [json.dumps({"text": f"premise {i}", "text_b": f"hypothesis {i}", "label": i % 3, "id": i}) for i in range(30)]
     ds = load_text(_write(tmp_path / "nli.jsonl", "\n".join(lines) + "\n"))
-    assert ds.label_names == ["0", "1", "2"] and ds.examples[4] == Example("premise 4", 1, "hypothesis 4")
+    assert ds.class_names == ["0", "1", "2"] and ds.examples[4] == Example("premise 4", 1, "hypothesis 4")
     tsv = "text\tlabel\n" + "".join(f"item {i}\t{10 if i % 2 else 9}\n" for i in range(20))
     ds = load_text(_write(tmp_path / "x.tsv", tsv))
-    assert ds.label_names == ["9", "10"]  # numeric labels sort as numbers
+    assert ds.class_names == ["9", "10"]  # numeric labels sort as numbers
     assert ds.examples[1].label == 1
 
 
@@ -604,3 +604,12 @@ def test_image_grid_and_text_previews(tmp_path):
         assert im.format == "PNG"
     with pytest.raises(UserError, match=r"\.png, \.md or \.txt"):
         text_table(trec, tmp_path / "t.pdf")
+
+
+def test_the_reference_split_is_test_then_train_then_the_set_itself():
+    ds = ImageDataset("x", np.zeros((4, 2, 2, 1), np.uint8), np.array([0, 1, 0, 1]), ["a", "b"],
+                      _split_indices={"train": np.array([0, 1]), "test": np.array([2, 3])})
+    assert ds.reference_split().split_name == "test"
+    only_train = ImageDataset("x", ds.images, ds.labels, ["a", "b"], _split_indices={"train": np.array([0, 1, 2])})
+    assert only_train.reference_split().split_name == "train" and len(only_train.reference_split()) == 3
+    assert ds.split("test").reference_split() is ds.split("test")

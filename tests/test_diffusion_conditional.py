@@ -25,7 +25,7 @@ from diffprompt.diffusion.checkpoints import load_model, resumable_run_config
 from diffprompt.diffusion.config import resolve_config
 from diffprompt.diffusion.interop.diffusers_export import export_diffusers
 from diffprompt.diffusion.interop.diffusers_unet import diffusers_unet_config, to_diffusers_state_dict, unet_config_from_diffusers
-from diffprompt.diffusion.generate import generate
+from diffprompt.diffusion.generate import generate, requested_classes
 from diffprompt.diffusion.guidance import drop_labels, guided
 from diffprompt.diffusion.samplers import make_sampler
 from diffprompt.diffusion.training import train
@@ -363,3 +363,19 @@ def test_export_refuses_a_conditional_model_unet2dmodel_cannot_express(tmp_path)
     with pytest.raises(UserError) as e:
         export_diffusers(tmp_path / "model.safetensors", tmp_path / "out")
     assert "cannot express" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_requested_classes_by_index_name_or_all():
+    meta = {"unet": {"num_classes": 3}, "class_names": ["cat", "dog", "emu"], "path": "m"}
+    assert requested_classes(None, 4, meta) == (None, None)
+    labels, nrow = requested_classes("dog", 4, meta)
+    assert labels.tolist() == [1, 1, 1, 1] and nrow is None
+    assert requested_classes("2", 2, meta)[0].tolist() == [2, 2]
+    labels, nrow = requested_classes("all", 2, meta)
+    assert labels.tolist() == [0, 0, 1, 1, 2, 2] and nrow == 2
+    for choice, guidance, message in (("3", 0.0, "unknown class '3'; choose an index 0..2, a name \\(cat, dog, emu\\)"),
+                                      (None, 1.0, "--guidance needs --class")):
+        with pytest.raises(UserError, match=message):
+            requested_classes(choice, 2, meta, guidance)
+    with pytest.raises(UserError, match="unconditional model"):
+        requested_classes("0", 2, {"unet": {}, "path": "m"})

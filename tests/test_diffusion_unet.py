@@ -6,7 +6,9 @@ import math
 import pytest
 import torch
 
+from diffprompt.diffusion.choices import UNET_PRESETS
 from diffprompt.diffusion.unet import (
+    PRESETS,
     Attention,
     ResBlock,
     UNet,
@@ -303,3 +305,8 @@ def test_fast_dropout_rate_scale_and_gradient():
     m1 = dropout_(torch.ones(1000), 0.3, True)
     torch.manual_seed(1)
     assert torch.equal(m1, dropout_(torch.ones(1000), 0.3, True))
+
+
+def test_the_cli_lists_every_preset():
+    """`--unet` offers the torch-free list of names; it must name the presets the U-Net has."""
+    assert UNET_PRESETS == tuple(PRESETS)

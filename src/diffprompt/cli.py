@@ -30,7 +30,13 @@ PARTS = (
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keep our hand-wrapped descriptions and show every default."""
+    """Keep our hand-wrapped descriptions and show every default, once: an option whose default is
+    None ("not given") says in its help what leaving it out means, so argparse adds nothing to it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,7 @@
     from diffprompt.data import load_images, load_text
     mnist = load_images("mnist5k")            # ImageDataset: .images uint8 [N, H, W, C], .labels, .class_names
     train = load_images("mnist5k", split="train")
-    mr = load_text("mr")                      # TextDataset: .examples [Example(text, label, text_b)], .label_names
+    mr = load_text("mr")                      # TextDataset: .examples [Example(text, label, text_b)], .class_names
     test = mr.split("test")
 
 Named sets are listed in IMAGE_SETS / TEXT_SETS (`diffprompt data list`); a folder of images or a

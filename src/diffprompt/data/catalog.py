@@ -6,11 +6,16 @@ compare); `diffprompt data list` shows them without loading anything.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from ..errors import UserError
 from . import sources
+
+
+TEXT_FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")  # the files `load_text` reads
 
 
 class DataWarning(UserWarning):
@@ -122,3 +127,22 @@ def unknown_name_error(name: str, kind: str | None = None) -> UserError:
     else:
         what = "a folder of images or a .csv/.jsonl file"
     return UserError(f"unknown data set '{name}'; known: {known} (or pass {what}); see `diffprompt data list`")
+
+
+def dataset_kind(name_or_path: str | os.PathLike) -> str:
+    """"image" or "text": a named set's kind, "image" for a folder, "text" for a .csv/.tsv/.jsonl file;
+    a UserError saying what to pass for anything else."""
+    path, low = Path(name_or_path), str(name_or_path).lower()
+    named = {**IMAGE_SETS, **TEXT_SETS}
+    if low in named and not path.exists():
+        return named[low].kind
+    if path.is_dir():
+        return "image"
+    if path.suffix.lower() in TEXT_FILE_SUFFIXES:
+        return "text"
+    if path.exists():
+        raise UserError(f"{path} is neither a folder of images nor a .csv/.tsv/.jsonl text file")
+    if "/" in str(name_or_path) or path.suffix:
+        raise UserError(f"no such file or folder: {name_or_path}; pass a named set (see `diffprompt data list`), "
+                        "an image folder or a text file")
+    raise unknown_name_error(str(name_or_path))

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import sys
 import warnings
-from pathlib import Path
-
-from ..errors import UserError
 
 LIST_HELP = """\
 Show every named data set: kind, whether it is installed, its size, splits and classes,
@@ -79,93 +76,34 @@ def _report_warnings(caught) -> None:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
-def _short_classes(names, width: int = 44) -> str:
-    s = ", ".join(names)
-    if len(s) > width:
-        s = s[: width - 1] + "…"
-    return f"{len(names)}: {s}"
+def _loaded(name: str, split: str | None = None, size: int | None = None):
+    """`load_dataset`, its data warnings printed as one line each."""
+    from .loading import load_dataset
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return load_dataset(name, split, size)
+        finally:
+            _report_warnings(caught)
 
 
 def cmd_list(args) -> int:
     import json
 
-    from .catalog import IMAGE_SETS, TEXT_SETS
+    from .tables import catalog_entries, catalog_table
 
-    rows = []
-    for info in list(IMAGE_SETS.values()) + list(TEXT_SETS.values()):
-        ok = info.installed()
-        rows.append(
-            {
-                "name": info.name,
-                "kind": info.kind,
-                "installed": ok,
-                "size": info.size,
-                "splits": info.split_sizes,
-                "shape": list(info.shape) if info.shape else None,
-                "classes": list(info.class_names),
-                "install": None if ok else info.install,
-                "source": info.source,
-                "licence": info.licence,
-            }
-        )
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    head = ["NAME", "KIND", "INSTALLED", "SIZE", "SPLITS", "CLASSES", "INSTALL"]
-    table = [head]
-    for r in rows:
-        size = f"{r['size']}" + (" x " + "x".join(map(str, r["shape"])) if r["shape"] else "")
-        splits = "/".join(str(v) for v in r["splits"].values())
-        table.append([r["name"], r["kind"], "yes" if r["installed"] else "no", size, splits, _short_classes(r["classes"]), r["install"] or "-"])
-    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-    for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-    print("\nSPLITS: train/test for images, train/dev/test for text. Details: docs/data.md")
+    entries = catalog_entries()
+    print(json.dumps(entries, indent=2) if args.json else catalog_table(entries))
     return 0
-
-
-def _resolve(name: str):
-    """Load a named set, folder or file; returns (kind, dataset)."""
-    from .catalog import IMAGE_SETS, TEXT_SETS, unknown_name_error
-    from .images import load_images
-    from .text import TEXT_FILE_SUFFIXES, load_text
-
-    low = name.lower()
-    p = Path(name)
-    if low in IMAGE_SETS and not p.exists():
-        return "image", lambda **kw: load_images(low, **kw)
-    if low in TEXT_SETS and not p.exists():
-        return "text", lambda **kw: load_text(low)
-    if p.is_dir():
-        return "image", lambda **kw: load_images(p, **kw)
-    if p.suffix.lower() in TEXT_FILE_SUFFIXES:
-        return "text", lambda **kw: load_text(p)
-    if p.exists():
-        raise UserError(f"{p} is neither a folder of images nor a .csv/.tsv/.jsonl text file")
-    if "/" in name or p.suffix:
-        raise UserError(f"no such file or folder: {name}; pass a named set (see `diffprompt data list`), an image folder or a text file")
-    raise unknown_name_error(name)
 
 
 def cmd_show(args) -> int:
     from . import preview
+    from .catalog import dataset_kind
 
-    kind, load = _resolve(args.name)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        if kind == "image":
-            kw = {"size": args.size} if args.size else {}
-            ds = load(**kw)
-        else:
-            if args.size:
-                raise UserError("--size applies to image folders only")
-            ds = load()
-    _report_warnings(caught)
-    if args.split:
-        if kind == "image" and args.split == "dev":
-            raise UserError("image sets have train and test splits only; use --split train or --split test")
-        ds = ds.split(args.split)
-    if kind == "image":
+    ds = _loaded(args.name, args.split, args.size)
+    if dataset_kind(args.name) == "image":
         out = preview.image_grid(ds, args.out, n=args.n)
     else:
         out = preview.text_table(ds, args.out, per_class=args.per_class)
@@ -173,42 +111,11 @@ def cmd_show(args) -> int:
     return 0
 
 
-def stats_rows(ds) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: one row per class plus a total, one column per split."""
-    names = ds.class_names if hasattr(ds, "class_names") else ds.label_names
-    split_names = list(ds.splits)
-    counts = {s: ds.splits[s].class_counts() for s in split_names}
-    head = ["class"] + split_names + ["all"]
-    rows = []
-    for c, cname in enumerate(names):
-        rows.append([cname] + [str(counts[s][c]) for s in split_names] + [str(sum(counts[s][c] for s in split_names))])
-    rows.append(["**total**"] + [str(len(ds.splits[s])) for s in split_names] + [str(len(ds))])
-    return head, rows
-
-
 def cmd_stats(args) -> int:
-    from .catalog import IMAGE_SETS, TEXT_SETS
+    from .catalog import IMAGE_SETS, TEXT_SETS, dataset_kind
+    from .tables import class_count_table
 
     names = args.names or [n for n, info in list(TEXT_SETS.items()) + list(IMAGE_SETS.items()) if info.installed()]
-    for i, name in enumerate(names):
-        kind, load = _resolve(name)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            ds = load()
-        _report_warnings(caught)
-        head, rows = stats_rows(ds)
-        if i:
-            print()
-        if args.markdown:
-            print(f"**{ds.name}** ({kind}, {len(ds)} examples)\n")
-            print("| " + " | ".join(head) + " |")
-            print("|" + "|".join([" --- "] + [" ---: "] * (len(head) - 1)) + "|")
-            for r in rows:
-                print("| " + " | ".join(r) + " |")
-        else:
-            print(f"{ds.name} ({kind}, {len(ds)} examples)")
-            rows_plain = [[c.replace("**", "") for c in r] for r in rows]
-            widths = [max(len(x[j]) for x in [head] + rows_plain) for j in range(len(head))]
-            for r in [head] + rows_plain:
-                print("  " + "  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
+    for i, name in enumerate(names):  # each table as soon as its set is loaded
+        print(("\n" if i else "") + class_count_table(_loaded(name), dataset_kind(name), markdown=args.markdown))
     return 0

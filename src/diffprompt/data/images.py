@@ -96,6 +96,14 @@ class ImageDataset:
     def class_counts(self) -> list[int]:
         return np.bincount(self.labels, minlength=len(self.class_names)).tolist()
 
+    def reference_split(self) -> "ImageDataset":
+        """The real images a model's pictures are shown beside: the test split; for a data set
+        without one its train split, and for one without splits (itself a split) all its images."""
+        for name in ("test", "train"):
+            if name in self.splits:
+                return self.splits[name]
+        return self
+
 
 def stratified_subset(data: ImageDataset, n: int, seed: int = 0) -> np.ndarray:
     """The images of `n` examples drawn so that every class gets its share (seeded, stable)."""

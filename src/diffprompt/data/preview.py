@@ -70,7 +70,7 @@ def image_grid(ds, out: str | Path, n: int = 64, title: str | None = None) -> Pa
 def _examples_per_class(ds, per_class: int) -> list[tuple[str, object]]:
     labels = ds.labels
     rows = []
-    for c, name in enumerate(ds.label_names):
+    for c, name in enumerate(ds.class_names):
         for i in np.flatnonzero(labels == c)[:per_class]:
             rows.append((name, ds.examples[int(i)]))
     return rows
@@ -103,7 +103,7 @@ def text_table(ds, out: str | Path, per_class: int = 3) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     if suffix in (".md", ".txt"):
         part = f" [{ds.split_name}]" if ds.split_name else ""
-        out.write_text(f"**{ds.name}{part}**: {len(ds)} examples, classes {', '.join(ds.label_names)}\n\n" + text_markdown(ds, per_class), encoding="utf-8")
+        out.write_text(f"**{ds.name}{part}**: {len(ds)} examples, classes {', '.join(ds.class_names)}\n\n" + text_markdown(ds, per_class), encoding="utf-8")
         return out
     if suffix != ".png":
         raise UserError(f"text previews are .png, .md or .txt files, not '{out.suffix}'; e.g. --out {out.with_suffix('.png')}")
@@ -122,7 +122,7 @@ def text_table(ds, out: str | Path, per_class: int = 3) -> Path:
     label_w = max(len(n) for n, _ in blocks)
     y = 1 - 0.35 / height
     part = f" [{ds.split_name}]" if ds.split_name else ""
-    fig.text(0.01, y, f"{ds.name}{part}: {len(ds)} examples, {len(ds.label_names)} classes", fontsize=10, weight="bold", va="top")
+    fig.text(0.01, y, f"{ds.name}{part}: {len(ds)} examples, {len(ds.class_names)} classes", fontsize=10, weight="bold", va="top")
     y -= 1.6 * line_h / height
     label_x = 0.01
     text_x = min(0.03 + 0.0085 * label_w, 0.25)

@@ -1,7 +1,7 @@
 """Text classification sets: the named offline sets and CSV/TSV/JSONL files.
 
 `load_text(name_or_path, split=None)` returns a `TextDataset`: `examples` (a list of
-`Example(text, label, text_b)`), `label_names`, and `train`/`dev`/`test` splits.
+`Example(text, label, text_b)`), `class_names`, and `train`/`dev`/`test` splits.
 
 Every set is deduplicated before it is split: texts are compared after collapsing whitespace and
 case (`splits.normalise`, with `text_b` if present); the first occurrence is kept, and a text that
@@ -28,13 +28,12 @@ import numpy as np
 
 from ..errors import UserError
 from . import sources
-from .catalog import IMAGE_SETS, TEXT_SETS, DataWarning, unknown_name_error
+from .catalog import IMAGE_SETS, TEXT_FILE_SUFFIXES, TEXT_SETS, DataWarning, unknown_name_error
 from .splits import SEED, capped_fraction, interleaved_order, normalise, select_by_hash, stratified_split
 
 TEST_FRACTION, TEST_CAP = 0.2, 2000
 DEV_FRACTION, DEV_CAP = 0.1, 1000
 SUBJ_PER_CLASS = 5000
-TEXT_FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
 
 
 class Example(NamedTuple):
@@ -45,11 +44,11 @@ class Example(NamedTuple):
 
 @dataclass(eq=False)
 class TextDataset:
-    """Examples (text, label, text_b), label names, and named splits."""
+    """Examples (text, label, text_b), class names, and named splits."""
 
     name: str
     examples: list[Example]
-    label_names: list[str]
+    class_names: list[str]
     split_name: str | None = None
     source: str = ""
     _split_indices: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
@@ -66,7 +65,12 @@ class TextDataset:
 
     def __repr__(self) -> str:
         part = f", split={self.split_name!r}" if self.split_name else ""
-        return f"TextDataset({self.name!r}{part}, n={len(self)}, labels={self.label_names})"
+        return f"TextDataset({self.name!r}{part}, n={len(self)}, labels={self.class_names})"
+
+    @property
+    def label_names(self) -> list[str]:
+        """`class_names`, under the name the prompting code used first."""
+        return self.class_names
 
     @property
     def texts(self) -> list[str]:
@@ -78,7 +82,7 @@ class TextDataset:
 
     @property
     def num_classes(self) -> int:
-        return len(self.label_names)
+        return len(self.class_names)
 
     @property
     def splits(self) -> dict[str, "TextDataset"]:
@@ -88,7 +92,7 @@ class TextDataset:
                 name: TextDataset(
                     name=self.name,
                     examples=[self.examples[i] for i in idx],
-                    label_names=list(self.label_names),
+                    class_names=list(self.class_names),
                     split_name=name,
                     source=self.source,
                 )
@@ -103,7 +107,7 @@ class TextDataset:
         return self.splits[name]
 
     def class_counts(self) -> list[int]:
-        return np.bincount(self.labels, minlength=len(self.label_names)).tolist() if self.examples else [0] * len(self.label_names)
+        return np.bincount(self.labels, minlength=len(self.class_names)).tolist() if self.examples else [0] * len(self.class_names)
 
 
 def example_key(e: Example) -> str:
@@ -149,8 +153,8 @@ def split_indices(examples: list[Example], seed: int = SEED) -> dict[str, np.nda
     return {name: out[name][interleaved_order(labels[out[name]])] for name in ("train", "dev", "test")}
 
 
-def make_dataset(name: str, examples: list[Example], label_names: list[str], source: str) -> TextDataset:
-    return TextDataset(name=name, examples=examples, label_names=label_names, source=source,
+def make_dataset(name: str, examples: list[Example], class_names: list[str], source: str) -> TextDataset:
+    return TextDataset(name=name, examples=examples, class_names=class_names, source=source,
                        _split_indices=split_indices(examples))
 
 
@@ -265,10 +269,10 @@ _LOCK = threading.Lock()
 def _named(name: str) -> TextDataset:
     with _LOCK:
         if name not in _CACHE:
-            examples, label_names, source = _LOADERS[name]()
-            _CACHE[name] = (examples, label_names, source, split_indices(examples))
-        examples, label_names, source, idx = _CACHE[name]
-    return TextDataset(name=name, examples=list(examples), label_names=list(label_names), source=source,
+            examples, class_names, source = _LOADERS[name]()
+            _CACHE[name] = (examples, class_names, source, split_indices(examples))
+        examples, class_names, source, idx = _CACHE[name]
+    return TextDataset(name=name, examples=list(examples), class_names=list(class_names), source=source,
                        _split_indices={k: v.copy() for k, v in idx.items()})
 
 
@@ -382,7 +386,7 @@ def load_text_file(path: str | Path, name: str | None = None) -> TextDataset:
         raise UserError(
             f"{path}: the label column has one class ({ordered[0]!r}); a classifier needs at least two: add examples of another class"
         )
-    label_names = [str(v) for v in ordered]
+    class_names = [str(v) for v in ordered]
     index = {v: i for i, v in enumerate(ordered)}
     ex = [Example(t, index[lab], b) for t, lab, b in raw]
     kept, dups, conflicts = dedupe(ex)
@@ -397,8 +401,8 @@ def load_text_file(path: str | Path, name: str | None = None) -> TextDataset:
         warnings.warn(f"{path}: skipped " + "; ".join(notes), DataWarning, stacklevel=3)
     present = {e.label for e in kept}
     if len(present) < 2:
-        raise UserError(f"{path}: after removing duplicates only the class {label_names[next(iter(present))]!r} is left; add examples of another class")
-    return make_dataset(name or path.stem, kept, label_names, f"file {path}")
+        raise UserError(f"{path}: after removing duplicates only the class {class_names[next(iter(present))]!r} is left; add examples of another class")
+    return make_dataset(name or path.stem, kept, class_names, f"file {path}")
 
 
 def load_text(name_or_path: str | os.PathLike, split: str | None = None) -> TextDataset:

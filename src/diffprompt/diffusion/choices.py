@@ -1,6 +1,17 @@
-"""The names a user picks from, in one torch-free place (the CLI reads them without importing torch)."""
+"""The names a user picks from and the constants the defaults are made of, in one torch-free place
+(the CLI reads them, and `TrainConfig`'s defaults, without importing torch)."""
 
 SAMPLER_NAMES = ("ddpm", "ddim", "dpm++2m")
 SPACINGS = ("linspace", "leading", "trailing")  # diffusers' `timestep_spacing` names
 DEFAULT_STEPS = {"ddpm": None, "ddim": 50, "dpm++2m": 20}  # None: all T steps
 DEFAULT_EVAL_SAMPLERS = "ddpm,ddim:20,ddim:50,dpm++2m:10,dpm++2m:20"  # what `evaluate` compares unless told
+UNET_PRESETS = ("tiny", "cifar10")  # the names of unet.PRESETS (`UNetConfig.preset`)
+MIXED_PRECISION = ("no", "fp16", "bf16")
+COND_DROP_PROB = 0.1  # classifier-free guidance's label dropout; Ho & Salimans: p_uncond = 0.1 or 0.2
+MIN_SNR_GAMMA = 5.0  # Hang et al.'s gamma of the min-SNR loss weighting
+VLB_WEIGHT = 0.001  # Nichol & Dhariwal's lambda of the hybrid loss
+
+
+def default_steps(sampler: str, steps: int | None) -> int | None:
+    """`steps`, or when it is None the sampler's default (`DEFAULT_STEPS`; None: all T steps)."""
+    return steps if steps is not None else DEFAULT_STEPS[sampler]

@@ -6,9 +6,11 @@ import argparse
 from pathlib import Path
 
 from ..cli import add_command, add_group
-from ..errors import UserError
 from ..tracking import NO_TRACKER, TRACKERS
-from .choices import DEFAULT_STEPS, SAMPLER_NAMES, SPACINGS
+from .choices import DEFAULT_EVAL_SAMPLERS, DEFAULT_STEPS, MIXED_PRECISION, SAMPLER_NAMES, SPACINGS, UNET_PRESETS
+from .config import TrainConfig, preset_names
+
+TRAIN_DEFAULTS = TrainConfig()  # what a flag left out means, unless a config layer below the flags sets it
 
 # The handlers below import the library when they run: `diffprompt --help` must not import torch.
 
@@ -18,10 +20,10 @@ Train a DDPM (Ho et al. 2020) on an image data set; sampling uses the EMA weight
 With no arguments this is a quick CPU run: the tiny U-Net on MNIST 5k for 200 steps
 (a few minutes on a laptop), written to runs/ddpm-mnist5k-TIME/.
 
-Config: defaults <- --config FILE.toml or a shipped preset (ddpm-tiny-mnist, ddpm-cifar10)
-<- --set key=value (model.KEY for U-Net fields) <- explicit flags. The resolved config is saved
-as config.json in the run folder. Several processes or GPUs: run the same command under
-`accelerate launch` or `torchrun`.
+Config: TrainConfig's defaults <- --config FILE.toml or a shipped training preset (ddpm-tiny-mnist,
+ddpm-cifar10) <- --set key=value (model.KEY for U-Net fields) <- explicit flags such as --steps and
+--unet (the U-Net architecture preset alone). The resolved config is saved as config.json in the
+run folder. Several processes or GPUs: run the same command under `accelerate launch` or `torchrun`.
 
 examples:
   diffprompt diffusion train
@@ -101,29 +103,38 @@ def register(subparsers) -> None:
 
 def _add_train(group) -> None:
     p = add_command(group, "train", "train a DDPM (quick CPU default)", TRAIN_HELP)
-    p.add_argument("--config", metavar="FILE_OR_PRESET", help="TOML config file, or a shipped preset name (ddpm-tiny-mnist, ddpm-cifar10)")
+    p.add_argument("--config", metavar="FILE_OR_PRESET",
+                   help=f"a TOML config file, or a shipped training preset ({', '.join(preset_names())})")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable), e.g. --set lr=2e-4 --set model.dropout=0.0")
-    p.add_argument("--dataset", help="data set name or folder (default mnist5k)")
-    p.add_argument("--preset", dest="unet_preset", help="U-Net preset: tiny or cifar10")
-    p.add_argument("--steps", type=int, help="optimizer steps (default 200)")
-    p.add_argument("--batch-size", type=int, help="global batch size (default 32)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument("--device", help="auto, cpu, cuda or mps (default auto)")
-    p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), help="mixed precision on GPUs (default no)")
-    p.add_argument("--ckpt-every", type=int, help="also keep ckpt-STEP.safetensors every N steps (default 0: only the end)")
-    p.add_argument("--conditional", action=argparse.BooleanOptionalAction, default=None,
-                   help="class-conditional, for classifier-free guidance: a class embedding, labels dropped to "
-                        "'no class' with probability cond_drop_prob (default off)")
-    p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
-                   help="random horizontal flips (default off: digits are not mirror-symmetric)")
-    p.add_argument("--time-budget", dest="time_budget_s", type=float, help="stop after this many seconds of training")
-    p.add_argument("--log-with", choices=(NO_TRACKER, *TRACKERS),
-                   help="also send metrics.jsonl's lines and the samples to TensorBoard (RUN/tensorboard/) or W&B (default none)")
+    _config_flag(p, "--dataset", "data set name or folder")
+    _config_flag(p, "--unet", "the U-Net architecture preset", dest="unet_preset", choices=UNET_PRESETS)
+    _config_flag(p, "--steps", "optimizer steps", type=int)
+    _config_flag(p, "--batch-size", "global batch size (split across processes)", type=int)
+    _config_flag(p, "--lr", "peak learning rate", type=float)
+    _config_flag(p, "--seed", "random seed", type=int)
+    _config_flag(p, "--device", "auto, cpu, cuda or mps")
+    _config_flag(p, "--mixed-precision", "mixed precision on GPUs", choices=MIXED_PRECISION)
+    _config_flag(p, "--ckpt-every", "also keep ckpt-STEP.safetensors every N steps (0: only the end)", type=int)
+    _config_flag(p, "--conditional", "class-conditional, for classifier-free guidance: a class embedding, labels "
+                 "dropped to 'no class' with probability cond_drop_prob", action=argparse.BooleanOptionalAction)
+    _config_flag(p, "--hflip", "random horizontal flips (off for digits: they are not mirror-symmetric)",
+                 action=argparse.BooleanOptionalAction)
+    _config_flag(p, "--time-budget", "stop after this many seconds of training (0: no budget)", dest="time_budget_s",
+                 type=float)
+    _config_flag(p, "--log-with", "also send metrics.jsonl's lines and the samples to TensorBoard (RUN/tensorboard/) "
+                 "or W&B", choices=(NO_TRACKER, *TRACKERS))
     p.add_argument("--out", help="run folder (default runs/ddpm-DATASET-TIME)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its last.safetensors")
     p.set_defaults(func=cmd_train)
+
+
+def _config_flag(p, flag: str, help: str, dest: str | None = None, **kw) -> None:
+    """A flag that sets a `TrainConfig` field; its help shows the field's default, the one source of it.
+    Not given (None), the field keeps what the config layers below the flags say."""
+    dest = dest or flag.removeprefix("--").replace("-", "_")
+    p.add_argument(flag, dest=dest, default=None, help=f"{help} (default: {getattr(TRAIN_DEFAULTS, dest)}, "
+                   "unless --config or --set says otherwise)", **kw)
 
 
 def _add_sample(group) -> None:
@@ -135,7 +146,7 @@ def _add_sample(group) -> None:
     p.add_argument("--class", dest="class_", metavar="CLASS",
                    help="conditional models: a class index or name, or all (--n of each, a row per class)")
     p.add_argument("--guidance", type=float, default=0.0,
-                   help="classifier-free guidance scale w with --class (default 0: the plain conditional model)")
+                   help="classifier-free guidance scale w with --class (0: the plain conditional model)")
     p.add_argument("--out", help="grid.png or samples.npz (default RUN_DIR/samples-SAMPLER-STEPS[-CLASS-wW].png)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256)
@@ -146,7 +157,7 @@ def _add_sample(group) -> None:
 def _add_evaluate(group) -> None:
     p = add_command(group, "evaluate", "FID/KID, confident share, bits/dim, sampling time", EVALUATE_HELP)
     p.add_argument("path", metavar="RUN_DIR_OR_CKPT")
-    p.add_argument("--samplers", default="ddpm,ddim:20,ddim:50,dpm++2m:10,dpm++2m:20",
+    p.add_argument("--samplers", default=DEFAULT_EVAL_SAMPLERS,
                    help="comma-separated specs: ddpm, ddim:STEPS[:ETA][:SPACING], dpm++2m:STEPS[:SPACING]")
     p.add_argument("--n-samples", type=int, default=1000, help="samples per sampler")
     p.add_argument("--nll-images", type=int, default=100, help="test images for bits/dim (0 skips it; T model calls each)")
@@ -185,86 +196,28 @@ def _add_export(group) -> None:
 
 def _sampler_arguments(p, default: str) -> None:
     steps = ", ".join(f"{k} {v or 'T'}" for k, v in DEFAULT_STEPS.items())
-    p.add_argument("--sampler", choices=SAMPLER_NAMES, default=default, help=f"the reverse-process loop (default {default})")
+    p.add_argument("--sampler", choices=SAMPLER_NAMES, default=default, help="the reverse-process loop")
     p.add_argument("--steps", type=int, default=None, help=f"network calls per image (default: {steps})")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 DDPM-like")
     p.add_argument("--spacing", choices=SPACINGS, default="linspace", help="which timesteps ddim and dpm++2m visit")
 
 
 def cmd_train(args) -> int:
-    from .checkpoints import resumable_run_config
-    from .config import resolve_config
-    from .training import train
+    from .training import train_or_resume
 
     flags = {k: getattr(args, k) for k in ("dataset", "unet_preset", "steps", "batch_size", "lr", "seed", "device",
                                            "mixed_precision", "ckpt_every", "conditional", "hflip", "time_budget_s",
                                            "log_with")}
-    if args.resume:
-        if args.config:
-            raise UserError("--resume continues a run with its saved config; drop --config (use --set/flags to change e.g. --steps)")
-        cfg = resolve_config(sets=args.sets, base=resumable_run_config(args.resume), **flags)
-        train(cfg, resume=args.resume)
-    else:
-        train(resolve_config(args.config, args.sets, **flags), out=args.out)
+    train_or_resume(args.config, args.sets, out=args.out, resume=args.resume, **flags)
     return 0
-
-
-def _default_steps(sampler: str, steps: int | None) -> int | None:
-    return steps if steps is not None else DEFAULT_STEPS[sampler]
 
 
 def cmd_sample(args) -> int:
-    from ..device import choose_device
-    from ..progress import log
-    from .checkpoints import load_model
-    from .generate import generate, save_samples
+    from .generate import sample_model
 
-    out = Path(args.out) if args.out else None
-    if out is not None and out.suffix.lower() not in (".png", ".npz"):
-        raise UserError(f"--out must end in .png (a grid) or .npz (uint8 images), got {out}")
-    device = choose_device(args.device)
-    model, diffusion, meta = load_model(args.path, device)
-    labels, nrow = _class_labels(args.class_, args.n, meta, args.guidance)
-    n = args.n if labels is None else len(labels)
-    steps = _default_steps(args.sampler, args.steps)
-    shape = (meta["unet"]["in_channels"], meta["unet"]["image_size"], meta["unet"]["image_size"])
-    x, seconds = generate(model, diffusion, n, shape, args.sampler, steps, args.eta, args.seed, args.batch_size,
-                          device, args.spacing, class_labels=labels, guidance=args.guidance)
-    steps = steps or diffusion.num_timesteps
-    if out is None:
-        which = "" if labels is None else f"-class{args.class_}-w{args.guidance:g}"
-        out = (Path(args.path) if Path(args.path).is_dir() else Path(".")) / f"samples-{args.sampler}-{steps}{which}.png"
-    info = {} if labels is None else {"class_labels": labels.numpy(), "guidance": args.guidance}
-    save_samples(x, out, nrow=nrow, sampler=args.sampler, steps=steps, eta=args.eta, spacing=args.spacing,
-                 seed=args.seed, **info)
-    log(f"{n} samples ({args.sampler}, {steps} steps, {seconds / n * 1000:.1f} ms/image) -> {out}")
-    print(out)
+    print(sample_model(args.path, args.n, args.sampler, args.steps, args.eta, args.spacing, args.class_, args.guidance,
+                       args.out, args.seed, args.batch_size, args.device))
     return 0
-
-
-def _class_labels(choice: str | None, n: int, meta: dict, guidance: float):
-    """(labels, grid row length) for `--class`: (None, None) without it; n of one class; or n of each (`all`)."""
-    import torch
-
-    from .generate import class_rows
-
-    k = int(meta["unet"].get("num_classes", 0) or 0)
-    if choice is None:
-        if guidance:
-            raise UserError("--guidance needs --class: the classes to guide towards (a class, or all)")
-        return None, None
-    if not k:
-        raise UserError(f"{meta.get('path')} is an unconditional model (not trained with --conditional): "
-                        "it takes no --class; drop --class and --guidance")
-    if choice == "all":
-        return class_rows(k, n), n
-    names = list(meta.get("class_names") or [])
-    if choice in names:
-        return torch.full((n,), names.index(choice)), None
-    if not choice.isdigit() or int(choice) >= k:
-        known = ", ".join(names) if names else f"0..{k - 1}"
-        raise UserError(f"unknown class {choice!r}; choose an index 0..{k - 1}, a name ({known}) or all")
-    return torch.full((n,), int(choice)), None
 
 
 def cmd_evaluate(args) -> int:
@@ -279,36 +232,12 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_visualize(args) -> int:
-    from ..data import load_images
-    from ..data.images import stratified_subset
-    from ..device import choose_device
-    from ..progress import log
-    from .checkpoints import load_model, output_folder
-    from .pixels import images_to_tensor
-    from .samplers import make_sampler
-    from .visualize import write_visualizations
+    from .visualize import visualize_model
 
-    if args.n < 1:
-        raise UserError(f"--n must be >= 1, got {args.n}")
-    device = choose_device(args.device)
-    model, diffusion, meta = load_model(args.path, device)
-    loop = make_sampler(args.sampler, _default_steps(args.sampler, args.steps), args.eta, args.spacing)
-    loop.timesteps(diffusion.num_timesteps)  # a bad step count fails now, before any work
-    dataset = args.dataset or meta.get("dataset")
-    if not dataset:
-        raise UserError("the checkpoint does not name its data set; pass --dataset NAME")
-    data = load_images(dataset)
-    try:
-        real = data.split("test")
-    except UserError:  # a data set without a test split shows all its images
-        real = data
-    x0 = images_to_tensor(stratified_subset(real, args.n, args.seed))
-    out = Path(args.out) if args.out else output_folder(args.path)
-    paths = write_visualizations(model, diffusion, out, x0.to(device), n=args.n, sampler=loop, frames=args.frames,
-                                 seed=args.seed, device=device)
+    paths = visualize_model(args.path, args.out, args.n, args.sampler, args.steps, args.eta, args.spacing, args.frames,
+                            args.dataset, args.seed, args.device)
     for p in paths.values():
         print(p)
-    log(f"wrote {', '.join(Path(p).name for p in paths.values())} to {out}")
     return 0
 
 

@@ -3,7 +3,7 @@
 Resolution order (later wins):
 
 1. the defaults of `TrainConfig` (a quick CPU run: tiny U-Net, MNIST 5k, 200 steps);
-2. a preset shipped in `diffprompt/configs/` (`--preset ddpm-cifar10`) or any TOML file (`--config`);
+2. a preset shipped in `diffprompt/configs/` (`--config ddpm-cifar10`) or any TOML file (`--config`);
 3. `--set key=value` pairs (dotted keys reach into the U-Net table: `--set model.base_channels=32`);
 4. explicit flags such as `--steps` and `--batch-size`.
 
@@ -28,18 +28,16 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ..tracking import NO_TRACKER, check_tracker
-from .guidance import COND_DROP_PROB
-from .parameterization import Prediction
-from .process import MIN_SNR_GAMMA, VLB_WEIGHT, GaussianDiffusion, LossType, LossWeighting, VarianceType
-from .samplers import SAMPLERS
-from .schedule import SCHEDULES, NoiseSchedule
-from .unet import UNetConfig
+from .choices import COND_DROP_PROB, MIN_SNR_GAMMA, MIXED_PRECISION, SAMPLER_NAMES, VLB_WEIGHT
 
-MIXED_PRECISION = ("no", "fp16", "bf16")
+if TYPE_CHECKING:  # the methods that build the process and the U-Net import torch when they run
+    from .process import GaussianDiffusion
+    from .unet import UNetConfig
+
 OLD_KEYS = {"loss": "loss_type", "timesteps": "num_timesteps"}  # still read from older run folders and TOML files
 
 
@@ -89,6 +87,10 @@ class TrainConfig:
     log_with: str = NO_TRACKER        # also send metrics.jsonl's lines and the samples to "tensorboard" or "wandb"
 
     def validate(self) -> "TrainConfig":
+        from .parameterization import Prediction
+        from .process import LossType, LossWeighting, VarianceType
+        from .schedule import SCHEDULES
+
         def choose(name: str, value: str, options) -> None:
             options = [getattr(o, "value", o) for o in options]
             if value not in options:
@@ -100,7 +102,7 @@ class TrainConfig:
         choose("loss type", self.loss_type, LossType)
         choose("loss weighting", self.loss_weighting, LossWeighting)
         choose("mixed precision", self.mixed_precision, MIXED_PRECISION)
-        choose("sampler", self.sample_sampler, SAMPLERS)
+        choose("sampler", self.sample_sampler, SAMPLER_NAMES)
         for name in ("steps", "batch_size", "num_timesteps"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -123,6 +125,9 @@ class TrainConfig:
 
     def make_diffusion(self) -> GaussianDiffusion:
         """The `GaussianDiffusion` this run trains."""
+        from .process import GaussianDiffusion
+        from .schedule import NoiseSchedule
+
         return GaussianDiffusion(NoiseSchedule.from_name(self.schedule, self.num_timesteps), prediction=self.prediction,
                                  variance=self.variance, loss_type=self.loss_type, loss_weighting=self.loss_weighting,
                                  min_snr_gamma=self.min_snr_gamma, vlb_weight=self.vlb_weight)
@@ -131,6 +136,8 @@ class TrainConfig:
         """The U-Net for images of `channels` x `size` x `size`: the preset, then the `model` overrides;
         twice the channels out when the diffusion learns its variance; a class embedding for
         `num_classes` classes when the run is conditional."""
+        from .unet import UNetConfig
+
         if self.conditional and num_classes < 1:
             raise UserError("--conditional needs a data set with class labels (image folders: a sub-folder per class)")
         overrides = dict(self.model, num_classes=num_classes if self.conditional else 0)

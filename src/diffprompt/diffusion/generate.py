@@ -24,8 +24,12 @@ import numpy as np
 import torch
 
 from ..checkpoint import atomic_write_bytes
+from ..device import choose_device
 from ..errors import UserError
+from ..progress import log
 from ..seeding import make_generator
+from .checkpoints import load_model
+from .choices import default_steps
 from .guidance import guided
 from .pixels import tensor_to_images
 from .samplers import SAMPLERS, SPACINGS, make_sampler
@@ -86,6 +90,56 @@ def check_sampler(diffusion, sampler: str, steps: int | None, eta: float, spacin
 def class_rows(num_classes: int, per_class: int) -> torch.Tensor:
     """Labels [0]*per_class + [1]*per_class + ...: a grid with per_class columns has a row per class."""
     return torch.arange(num_classes).repeat_interleave(per_class)
+
+
+def requested_classes(choice: str | None, n: int, meta: dict[str, Any],
+                      guidance: float = 0.0) -> tuple[torch.Tensor | None, int | None]:
+    """(class labels, grid row length) for a class `choice` of a model with sidecar `meta`: (None, None)
+    without one; n samples of one class (an index or a class name); or with "all", n of each, a row each."""
+    k = int(meta["unet"].get("num_classes", 0) or 0)
+    if choice is None:
+        if guidance:
+            raise UserError("--guidance needs --class: the classes to guide towards (a class, or all)")
+        return None, None
+    if not k:
+        raise UserError(f"{meta.get('path')} is an unconditional model (not trained with --conditional): "
+                        "it takes no --class; drop --class and --guidance")
+    if choice == "all":
+        return class_rows(k, n), n
+    names = list(meta.get("class_names") or [])
+    if choice in names:
+        return torch.full((n,), names.index(choice)), None
+    if not choice.isdigit() or int(choice) >= k:
+        known = ", ".join(names) if names else f"0..{k - 1}"
+        raise UserError(f"unknown class {choice!r}; choose an index 0..{k - 1}, a name ({known}) or all")
+    return torch.full((n,), int(choice)), None
+
+
+def sample_model(path: str | Path, n: int = 64, sampler: str = "dpm++2m", steps: int | None = None, eta: float = 0.0,
+                 spacing: str = "linspace", class_choice: str | None = None, guidance: float = 0.0,
+                 out: str | Path | None = None, seed: int = 0, batch_size: int = 256, device: str = "auto") -> Path:
+    """Sample the model at `path` (`load_model`) and save the samples to `out` (`.png` grid or `.npz`);
+    return `out`, by default RUN_DIR/samples-SAMPLER-STEPS[-classCLASS-wW].png. `class_choice`: see
+    `requested_classes`."""
+    out = Path(out) if out else None
+    if out is not None and out.suffix.lower() not in (".png", ".npz"):
+        raise UserError(f"--out must end in .png (a grid) or .npz (uint8 images), got {out}")
+    dev = choose_device(device)
+    model, diffusion, meta = load_model(path, dev)
+    labels, nrow = requested_classes(class_choice, n, meta, guidance)
+    n = n if labels is None else len(labels)
+    steps = default_steps(sampler, steps)
+    shape = (meta["unet"]["in_channels"], meta["unet"]["image_size"], meta["unet"]["image_size"])
+    x, seconds = generate(model, diffusion, n, shape, sampler, steps, eta, seed, batch_size, dev, spacing,
+                          class_labels=labels, guidance=guidance)
+    steps = steps or diffusion.num_timesteps
+    if out is None:
+        which = "" if labels is None else f"-class{class_choice}-w{guidance:g}"
+        out = (Path(path) if Path(path).is_dir() else Path(".")) / f"samples-{sampler}-{steps}{which}.png"
+    info = {} if labels is None else {"class_labels": labels.numpy(), "guidance": guidance}
+    save_samples(x, out, nrow=nrow, sampler=sampler, steps=steps, eta=eta, spacing=spacing, seed=seed, **info)
+    log(f"{n} samples ({sampler}, {steps} steps, {seconds / n * 1000:.1f} ms/image) -> {out}")
+    return out
 
 
 @torch.no_grad()

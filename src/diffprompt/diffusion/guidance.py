@@ -29,8 +29,6 @@ from torch import nn
 
 from ..errors import UserError
 
-COND_DROP_PROB = 0.1  # Ho & Salimans: p_uncond = 0.1 or 0.2
-
 
 def num_classes(model: nn.Module) -> int:
     """The classes a network is conditioned on: K of a conditional U-Net, 0 for any other network."""

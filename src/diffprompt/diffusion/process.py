@@ -27,6 +27,7 @@ from torch import nn
 from diffprompt.errors import UserError
 from diffprompt.progress import progress as progress_bar
 
+from .choices import MIN_SNR_GAMMA, VLB_WEIGHT
 from .gaussian import discretized_gaussian_log_likelihood, mean_flat, normal_kl
 from .parameterization import Prediction, check_prediction, predict_eps_from_x0, training_target, x0_from_model_output
 from .samplers import make_sampler, sample_loop
@@ -63,10 +64,6 @@ class LossWeighting(str, Enum):
 
     NONE = "none"
     MIN_SNR = "min_snr"
-
-
-MIN_SNR_GAMMA = 5.0  # Hang et al.'s gamma
-VLB_WEIGHT = 0.001  # Nichol & Dhariwal's lambda of the hybrid loss
 
 
 def _parse_option(enum_cls, value, what: str):

@@ -48,8 +48,16 @@ from ..rundir import RunDir
 from ..seeding import seed_everything, set_rng_state
 from ..tracking import end_tracking, start_tracking
 from ..training_setup import BatchOrder, get_accelerator, lr_factor, process_share
-from .checkpoints import LAST, MODEL, TRAIN_RUN, restore_training_checkpoint, save_training_checkpoint, saved_unet_config
-from .config import TrainConfig
+from .checkpoints import (
+    LAST,
+    MODEL,
+    TRAIN_RUN,
+    restore_training_checkpoint,
+    resumable_run_config,
+    save_training_checkpoint,
+    saved_unet_config,
+)
+from .config import TrainConfig, resolve_config
 from .ema import EMA, unwrap
 from .generate import class_rows, generate
 from .guidance import drop_labels
@@ -109,6 +117,18 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: str | Path | 
     run.save(keep_copy=bool(cfg.ckpt_every))
     finish(run, data, seconds, stopped_early)
     return run.out
+
+
+def train_or_resume(config: str | None = None, sets: list[str] | None = None, out: str | Path | None = None,
+                    resume: str | Path | None = None, **flags: Any) -> Path:
+    """`diffprompt diffusion train`: a new run configured by the layers of `resolve_config` (TOML file or
+    preset `config`, `sets`, `flags`), or the run `resume` continued with its saved config (which `sets`
+    and `flags` may change, e.g. steps) and no `config`."""
+    if resume is None:
+        return train(resolve_config(config, sets, **flags), out=out)
+    if config:
+        raise UserError("--resume continues a run with its saved config; drop --config (use --set/flags to change e.g. --steps)")
+    return train(resolve_config(sets=sets, base=resumable_run_config(resume), **flags), resume=resume)
 
 
 def set_learning_rate(optimizer, lr: float) -> float:
@@ -332,11 +352,7 @@ def _pictures(run: TrainingRun, data: ImageDataset) -> float:
     metrics = run.files.read_metrics()
     if metrics:
         plot_loss(metrics, run.files / "loss.png")
-    try:
-        real = data.split("test")
-    except UserError:  # a data set without a test split shows train images
-        real = data.split("train")
-    save_grid(stratified_subset(real, cfg.sample_n, cfg.seed), run.files / "real.png")
+    save_grid(stratified_subset(data.reference_split(), cfg.sample_n, cfg.seed), run.files / "real.png")
     labels, per_row = _sample_labels(run)
     n = cfg.sample_n if labels is None else len(labels)
     samples, seconds = generate(run.ema.model, run.diffusion, n, tuple(run.derived["image_shape"]),

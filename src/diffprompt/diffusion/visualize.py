@@ -21,8 +21,16 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
 from ..checkpoint import atomic_write_bytes
+from ..data import load_images
+from ..data.images import stratified_subset
+from ..device import choose_device
+from ..errors import UserError
+from ..progress import log
 from ..seeding import make_generator
-from .pixels import tensor_to_images
+from .checkpoints import load_model, output_folder
+from .choices import default_steps
+from .pixels import images_to_tensor, tensor_to_images
+from .samplers import make_sampler
 
 
 def grid_array(images, nrow: int | None = None, pad: int = 2, pad_value: int = 255) -> np.ndarray:
@@ -152,6 +160,27 @@ def write_visualizations(model, diffusion, out_dir: str | Path, x0: torch.Tensor
     gif_keep = evenly_spaced(len(chain), gif_frames)
     paths["reverse_gif"] = save_gif([chain[i] for i in gif_keep], out / "reverse.gif", nrow=min(n, 8))
     return {k: str(v) for k, v in paths.items()}
+
+
+def visualize_model(path: str | Path, out: str | Path | None = None, n: int = 8, sampler: str = "ddpm",
+                    steps: int | None = None, eta: float = 0.0, spacing: str = "linspace", frames: int = 10,
+                    dataset: str | None = None, seed: int = 0, device: str = "auto") -> dict[str, str]:
+    """`write_visualizations` for the model at `path` (`load_model`), the forward process on a stratified
+    sample of `dataset`'s (default: the model's) real images; into `out`, by default the run folder."""
+    if n < 1:
+        raise UserError(f"--n must be >= 1, got {n}")
+    dev = choose_device(device)
+    model, diffusion, meta = load_model(path, dev)
+    loop = make_sampler(sampler, default_steps(sampler, steps), eta, spacing)
+    loop.timesteps(diffusion.num_timesteps)  # a bad step count fails now, before any work
+    dataset = dataset or meta.get("dataset")
+    if not dataset:
+        raise UserError("the checkpoint does not name its data set; pass --dataset NAME")
+    x0 = images_to_tensor(stratified_subset(load_images(dataset).reference_split(), n, seed))
+    out = Path(out) if out else output_folder(path)
+    paths = write_visualizations(model, diffusion, out, x0.to(dev), n=n, sampler=loop, frames=frames, seed=seed, device=dev)
+    log(f"wrote {', '.join(Path(p).name for p in paths.values())} to {out}")
+    return paths
 
 
 def plot_loss(metrics: list[dict], path: str | Path, key: str = "loss") -> Path | None:
