@@ -9,12 +9,12 @@
   spec: what `diffprompt diffusion sample/evaluate/visualize` load (`load_model`).
 
 A class-conditional model's U-Net config holds its number of classes (`num_classes`), and every
-sidecar its `class_names`; a checkpoint without them (every one from before conditioning) is
-unconditional and loads as it always did.
+sidecar its `class_names`; a checkpoint without them is unconditional.
 
 The sidecar's "diffusion" is `GaussianDiffusion.to_dict()`, every argument of the process (schedule,
-prediction, variance, loss type and weighting). Files from before it held the full spec name only
-the schedule, timesteps, prediction and variance; they load with the defaults for the rest.
+prediction, variance, loss type and weighting). A shorter entry (the schedule's name, `timesteps`,
+prediction and variance) takes the loss settings from the training config beside it, else the
+defaults (`diffusion_from_spec`).
 """
 
 from __future__ import annotations

@@ -378,9 +378,8 @@ class UNet(nn.Module):
 
         self.norm_out = nn.GroupNorm(G, width)
         self.conv_out = zero_(nn.Conv2d(width, c.out_ch, 3, padding=1))
-        # Channels-last (NHWC) by default: it makes the attention's [B, HW, C] view free; on the CPU,
-        # NCHW measured as fast (benchmarks/results/diffusion_speed_cpu1t.md). Set
-        # torch.contiguous_format to run in NCHW. It changes speed only, never the result.
+        # Channels-last (NHWC) by default: it makes the attention's [B, HW, C] view free. Set
+        # torch.contiguous_format to run in NCHW; it changes speed only, never the result.
         self.memory_format = torch.channels_last
         self.class_embed = nn.Embedding(c.num_classes + 1, temb_dim) if c.num_classes else None
 
