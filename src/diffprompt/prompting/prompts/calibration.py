@@ -14,7 +14,7 @@ label scores); dividing the unnormalised probabilities gives the same `q`. Two r
   tokenizer's mask token (each in `{x}`, and in `{x2}` for pair tasks), Zhao et al.'s three
   content-free inputs;
 - `domain`: the mean of `p` over unlabeled in-domain inputs: a fixed subset of the train split's
-  texts (the `domain_examples` with the smallest SHA-256 of their text; never dev or test).
+  texts (`domain_examples`: the smallest salted hashes of their text, `data.splits.hash_order`; never dev or test).
 
 A calibrated input equal to the reference (a content-free input whose `p` is `p_ref`) gets the
 uniform distribution. The reference is computed once per model (after training, for trained
@@ -23,7 +23,6 @@ prompts), stored in the run folder as `calibration.json` and applied by `evaluat
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Callable
 
 import torch
 
+from ...data.splits import hash_order
 from ...data.text import input_key
 from ...errors import UserError
 from .choices import check_calibration
@@ -51,10 +51,10 @@ def apply_calibration(scores: torch.Tensor, log_ref: torch.Tensor) -> torch.Tens
 
 
 def domain_examples(examples, n: int) -> list:
-    """The n examples with the smallest SHA-256 of their text(s): a fixed subset, whatever the order."""
-    def digest(ex) -> str:
-        return hashlib.sha256("\t".join(input_key(ex)).encode()).hexdigest()
-    return sorted(examples, key=digest)[:max(1, int(n))]
+    """A fixed subset of n examples, whatever their order: those whose inputs have the smallest
+    salted hashes, smallest first (`data.splits.hash_order`, salt "domain")."""
+    keys = ["\t".join(input_key(ex)) for ex in examples]
+    return [examples[i] for i in hash_order(keys, salt="domain")[:max(1, int(n))]]
 
 
 def content_free_batches(model, pair: bool) -> list[dict[str, torch.Tensor]]:
@@ -114,7 +114,7 @@ def fit_calibration(model, kind: str, train_examples: Callable[[], list], pair: 
         texts = [ex.text for ex in chosen]
         texts_b = [getattr(ex, "text_b", None) or "" for ex in chosen] if pair else None
         scores = model.scores_in_batches(texts, texts_b, batch_size)
-        inputs = [f"{len(chosen)} train-split texts with the smallest SHA-256"]
+        inputs = [f"{len(chosen)} train-split texts with the smallest salted hashes"]
     log_ref = reference_log_probs(scores)
     model.set_calibration(log_ref)
     return {"kind": kind, "reference_probabilities": [math.exp(v) for v in log_ref.tolist()],

@@ -88,7 +88,7 @@ def soft_label_loss(model, examples: Sequence[SoftExample], temperature: float) 
 
 def unlabeled_examples(ds, data: RunData, n: int) -> list:
     """U: n train-split examples (labels are not used), none of them a few-shot train or dev example
-    and none whose text occurs in the dev or test split; a fixed subset (smallest SHA-256)."""
+    and none whose text occurs in the dev or test split; a fixed subset (`calibration.domain_examples`)."""
     taken = {input_key(ex) for ex in data.few_shot.train + data.few_shot.dev}
     for name in ("dev", "test"):
         part = split_or_none(ds, name)
