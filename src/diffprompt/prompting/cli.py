@@ -1,6 +1,6 @@
 """`diffprompt prompting ...`: zero-shot, train, evaluate, predict, compare, export, import-peft.
 
-Defaults come from the config classes (`config.py`). At import time this module loads only
+Defaults come from the config classes (`run/config.py`, `comparison/config.py`) and the method registry. At import time this module loads only
 argparse and those torch-free classes; the handlers import the library (torch, transformers)
 when they run, so that `diffprompt --help` stays fast.
 """
@@ -118,7 +118,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_shared_args(p: argparse.ArgumentParser, defaults: RunOptions) -> None:
-    """The options a run and the grid share, outside the training loop."""
+    """The options a run and a comparison share, outside the training loop."""
     p.add_argument("--verbalizer", default=defaults.verbalizer,
                    help="label words, by label name or index, e.g. 'negative:bad;positive:good' or '0:terrible,bad;1:great,good'; "
                         "'auto': searched on the K training examples (LM-BFF), written to label_words.json; "

@@ -1,1 +1,1 @@
-"""The comparison: rows (a method plus options), the grid of runs, its tables and charts."""
+"""The comparison: rows (a method plus options), the runs of every cell, its tables and charts."""

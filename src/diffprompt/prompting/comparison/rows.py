@@ -1,4 +1,4 @@
-"""The rows of the comparison grid: a row is a method plus options, e.g. `prompt-ft+demos-similar`.
+"""The rows of a comparison: a row is a method plus options, e.g. `prompt-ft+demos-similar`.
 
 A row name is `BASE[+OPTION...]`. BASE is a method (`zero-shot`, `prompt-ft`, `soft`, `hybrid`,
 `finetune`, `pet`) or `pet-distilled`; each OPTION sets one run setting:

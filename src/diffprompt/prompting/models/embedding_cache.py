@@ -1,6 +1,6 @@
 """An on-disk cache of sentence embeddings: each text is embedded once per encoder, across runs.
 
-A comparison grid embeds the same texts in many cells (`--demos similar`: every cell embeds its
+A comparison embeds the same texts in many cells (`--demos similar`: every cell embeds its
 data set's test split, the same for each seed and row). The vectors live under
 `cache_root()/sentence-embeddings/<encoder key>/` (cache.py); the key names the encoder's identity
 (sentence_encoder.encoder_key) and a text is found by the SHA-256 of its UTF-8 bytes.

@@ -10,8 +10,8 @@
 3. Candidate verbalizers (one word per class, no word twice) are the `n` assignments with the
    highest summed score `sum_c score_c(v_c)` (a best-first search over the per-class rankings),
    then re-ranked by zero-shot accuracy on the K training examples (ties: the summed score).
-4. The run (training.py) fine-tunes the first few for a short budget and keeps the one with the
-   best few-shot dev accuracy (`choose_label_words`).
+4. `choose_label_words` fine-tunes the first few for a short budget and keeps the one with the
+   best few-shot dev accuracy.
 
 LM-BFF uses k = 100 and n = 100 and fine-tunes all n candidates for the full budget; the defaults
 here (RunOptions.auto_*) are far smaller: see docs/prompting.md.

@@ -3,14 +3,14 @@
 data set, method, K and seed:
 
 1. load the data set and draw K examples per class for training and K more for dev
-   (`run_data.prepare_data`; `shots=0` uses the whole train and dev splits);
+   (`data.prepare_data`; `shots=0` uses the whole train and dev splits);
 2. build the model: a `PromptClassifier` (zero-shot, prompt-ft, soft, hybrid) or a
    `FineTuneClassifier` (finetune) on a fresh copy of the backbone; with `--verbalizer auto`
-   its label words are searched first (`choose_label_words`, label_search.py);
+   its label words are searched first (`label_search.choose_label_words`);
 3. train it with model choice on the few-shot dev set (`loop.fit`);
-4. restore the best state; with `--calibrate`, compute the calibration reference of the
+4. with `--calibrate`, compute the calibration reference of the
    trained model (calibration.py); evaluate on the test split, and write the run folder
-   (`run_folder.write_outputs`); with `log_with`, its metrics lines also go to TensorBoard or
+   (`folder.write_outputs`); with `log_with`, its metrics lines also go to TensorBoard or
    W&B (tracking.py).
 
 Multi-process training goes through Accelerate (`torchrun --standalone --nproc_per_node 2 -m
