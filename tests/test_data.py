@@ -381,7 +381,7 @@ def test_missing_folder_and_file_paths(tmp_path):
 def test_text_sets_have_documented_sizes(name):
     ds = load_text(name)
     assert isinstance(ds, TextDataset)
-    assert ds.class_names == ds.label_names == TEXT_LABELS[name]
+    assert ds.class_names == TEXT_LABELS[name]
     want = TEXT_COUNTS[name]
     got = {s: ds.split(s).class_counts() for s in ("train", "dev", "test")}
     assert got == want

@@ -101,7 +101,7 @@ def fake_dataset(train, test):
         if name not in splits:
             raise KeyError(name)
         return SimpleNamespace(examples=splits[name])
-    return SimpleNamespace(label_names=["negative", "positive"], split=split)
+    return SimpleNamespace(class_names=["negative", "positive"], split=split)
 
 
 WORDS = ["great", "fun", "witty", "boring", "dull", "bad", "good", "movie", "plot", "acting"]

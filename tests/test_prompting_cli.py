@@ -54,7 +54,7 @@ def test_predict_prints_what_the_saved_prompt_predicts(soft_run, tmp_path, capsy
     from diffprompt.prompting.models.prompt_classifier import PromptClassifier
 
     texts = ["a gorgeous , witty film", "dull and slow", "one fine movie", "another bad one"]
-    names = json.loads((soft_run / "config.json").read_text())["label_names"]
+    names = json.loads((soft_run / "config.json").read_text())["class_names"]
     model = PromptClassifier.from_file(soft_run / "prompt.safetensors")
     scores = model.scores_in_batches(texts)
     expected = [(names[int(row.argmax())], row) for row in scores]
@@ -72,6 +72,22 @@ def test_predict_prints_what_the_saved_prompt_predicts(soft_run, tmp_path, capsy
     for r, (label, row) in zip(rows, expected[2:]):
         assert r["label"] == label
         assert r["scores"] == pytest.approx({n: float(v) for n, v in zip(names, row)}, abs=1e-4)
+
+
+def test_a_run_folder_written_before_class_names_still_evaluates(soft_run, tmp_path):
+    """Older run folders call the class names "label_names" in config.json and in the prompt's
+    sidecar: they evaluate to the same accuracy as the folder written today."""
+    old = tmp_path / "old"
+    shutil.copytree(soft_run, old)
+    for name in ("config.json", "prompt.json"):
+        record = json.loads((old / name).read_text())
+        holder = record if name == "config.json" else record["verbalizer"]
+        holder["label_names"] = holder.pop("class_names")
+        (old / name).write_text(json.dumps(record))
+    assert main(["prompting", "evaluate", str(soft_run), "--limit", "16"]) == 0
+    assert main(["prompting", "evaluate", str(old), "--limit", "16"]) == 0
+    now, before = (json.loads((d / "evaluate-mr-test.json").read_text()) for d in (soft_run, old))
+    assert before["accuracy"] == now["accuracy"] and before["n"] == now["n"] == 16
 
 
 def test_compare_cli_two_seeds_mean_and_sample_std_and_resume(tmp_path, capsys):

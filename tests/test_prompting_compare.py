@@ -126,7 +126,7 @@ def write_cell(path, cfg, accuracy: float, done: bool = True) -> dict:
     """What `train_run` leaves in a cell's folder: config.json (the resolved config and more), results.json, DONE."""
     path.mkdir(parents=True, exist_ok=True)
     res = {"test_accuracy": accuracy, "dev_accuracy": 0.5, "train_seconds": 0.01}
-    (path / "config.json").write_text(json.dumps({**asdict(cfg.resolved()), "pair": False, "label_names": ["a", "b"]}))
+    (path / "config.json").write_text(json.dumps({**asdict(cfg.resolved()), "pair": False, "class_names": ["a", "b"]}))
     (path / "results.json").write_text(json.dumps(res))
     if done:
         (path / "DONE").write_text("")

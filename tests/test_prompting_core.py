@@ -204,7 +204,7 @@ def test_verbalizer_parsing_and_defaults(bert):
     assert v.num_labels == 2 and v.words == [["terrible", "bad"], ["great", "good"]]
     assert Verbalizer.from_string(v.to_string()) == v
     assert v.label_word_ids(tok) == [[[6659], [2919]], [[2307], [2204]]]
-    v = Verbalizer({"positive": ["great"], "negative": "terrible"}, label_names=["negative", "positive"])
+    v = Verbalizer({"positive": ["great"], "negative": "terrible"}, class_names=["negative", "positive"])
     assert v.words == [["terrible"], ["great"]] and v.to_string() == "negative:terrible;positive:great"
     assert Verbalizer.from_string(v.to_string(), ["negative", "positive"]) == v
     trec = Verbalizer.default_for(["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"])
@@ -218,9 +218,9 @@ def test_verbalizer_errors(bert):
     with pytest.raises(UserError, match="not in the backbone's vocabulary"):
         Verbalizer.from_string("0:terrible;1:\u2603").label_word_ids(tok)
     with pytest.raises(UserError, match="lacks label"):
-        Verbalizer.from_string("0:terrible", label_names=["neg", "pos"])
+        Verbalizer.from_string("0:terrible", class_names=["neg", "pos"])
     with pytest.raises(UserError, match="not a label of this data set"):
-        Verbalizer.from_string("neg:terrible;happy:great", label_names=["neg", "pos"])
+        Verbalizer.from_string("neg:terrible;happy:great", class_names=["neg", "pos"])
     with pytest.raises(UserError, match="both"):
         Verbalizer.from_string("0:great;1:great")
     with pytest.raises(UserError, match="has no ':'"):

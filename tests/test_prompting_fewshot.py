@@ -69,7 +69,7 @@ def test_duplicates_are_counted_once():
 def test_k_larger_than_a_class_names_it():
     ex = _toy({0: 100, 1: 7})
     with pytest.raises(UserError, match=r"class 'positive' \(label 1\) .*has 7 distinct.*needs 10"):
-        sample_few_shot(ex, 5, 13, label_names=["negative", "positive"])
+        sample_few_shot(ex, 5, 13, class_names=["negative", "positive"])
 
 
 def test_empty_and_single_class_training_sets():

@@ -102,7 +102,7 @@ def test_a_peft_trained_adapter_imports_its_embeddings(tmp_path, capsys):
     # the CLI's defaults: MR's labels and words, its hard template after the 5 soft tokens
     assert main(["prompting", "import-peft", str(tmp_path / "native"), "--out", str(tmp_path / "run")]) == 0
     conf = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert conf["template"] == "{soft*5} {x} It was {mask}." and conf["label_names"] == ["negative", "positive"]
+    assert conf["template"] == "{soft*5} {x} It was {mask}." and conf["class_names"] == ["negative", "positive"]
 
 
 @pytest.mark.parametrize("template,train,why", [

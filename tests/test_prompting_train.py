@@ -155,14 +155,14 @@ DEFAULTS = {
 def test_default_templates_and_label_words_per_data_set(name):
     templates, words = DEFAULTS[name]
     ds = load_data(name)
-    assert default_verbalizer_spec(name, ds.label_names) == words
+    assert default_verbalizer_spec(name, ds.class_names) == words
     for style, template in templates.items():
         assert default_template(name, style) == template
     for method in ("zero-shot", "prompt-ft", "soft", "hybrid"):  # what a run resolves to
         style = METHODS[method].style
         assert RunConfig(dataset=name, method=method).resolved().template == templates[style]
-    verbalizer = build_verbalizer(RunConfig(dataset=name), ds.label_names)
-    assert verbalizer.words == [words[n] for n in ds.label_names]
+    verbalizer = build_verbalizer(RunConfig(dataset=name), ds.class_names)
+    assert verbalizer.words == [words[n] for n in ds.class_names]
     assert documented_templates()[name] == [templates[s] for s in ("hard", "soft", "hybrid")]
 
 

@@ -68,11 +68,6 @@ class TextDataset:
         return f"TextDataset({self.name!r}{part}, n={len(self)}, labels={self.class_names})"
 
     @property
-    def label_names(self) -> list[str]:
-        """`class_names`, under the name the prompting code used first."""
-        return self.class_names
-
-    @property
     def texts(self) -> list[str]:
         return [e.text for e in self.examples]
 

@@ -387,7 +387,7 @@ def cmd_predict(args) -> int:
     from .run.folder import load_run_model
 
     model, conf = load_run_model(args.run_dir, args.device)
-    rows = predict_texts(model, texts, conf["label_names"])
+    rows = predict_texts(model, texts, conf["class_names"])
     if args.output:
         Path(args.output).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         print(f"wrote {len(rows)} predictions to {args.output}")

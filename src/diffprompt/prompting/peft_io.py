@@ -49,7 +49,7 @@ from .run.classifier_factory import build_verbalizer
 from .run.config import RunConfig
 from .methods.defaults import default_template
 from .models.prompt_classifier import PromptClassifier
-from .run.data import label_names_of, load_data
+from .run.data import class_names_of, load_data, saved_class_names
 from .run.folder import load_run_model, model_file
 from .prompts.template import Template, special_wrap
 
@@ -245,7 +245,7 @@ def _check_prompt_fits(model: PromptClassifier, soft: torch.Tensor, folder) -> N
 def export_run(run_dir, out) -> Path:
     """`diffprompt prompting export RUN_DIR --to peft OUT`."""
     model, conf = load_run_model(run_dir)
-    return export_peft(model, out, {"dataset": conf["dataset"], "label_names": conf["label_names"]})
+    return export_peft(model, out, {"dataset": conf["dataset"], "class_names": conf["class_names"]})
 
 
 def import_run(adapter, out, dataset: str | None = None, template: str | None = None, verbalizer: str | None = None,
@@ -258,15 +258,15 @@ def import_run(adapter, out, dataset: str | None = None, template: str | None = 
     name = None if name == DEFAULT_BACKBONE else name
     bb, tok = fresh_backbone(name)
     dataset = dataset or side.get("dataset") or RunConfig.dataset
-    label_names = side.get("label_names") if dataset == side.get("dataset") else label_names_of(load_data(dataset))
+    class_names = saved_class_names(side) if dataset == side.get("dataset") else class_names_of(load_data(dataset))
     n = prompt.shape[0] - leading_specials(prompt, bb, tok)
     template = template or (None if side else f"{{soft*{n}}} " + default_template(dataset, "hard"))
     cfg = RunConfig(dataset=dataset, method="soft", train="prompt", shots=0, backbone=name,
                     template=template or side.get("template"), max_length=side.get("max_length", RunConfig.max_length),
                     verbalizer=verbalizer or side.get("verbalizer", {}).get("spec"))
-    model = import_peft(adapter, bb, tok, template, build_verbalizer(cfg, label_names), cfg.max_length)
+    model = import_peft(adapter, bb, tok, template, build_verbalizer(cfg, class_names), cfg.max_length)
     run = RunDir(out)
-    run.save_config({**asdict(cfg), "label_names": label_names, "imported_from": str(adapter),
+    run.save_config({**asdict(cfg), "class_names": class_names, "imported_from": str(adapter),
                      "backbone_id": backbone_id(bb), "description": f"PEFT prompt-tuning adapter {adapter} as {n} soft tokens"})
     model.save(model_file(out, "soft"))
     return Path(out)

@@ -79,14 +79,14 @@ def pet_patterns(dataset: str, pair: bool = False) -> list[str]:
     return list(PET_PATTERNS[key] if key is not None else (PAIR_PATTERNS if pair else GENERIC_PATTERNS))
 
 
-def default_verbalizer_spec(dataset: str, label_names: list[str]) -> dict[str, list[str]] | None:
+def default_verbalizer_spec(dataset: str, class_names: list[str]) -> dict[str, list[str]] | None:
     """{label name: [word]} for a built-in data set whose label names we know; else None."""
     key = dataset_key(dataset)
     table = LABEL_WORDS.get(key) if key else None
     if not table:
         return None
     spec = {}
-    for name in label_names:
+    for name in class_names:
         word = table.get(str(name).strip().lower())
         if word is None:
             return None

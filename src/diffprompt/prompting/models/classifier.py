@@ -8,7 +8,7 @@ Training, evaluation and the CLI use only these names:
 - `trainable_parameters()`;
 - `save(path)`, `load(path)` (into this model) and `Class.from_file(path, backbone=None,
   tokenizer=None)` (a new model, loading the backbone the file names when none is given);
-- `score_kind` (what a score is, for people) and `label_descriptions(label_names)`.
+- `score_kind` (what a score is, for people) and `label_descriptions(class_names)`.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class TextClassifier(nn.Module, metaclass=abc.ABCMeta):
         """The parameters an optimiser should update."""
 
     @abc.abstractmethod
-    def label_descriptions(self, label_names: list[str]) -> list[str]:
+    def label_descriptions(self, class_names: list[str]) -> list[str]:
         """How each label is shown to the model (its verbalizer words, or its name)."""
 
     @abc.abstractmethod

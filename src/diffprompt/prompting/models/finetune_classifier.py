@@ -82,8 +82,8 @@ class FineTuneClassifier(TextClassifier):
         """[B, num_labels] head logits."""
         return self(self.encode(texts, texts_b))
 
-    def label_descriptions(self, label_names: list[str]) -> list[str]:
-        return list(label_names)
+    def label_descriptions(self, class_names: list[str]) -> list[str]:
+        return list(class_names)
 
     # ------------------------------------------------------------------ saving and loading
     def save(self, path, extra_meta: dict | None = None) -> Path:

@@ -315,7 +315,7 @@ class PromptClassifier(TextClassifier):
         scores = mean.clamp_min(torch.finfo(mean.dtype).tiny).log()
         return scores if self.calibration is None else apply_calibration(scores, self.calibration)
 
-    def label_descriptions(self, label_names: list[str]) -> list[str]:
+    def label_descriptions(self, class_names: list[str]) -> list[str]:
         return ["/".join(ws) for ws in self.verbalizer.words]
 
     # ------------------------------------------------------------------ saving and loading

@@ -55,9 +55,9 @@ def _as_int(key) -> int | None:
 
 
 class Verbalizer:
-    """Label -> words. Labels are indices (0..n-1) or names, resolved with `label_names`."""
+    """Label -> words. Labels are indices (0..n-1) or names, resolved with `class_names`."""
 
-    def __init__(self, mapping: Mapping, label_names: Sequence[str] | None = None, aggregation: str = "first"):
+    def __init__(self, mapping: Mapping, class_names: Sequence[str] | None = None, aggregation: str = "first"):
         if isinstance(mapping, Verbalizer):
             mapping = {i: w for i, w in enumerate(mapping.words)}
         if not isinstance(mapping, Mapping) or not mapping:
@@ -67,22 +67,22 @@ class Verbalizer:
             raise UserError(f"unknown verbalizer aggregation {aggregation!r}; use one of {', '.join(AGGREGATIONS)}")
         self.aggregation = aggregation
         keys = list(mapping)
-        self.label_names, index_of, self._names_given = self._index_labels(keys, label_names)
+        self.class_names, index_of, self._names_given = self._index_labels(keys, class_names)
         resolved: dict[int, list[str]] = {}
         for k in keys:
             i = index_of[k]
             if i < 0:
                 raise UserError(f"verbalizer label {k!r} is negative; labels are indices 0..n-1 or names")
             if i in resolved:
-                raise UserError(f"verbalizer gives label {self.label_names[i]!r} twice; list all its words in one entry")
+                raise UserError(f"verbalizer gives label {self.class_names[i]!r} twice; list all its words in one entry")
             resolved[i] = self._check_words(k, mapping[k])
-        missing = [self.label_names[i] for i in range(len(self.label_names)) if i not in resolved]
+        missing = [self.class_names[i] for i in range(len(self.class_names)) if i not in resolved]
         if missing:
             raise UserError(f"the verbalizer lacks label(s) {', '.join(missing)}; give words for every label, "
-                            f"e.g. '{';'.join(f'{n}:word' for n in self.label_names)}'")
-        self.words: list[list[str]] = [resolved[i] for i in range(len(self.label_names))]
+                            f"e.g. '{';'.join(f'{n}:word' for n in self.class_names)}'")
+        self.words: list[list[str]] = [resolved[i] for i in range(len(self.class_names))]
         seen: dict[str, str] = {}
-        for name, ws in zip(self.label_names, self.words):
+        for name, ws in zip(self.class_names, self.words):
             for w in ws:
                 if seen.setdefault(w.lower(), name) != name:
                     raise UserError(f"label word {w!r} is given for both {seen[w.lower()]!r} and {name!r}; "
@@ -91,18 +91,18 @@ class Verbalizer:
             raise UserError("a verbalizer needs at least two labels")
 
     @staticmethod
-    def _index_labels(keys: list, label_names: Sequence[str] | None) -> tuple[list[str], dict, bool]:
+    def _index_labels(keys: list, class_names: Sequence[str] | None) -> tuple[list[str], dict, bool]:
         """(label names, {mapping key: label index}, whether labels were given by name).
 
-        Without `label_names`, integer keys are the indices and name keys are numbered in
+        Without `class_names`, integer keys are the indices and name keys are numbered in
         insertion order; with them, a key is a label name (case-insensitive) or an index.
         """
-        if label_names is None and all(_as_int(k) is not None for k in keys):
+        if class_names is None and all(_as_int(k) is not None for k in keys):
             index_of = {k: _as_int(k) for k in keys}
             return [str(i) for i in range(max(index_of.values()) + 1)], index_of, False
-        if label_names is None:
+        if class_names is None:
             return [str(k) for k in keys], {k: i for i, k in enumerate(keys)}, True
-        names = [str(n) for n in label_names]
+        names = [str(n) for n in class_names]
         lower = {n.lower(): i for i, n in enumerate(names)}
         index_of = {}
         for k in keys:
@@ -141,7 +141,7 @@ class Verbalizer:
 
     # ------------------------------------------------------------------ constructors
     @classmethod
-    def from_string(cls, spec: str, label_names: Sequence[str] | None = None, aggregation: str = "first") -> "Verbalizer":
+    def from_string(cls, spec: str, class_names: Sequence[str] | None = None, aggregation: str = "first") -> "Verbalizer":
         """Parse `"0:terrible,bad;1:great,good"` (or `"negative:terrible;positive:great"`)."""
         if not isinstance(spec, str) or not spec.strip():
             raise UserError("empty verbalizer; write it as 'label:word,word;label:word', e.g. '0:terrible;1:great'")
@@ -158,12 +158,12 @@ class Verbalizer:
             if label in mapping:
                 raise UserError(f"verbalizer gives label {label!r} twice; list all its words in one entry")
             mapping[label] = [w for w in words.split(",") if w.strip()] or [""]
-        return cls(mapping, label_names=label_names, aggregation=aggregation)
+        return cls(mapping, class_names=class_names, aggregation=aggregation)
 
     @classmethod
-    def default_for(cls, label_names: Sequence[str], aggregation: str = "first") -> "Verbalizer":
+    def default_for(cls, class_names: Sequence[str], aggregation: str = "first") -> "Verbalizer":
         """Sensible words for known label names (sentiment, subjectivity, TREC question types)."""
-        names = [str(n) for n in label_names]
+        names = [str(n) for n in class_names]
         mapping = {}
         unknown = []
         for n in names:
@@ -175,20 +175,20 @@ class Verbalizer:
         if unknown:
             raise UserError(f"no default label words for label(s) {', '.join(unknown)}; pass a verbalizer such as "
                             f"'{';'.join(f'{n}:word' for n in names)}'")
-        return cls(mapping, label_names=names, aggregation=aggregation)
+        return cls(mapping, class_names=names, aggregation=aggregation)
 
     @classmethod
-    def parse(cls, spec, label_names: Sequence[str] | None = None, aggregation: str = "first") -> "Verbalizer":
-        """A Verbalizer from a Verbalizer, a mapping, a string, or None (defaults for `label_names`)."""
+    def parse(cls, spec, class_names: Sequence[str] | None = None, aggregation: str = "first") -> "Verbalizer":
+        """A Verbalizer from a Verbalizer, a mapping, a string, or None (defaults for `class_names`)."""
         if isinstance(spec, Verbalizer):
-            return spec if label_names is None else cls(dict(enumerate(spec.words)), label_names, spec.aggregation)
+            return spec if class_names is None else cls(dict(enumerate(spec.words)), class_names, spec.aggregation)
         if spec is None:
-            if label_names is None:
+            if class_names is None:
                 raise UserError("no verbalizer and no label names to choose default words from; pass a verbalizer")
-            return cls.default_for(label_names, aggregation)
+            return cls.default_for(class_names, aggregation)
         if isinstance(spec, str):
-            return cls.from_string(spec, label_names, aggregation)
-        return cls(spec, label_names, aggregation)
+            return cls.from_string(spec, class_names, aggregation)
+        return cls(spec, class_names, aggregation)
 
     # ------------------------------------------------------------------ queries
     @property
@@ -196,23 +196,24 @@ class Verbalizer:
         return len(self.words)
 
     def to_string(self) -> str:
-        """The string form; `Verbalizer.from_string(v.to_string(), label_names)` gives `v` back."""
-        keys = self.label_names if self._names_given else [str(i) for i in range(self.num_labels)]
+        """The string form; `Verbalizer.from_string(v.to_string(), class_names)` gives `v` back."""
+        keys = self.class_names if self._names_given else [str(i) for i in range(self.num_labels)]
         return ";".join(f"{k}:{','.join(ws)}" for k, ws in zip(keys, self.words))
 
     def to_dict(self) -> dict:
-        return {"spec": self.to_string(), "label_names": list(self.label_names), "aggregation": self.aggregation}
+        return {"spec": self.to_string(), "class_names": list(self.class_names), "aggregation": self.aggregation}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "Verbalizer":
-        return cls.from_string(d["spec"], label_names=d.get("label_names"), aggregation=d.get("aggregation", "first"))
+        names = d.get("class_names", d.get("label_names"))  # "label_names": files written before the name was shared
+        return cls.from_string(d["spec"], class_names=names, aggregation=d.get("aggregation", "first"))
 
     def label_word_ids(self, tokenizer) -> list[list[list[int]]]:
         """Per label, per word: its sub-token ids (with a leading space, see the module docstring)."""
         unk = tokenizer.unk_token_id
         specials = set(getattr(tokenizer, "all_special_ids", []) or [])
         out = []
-        for name, ws in zip(self.label_names, self.words):
+        for name, ws in zip(self.class_names, self.words):
             per = []
             for w in ws:
                 ids = list(tokenizer(" " + w, add_special_tokens=False)["input_ids"])

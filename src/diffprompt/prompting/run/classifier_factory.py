@@ -15,27 +15,27 @@ from ..prompts.template import Template
 from ..prompts.verbalizer import Verbalizer
 
 
-def build_verbalizer(cfg: RunConfig, label_names: list[str]) -> Verbalizer:
+def build_verbalizer(cfg: RunConfig, class_names: list[str]) -> Verbalizer:
     """The verbalizer for a run: `--verbalizer` text (labels by name or index), the data set's
-    default words, or `Verbalizer.default_for(label_names)`. A data label it lacks is a UserError."""
+    default words, or `Verbalizer.default_for(class_names)`. A data label it lacks is a UserError."""
     if cfg.verbalizer == AUTO:
         raise UserError("--verbalizer auto: the label words are chosen by a training run (training.choose_label_words); "
                         "build the model with the words it chose")
     if cfg.verbalizer:
-        return Verbalizer.from_string(cfg.verbalizer, label_names=label_names)
-    spec = default_verbalizer_spec(cfg.dataset, label_names)
-    return Verbalizer(spec, label_names=label_names) if spec else Verbalizer.default_for(label_names)
+        return Verbalizer.from_string(cfg.verbalizer, class_names=class_names)
+    spec = default_verbalizer_spec(cfg.dataset, class_names)
+    return Verbalizer(spec, class_names=class_names) if spec else Verbalizer.default_for(class_names)
 
 
-def build_model(cfg: RunConfig, backbone, tokenizer, label_names: list[str], train_examples=None) -> TextClassifier:
+def build_model(cfg: RunConfig, backbone, tokenizer, class_names: list[str], train_examples=None) -> TextClassifier:
     """The classifier for a resolved config on a (fresh) backbone; with `--demos`, `train_examples`
     (the few-shot training set) are its demonstration pool."""
     if get_method(cfg.method).kind == "finetune":
-        return FineTuneClassifier(backbone, tokenizer, len(label_names), max_length=cfg.max_length)
+        return FineTuneClassifier(backbone, tokenizer, len(class_names), max_length=cfg.max_length)
     train = cfg.train if cfg.train is not None else "all"  # zero-shot: nothing is trained either way
     if cfg.demos != "none" and train_examples is None:
         raise UserError(f"--demos {cfg.demos} draws demonstrations from the training examples; none were given")
-    demos = make_demonstrations(cfg.demos, train_examples or [], len(label_names), cfg.demo_sets, cfg.seed,
+    demos = make_demonstrations(cfg.demos, train_examples or [], len(class_names), cfg.demo_sets, cfg.seed,
                                 cfg.demo_encoder)
-    return PromptClassifier(backbone, tokenizer, Template(cfg.template), build_verbalizer(cfg, label_names), train=train,
+    return PromptClassifier(backbone, tokenizer, Template(cfg.template), build_verbalizer(cfg, class_names), train=train,
                             prompt_encoder=cfg.prompt_encoder, max_length=cfg.max_length, demos=demos)

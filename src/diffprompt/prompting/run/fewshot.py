@@ -70,9 +70,9 @@ def check_training_set(examples: Sequence[Any], what: str = "training set") -> N
         )
 
 
-def _label_name(label: Hashable, label_names: Sequence[str] | None) -> str:
-    if label_names is not None and isinstance(label, int) and 0 <= label < len(label_names):
-        return f"{label_names[label]!r} (label {label})"
+def _label_name(label: Hashable, class_names: Sequence[str] | None) -> str:
+    if class_names is not None and isinstance(label, int) and 0 <= label < len(class_names):
+        return f"{class_names[label]!r} (label {label})"
     return repr(label)
 
 
@@ -81,7 +81,7 @@ def sample_few_shot(
     k: int,
     seed: int,
     dev_k: int | None = None,
-    label_names: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> FewShotSplit:
     """Draw K examples per class for training and `dev_k` (default K) more per class for dev.
 
@@ -101,7 +101,7 @@ def sample_few_shot(
     for label, items in groups.items():
         if len(items) < need:
             raise UserError(
-                f"K={k} is larger than class {_label_name(label, label_names)} allows: it has "
+                f"K={k} is larger than class {_label_name(label, class_names)} allows: it has "
                 f"{len(items)} distinct training examples and the protocol needs {need} "
                 f"({k} train + {dev_k} dev); use --shots {max(1, len(items) // 2)} or fewer"
             )

@@ -27,7 +27,7 @@ from ..prompts.calibration import FILE as CALIBRATION_FILE, load_calibration
 from ..prompts.choices import AUTO
 from .classifier_factory import build_model
 from .config import RunConfig
-from .data import RunData, prepare_data
+from .data import RunData, prepare_data, saved_class_names
 from .fewshot import majority_baseline
 from .metrics import accuracy, macro_f1
 from .test_examples import make_examples
@@ -52,7 +52,7 @@ def start_run_folder(out: str | Path | None, cfg: RunConfig, data: RunData, back
     for name in (DONE_FILE, METRICS_FILE, LABEL_WORDS_FILE, CALIBRATION_FILE, *(f for m in METHODS.values() for f in m.files)):
         (run / name).unlink(missing_ok=True)
     method = get_method(cfg.method)
-    run.save_config({**asdict(cfg), "label_names": data.label_names, "num_train": len(data.few_shot.train),
+    run.save_config({**asdict(cfg), "class_names": data.class_names, "num_train": len(data.few_shot.train),
                      "num_dev": len(data.few_shot.dev), "num_test": len(data.test), "pair": data.pair,
                      "method_summary": method.summary, "paper": method.paper,
                      "description": f"{cfg.method} on {cfg.dataset}, K={cfg.shots}, seed {cfg.seed}",
@@ -62,7 +62,7 @@ def start_run_folder(out: str | Path | None, cfg: RunConfig, data: RunData, back
 
 def write_outputs(run: RunDir, model: TextClassifier, cfg: RunConfig, data: RunData, test_scores, results: dict) -> None:
     """predictions.jsonl, examples.json, the trained model (when asked), results.json, then DONE."""
-    names = data.label_names
+    names = data.class_names
     lines = []
     for i, (ex, p) in enumerate(zip(data.test, test_scores.argmax(-1).tolist())):
         lines.append(json.dumps({"index": i, "text": ex.text, **({"text_b": ex.text_b} if getattr(ex, "text_b", None) else {}),
@@ -80,13 +80,14 @@ def load_run_model(run_dir: str | Path, device: str = "cpu") -> tuple[TextClassi
     """(model, config dict) rebuilt from a run folder, with its trained prompt or weights loaded."""
     run_dir = Path(run_dir)
     conf = read_run_config(run_dir, RUN_KIND, "pass a folder written by `diffprompt prompting train --out DIR`")
+    conf["class_names"] = saved_class_names(conf)
     cfg = RunConfig(**{k: conf[k] for k in RunConfig.__dataclass_fields__ if k in conf})
     if cfg.verbalizer == AUTO:
         cfg.verbalizer = chosen_label_words(run_dir)
     model_bb, tok = fresh_backbone(cfg.backbone)
     seed_everything(cfg.seed)
     pool = prepare_data(cfg).few_shot.train if cfg.demos != "none" else None  # --demos: the run's K examples again
-    model = build_model(cfg, model_bb, tok, conf["label_names"], pool)
+    model = build_model(cfg, model_bb, tok, conf["class_names"], pool)
     if get_method(cfg.method).trains:
         path = model_file(run_dir, cfg.method)
         if not path.exists():
@@ -114,9 +115,9 @@ def run_results(cfg: RunConfig, data: RunData, model: TextClassifier, test_score
     gold = [ex.label for ex in data.test]
     return {
         "dataset": cfg.dataset, "method": cfg.method, "shots": cfg.shots, "seed": cfg.seed,
-        "test_accuracy": accuracy(pred, gold), "test_macro_f1": macro_f1(pred, gold, len(data.label_names)),
+        "test_accuracy": accuracy(pred, gold), "test_macro_f1": macro_f1(pred, gold, len(data.class_names)),
         "dev_accuracy": best.accuracy, "best_step": best.step,
         "majority_accuracy": majority_baseline(data.test)["accuracy"],
         "num_train": len(data.few_shot.train), "num_dev": len(data.few_shot.dev), "num_test": len(data.test),
-        "template": cfg.template, "label_words": model.label_descriptions(data.label_names), **extra,
+        "template": cfg.template, "label_words": model.label_descriptions(data.class_names), **extra,
     }

@@ -43,8 +43,8 @@ class LabelSearch:
     top_words: list[list[tuple[str, float]]]  # per class: (word, summed log-probability), best first
     candidates: list[dict] = field(default_factory=list)  # {"words", "score", "train_accuracy"}
 
-    def to_json(self, label_names: list[str]) -> dict:
-        return {"top_words": {n: [[w, round(s, 4)] for w, s in ws] for n, ws in zip(label_names, self.top_words)},
+    def to_json(self, class_names: list[str]) -> dict:
+        return {"top_words": {n: [[w, round(s, 4)] for w, s in ws] for n, ws in zip(class_names, self.top_words)},
                 "candidates": self.candidates}
 
 
@@ -173,17 +173,17 @@ def choose_label_words(cfg: RunConfig, data: RunData, backbone, tokenizer, acc) 
     trained) and the best few-shot dev accuracy wins (ties: the better zero-shot training accuracy).
     Returns label_words.json's dict, whose "verbalizer" is the chosen words."""
     found = search_label_words(backbone, tokenizer, Template(cfg.template), data.few_shot.train,
-                               len(data.label_names), cfg.auto_words, cfg.auto_candidates, cfg.max_length,
+                               len(data.class_names), cfg.auto_words, cfg.auto_candidates, cfg.max_length,
                                cfg.eval_batch_size)
     short = replace(cfg, steps=cfg.auto_steps, patience=0)
     tried = found.candidates[:cfg.auto_finetune]
     for cand in tried:
         seed_everything(cfg.seed)
         model = build_model(replace(short, verbalizer=verbalizer_spec(cand["words"])), copy.deepcopy(backbone),
-                            tokenizer, data.label_names, data.few_shot.train).to(acc.device)
+                            tokenizer, data.class_names, data.few_shot.train).to(acc.device)
         cand["dev_accuracy"] = fit(model, short, data, acc)[0].accuracy
         cand["steps"] = short.steps if get_method(cfg.method).trains else 0
     chosen = max(tried, key=lambda c: c["dev_accuracy"])  # max keeps the first of equals
-    return {"chosen": dict(zip(data.label_names, chosen["words"])), "verbalizer": verbalizer_spec(chosen["words"]),
-            **found.to_json(data.label_names),
+    return {"chosen": dict(zip(data.class_names, chosen["words"])), "verbalizer": verbalizer_spec(chosen["words"]),
+            **found.to_json(data.class_names),
             "settings": {k: getattr(cfg, k) for k in ("auto_words", "auto_candidates", "auto_finetune", "auto_steps")}}

@@ -103,11 +103,11 @@ def train_pattern(cfg: RunConfig, data: RunData, template: str, backbone, tokeni
     t0 = time.time()
     pcfg = replace(cfg, method="prompt-ft", template=template)
     seed_everything(cfg.seed)
-    model = build_model(pcfg, backbone, tokenizer, data.label_names, data.few_shot.train).to(acc.device)
+    model = build_model(pcfg, backbone, tokenizer, data.class_names, data.few_shot.train).to(acc.device)
     best, _ = fit(model, pcfg, data, acc)
     model.eval()
     test = score(model, data.test, cfg.eval_batch_size)
-    return {"template": template, "label_words": model.label_descriptions(data.label_names),
+    return {"template": template, "label_words": model.label_descriptions(data.class_names),
             "dev_accuracy": best.accuracy, "best_step": best.step,
             "test_accuracy": accuracy(test.argmax(-1).tolist(), [ex.label for ex in data.test]),
             "seconds": round(time.time() - t0, 2), "test_scores": test,
@@ -130,11 +130,11 @@ def train_pet(cfg: RunConfig, out: str | Path | None, ds=None, backbone=None, qu
                 for t in pet_patterns(cfg.dataset, data.pair)]
     q = soft_labels([p.pop("unlabeled_scores") for p in patterns], cfg.pet_temperature)
     soft = [SoftExample(ex.text, getattr(ex, "text_b", None), target) for ex, target in zip(unlabeled, q)]
-    student_data = RunData(FewShotSplit(cfg.shots, cfg.seed, soft, data.few_shot.dev), data.test, data.label_names, data.pair)
+    student_data = RunData(FewShotSplit(cfg.shots, cfg.seed, soft, data.few_shot.dev), data.test, data.class_names, data.pair)
     scfg = replace(cfg, steps=cfg.pet_distill_steps)
     run = start_run_folder(out, cfg, data, bb, extra_config, enabled=acc.is_main_process)
     seed_everything(cfg.seed)
-    student = build_model(scfg, bb, tok, data.label_names).to(acc.device)
+    student = build_model(scfg, bb, tok, data.class_names).to(acc.device)
     loss = functools.partial(soft_label_loss, temperature=cfg.pet_temperature)
     best, extra = fit(student, scfg, student_data, acc, run, quiet, loss_fn=loss)
     student.eval()

@@ -14,7 +14,7 @@ from ...rundir import RunDir
 from ..models.classifier import TextClassifier
 from .config import dataset_tag
 from .metrics import accuracy, macro_f1
-from .data import label_names_of, limit_examples, load_data, split_or_none, texts_of
+from .data import class_names_of, limit_examples, load_data, split_or_none, texts_of
 from .folder import load_run_model
 
 
@@ -44,9 +44,9 @@ def evaluate_run(run_dir: str | Path, dataset: str | None = None, split: str = "
     model, conf = load_run_model(run_dir, device)
     dataset = dataset or conf["dataset"]
     ds = load_data(dataset)
-    names = label_names_of(ds)
-    if names != list(conf["label_names"]):
-        raise UserError(f"data set {dataset!r} has labels {names} but the run was trained on {conf['label_names']}; "
+    names = class_names_of(ds)
+    if names != list(conf["class_names"]):
+        raise UserError(f"data set {dataset!r} has labels {names} but the run was trained on {conf['class_names']}; "
                         "evaluate on a data set with the same labels")
     part = split_or_none(ds, split)
     if part is None or not part.examples:
@@ -60,7 +60,7 @@ def evaluate_run(run_dir: str | Path, dataset: str | None = None, split: str = "
     return res
 
 
-def predict_texts(model: TextClassifier, texts: list[str], label_names: list[str], batch_size: int = 64) -> list[dict]:
+def predict_texts(model: TextClassifier, texts: list[str], class_names: list[str], batch_size: int = 64) -> list[dict]:
     """One row per text: the predicted label, its score, and every label's score. A tab in a text
     separates the second input of a pair task."""
     pair = any("\t" in t for t in texts)
@@ -69,6 +69,6 @@ def predict_texts(model: TextClassifier, texts: list[str], label_names: list[str
     rows = []
     for text, row in zip(texts, model.scores_in_batches(first, second, batch_size)):
         j = int(row.argmax())
-        rows.append({"text": text, "label": label_names[j], "score": round(float(row[j]), 4),
-                     "scores": {n: round(float(v), 4) for n, v in zip(label_names, row.tolist())}})
+        rows.append({"text": text, "label": class_names[j], "score": round(float(row[j]), 4),
+                     "scores": {n: round(float(v), 4) for n, v in zip(class_names, row.tolist())}})
     return rows

@@ -24,22 +24,22 @@ def render_prompts(model: TextClassifier, examples) -> list[str]:
     return out
 
 
-def make_examples(model: TextClassifier, test, test_scores, label_names: list[str], n: int) -> list[dict]:
+def make_examples(model: TextClassifier, test, test_scores, class_names: list[str], n: int) -> list[dict]:
     """n test examples (classes mixed) with their rendered prompt, scores per label and prediction."""
     if n <= 0 or not test:
         return []
     chosen = limit_examples(list(range(len(test))), n, salt="examples")
     prompts = render_prompts(model, [test[i] for i in chosen])
-    words = model.label_descriptions(label_names)
+    words = model.label_descriptions(class_names)
     rows = []
     for i, prompt in zip(chosen, prompts):
         p = int(test_scores[i].argmax())
         rows.append({
             "prompt": prompt,
-            "scores": {f"{label_names[j]} ({words[j]})": round(float(s), 4) for j, s in enumerate(test_scores[i].tolist())},
+            "scores": {f"{class_names[j]} ({words[j]})": round(float(s), 4) for j, s in enumerate(test_scores[i].tolist())},
             "score_kind": model.score_kind,
-            "prediction": label_names[p],
-            "label": label_names[test[i].label],
+            "prediction": class_names[p],
+            "label": class_names[test[i].label],
             "correct": p == test[i].label,
         })
     return rows

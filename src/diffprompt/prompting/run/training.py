@@ -65,7 +65,7 @@ def train_single(cfg: RunConfig, out: str | Path | None, ds=None, backbone=None,
     bb, tok = backbone if backbone is not None else fresh_backbone(cfg.backbone)
     search = choose_label_words(cfg, data, bb, tok, acc) if cfg.verbalizer == AUTO else None
     seed_everything(cfg.seed)
-    model = build_model(replace(cfg, verbalizer=search["verbalizer"]) if search else cfg, bb, tok, data.label_names,
+    model = build_model(replace(cfg, verbalizer=search["verbalizer"]) if search else cfg, bb, tok, data.class_names,
                         data.few_shot.train)
     prepare_demonstrations(model, data)
     run = start_run_folder(out, cfg, data, bb, extra_config, enabled=acc.is_main_process)
