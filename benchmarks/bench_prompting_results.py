@@ -3,7 +3,7 @@ learning curve, and the zero-shot label-word scan that chose the sentiment verba
 
     python benchmarks/bench_prompting_results.py            # everything (hours on a busy 2-core CPU)
     python benchmarks/bench_prompting_results.py --words    # only the label-word scan (a minute)
-    python benchmarks/bench_prompting_results.py --methods  # the new rows' grid (2 processes, one thread each)
+    python benchmarks/bench_prompting_results.py --methods  # the new rows' comparison (2 processes, one thread each)
 
 `--methods` runs the rows of the full methods (demonstrations, automatic label words, PET's
 ensemble and distilled model, calibrated zero-shot) on MR, CR, SUBJ, TREC, K = 16, the five
@@ -13,7 +13,7 @@ in parallel, a last pass reuses them and writes the table; then the learning cur
 It writes benchmarks/results/prompting_methods.{md,json,png} and
 prompting_methods_curve.{json,png}.
 
-The grid is `diffprompt prompting compare` with its defaults (80 steps, batch 8, dev-best
+The comparison is `diffprompt prompting compare` with its defaults (80 steps, batch 8, dev-best
 model choice, full test splits) into runs/prompting_results; finished cells there are reused,
 so the same command resumes an interrupted run (and picks up cells run by other processes,
 e.g. the learning curve's K values run in parallel with `--shots 4 --no-curve`).
@@ -84,7 +84,7 @@ def word_scan() -> dict:
     return out
 
 
-def grid(out: str) -> None:
+def compare(out: str) -> None:
     from diffprompt.cli import main
 
     t0 = time.time()
@@ -116,8 +116,8 @@ def sharded(args: list[str], processes: int) -> None:
         raise SystemExit(code)
 
 
-def methods_grid(out: str, processes: int) -> None:
-    """The new rows' grid, then the MR learning curve of the row with the best mean over the data sets."""
+def methods_comparison(out: str, processes: int) -> None:
+    """The new rows' comparison, then the MR learning curve of the row with the best mean over the data sets."""
     t0 = time.time()
     sharded(METHODS_ARGS + ["--no-curve", "--out", out], processes)
     summary = json.loads((Path(out) / "compare.json").read_text())
@@ -136,18 +136,18 @@ def methods_grid(out: str, processes: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--words", action="store_true", help="only the zero-shot label-word scan")
-    ap.add_argument("--methods", action="store_true", help="only the new rows' grid and its learning curve")
+    ap.add_argument("--methods", action="store_true", help="only the new rows' comparison and its learning curve")
     ap.add_argument("--processes", type=int, default=2, help="--methods: processes of one thread each")
     ap.add_argument("--out", default=None, help="default: runs/prompting_results (--methods: runs/prompting_methods)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.methods:
-        methods_grid(args.out or "runs/prompting_methods", args.processes)
+        methods_comparison(args.out or "runs/prompting_methods", args.processes)
         return
     word_scan()
     if not args.words:
-        grid(args.out or "runs/prompting_results")
+        compare(args.out or "runs/prompting_results")
 
 
 if __name__ == "__main__":
