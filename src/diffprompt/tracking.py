@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 from .errors import UserError
+from .rundir import CONFIG_FILE
 
 NO_TRACKER = "none"
 TRACKERS = ("tensorboard", "wandb")
@@ -104,7 +105,7 @@ def start_tracking(run, kind: str) -> None:
     written) to a tracker of `kind` too; nothing for "none", no folder, or a process that does not write."""
     if run is None or not run.enabled or check_tracker(kind) == NO_TRACKER:
         return
-    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    config = json.loads((run / CONFIG_FILE).read_text(encoding="utf-8"))
     run.tracker = Tracker(kind, run.path, config)
 
 
