@@ -330,6 +330,38 @@ def test_evaluate_gives_conditional_accuracy_per_guidance_scale(cond_run, tmp_pa
         assert (out / name).exists(), name
 
 
+@pytest.mark.parametrize("shift", [0, 1])
+def test_conditional_accuracy_of_real_images_is_one_for_the_class_asked_for_and_zero_for_the_other(
+        cond_run, tmp_path, monkeypatch, shift):
+    """`evaluate` with the sampler replaced by real test images: of the class each sample asks for
+    (shift 0) the conditional accuracy is the classifier's accuracy on them, 1 on these bars; of the
+    other class (shift 1) it is 0. Both also equal an independent count on the classifier's labels."""
+    from diffprompt.data import load_images
+    from diffprompt.diffusion.evaluation import evaluate_model
+    from diffprompt.diffusion.evaluation.feature_classifier import load_or_train
+    from diffprompt.diffusion.pixels import images_to_tensor
+
+    monkeypatch.setenv("DIFFPROMPT_CACHE", str(tmp_path / "cache"))
+    dataset = json.loads((cond_run / "config.json").read_text())["dataset"]
+    test = load_images(dataset).split("test")
+    by_class = [test.images[test.labels == c] for c in range(2)]
+
+    def real_images(*args, class_labels, **kw):  # sample i: a test image of class (asked + shift) mod 2
+        picks = [by_class[(int(c) + shift) % 2][i // 2 % len(by_class[(int(c) + shift) % 2])]
+                 for i, c in enumerate(class_labels)]
+        return images_to_tensor(np.stack(picks)), 0.1
+
+    monkeypatch.setattr(evaluate_model, "generate", real_images)
+    res = evaluate_model.evaluate(cond_run, samplers="ddim:3", n_samples=8, nll_images=0, device="cpu", out=tmp_path)
+    assert res["classifier"]["test_accuracy"] == 1.0
+    got = res["samplers"][0]["conditional_accuracy"]
+    asked = np.arange(8) % 2
+    clf = load_or_train(dataset, seed=0)
+    _, probs = clf.run(real_images(class_labels=torch.as_tensor(asked))[0])
+    assert got == float((probs.argmax(1) == asked).mean())
+    assert got == (1.0 if shift == 0 else 0.0)
+
+
 # --- diffusers --------------------------------------------------------------------------------------
 
 

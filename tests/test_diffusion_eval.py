@@ -157,6 +157,44 @@ def test_evaluate_writes_json_and_markdown(tiny_run, cache_dir, monkeypatch):
     assert res["real_floor"]["fid"] < res["samplers"][1]["fid"]
 
 
+def fid_by_hand(a: np.ndarray, b: np.ndarray) -> float:
+    """FID from two feature matrices with numpy alone: tr sqrt(S_a S_b) from the product's eigenvalues."""
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    tr_sqrt = np.sqrt(np.clip(np.linalg.eigvals(s_a @ s_b).real, 0, None)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * tr_sqrt)
+
+
+def test_evaluate_on_the_test_images_themselves_gives_the_known_answers(tiny_run, cache_dir, monkeypatch, tmp_path):
+    """With the sampler replaced by the test split itself, every score has a known value: precision =
+    recall = 1 and FID = 0 against the test split; the floor's FID, the confident share and the class
+    histogram equal an independent computation on the classifier's features."""
+    from diffprompt.data.images import stratified_subset
+    from diffprompt.diffusion.evaluation import evaluate_model
+    from diffprompt.diffusion.evaluation.feature_classifier import load_or_train
+    from diffprompt.diffusion.pixels import images_to_tensor
+
+    monkeypatch.setenv("DIFFPROMPT_CACHE", str(cache_dir))
+    data = bars()
+    test, train = data.split("test"), data.split("train")
+    monkeypatch.setattr(evaluate_model, "generate",
+                        lambda *args, **kw: (images_to_tensor(test.images), 0.5))
+    n = len(test.images)
+    res = evaluate_model.evaluate(tiny_run, samplers="ddim:3", n_samples=n, nll_images=0, data=data,
+                                  classifier_epochs=6, device="cpu", out=tmp_path)
+    row, floor = res["samplers"][0], res["real_floor"]
+    assert row["precision"] == 1.0 and row["recall"] == 1.0
+    assert row["fid"] == pytest.approx(0.0, abs=1e-6)
+    clf = load_or_train("bars8", seed=0, epochs=6, data=data)
+    feats, probs = clf.run(test.images)
+    assert row["confident_share"] == float((probs.max(1) >= 0.9).mean())
+    assert row["class_histogram"] == np.bincount(probs.argmax(1), minlength=2).tolist()
+    assert row["seconds_per_image"] == pytest.approx(0.5 / n)
+    floor_feats, _ = clf.run(stratified_subset(train, n, 0))  # the floor: n stratified train images, seed 0
+    scale = np.trace(np.cov(floor_feats, rowvar=False)) + np.trace(np.cov(feats, rowvar=False))
+    assert floor["fid"] == pytest.approx(fid_by_hand(floor_feats, feats), abs=1e-7 * scale)  # float64 round-off
+
+
 def test_evaluate_estimates_bits_per_dim_from_few_timesteps(tiny_run, cache_dir, monkeypatch, tmp_path):
     from diffprompt.diffusion.evaluation.evaluate_model import evaluate
 
