@@ -150,12 +150,28 @@ def _family(name):
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "electra", "albert", "deberta-v2"])
-def test_pet_runs_on_every_mlm_family(family, one_thread, tmp_path):
+def test_pet_runs_on_every_mlm_family(family, one_thread, tmp_path, monkeypatch):
+    """A PET run on each backbone family; the patterns' and the ensemble's accuracies are recounted
+    here from the patterns' own test scores (the ensemble: the argmax of their mean)."""
     model, tok = _family(family)
+    seen = []  # each pattern's test scores, as its model gave them
+
+    def spy(*args, **kwargs):
+        out = real_train_pattern(*args, **kwargs)
+        seen.append(out["test_scores"].clone())
+        return out
+
+    real_train_pattern = pet.train_pattern
+    monkeypatch.setattr(pet, "train_pattern", spy)
     res = train_run(small(), tmp_path / "run", ds=toy_sentiment(), backbone=(model, tok), quiet=True)
     info = json.loads((tmp_path / "run" / "pet.json").read_text())
     assert [p["template"] for p in info["patterns"]] == list(PET_PATTERNS["mr"])
-    assert res["pattern_test_accuracy"] == [p["test_accuracy"] for p in info["patterns"]]
+    gold = torch.tensor([ex.label for ex in toy_sentiment().split("test").examples])
+    recounted = [float((s.argmax(-1) == gold).double().mean()) for s in seen]
+    assert res["pattern_test_accuracy"] == pytest.approx(recounted, abs=1e-12) and len(seen) == 4
+    assert [p["test_accuracy"] for p in info["patterns"]] == res["pattern_test_accuracy"]
+    ensemble = torch.stack([s.double() for s in seen]).mean(0).argmax(-1)
+    assert res["ensemble_test_accuracy"] == pytest.approx(float((ensemble == gold).double().mean()), abs=1e-12)
     assert info["ensemble"]["test_accuracy"] == res["ensemble_test_accuracy"]
     assert info["distilled"]["test_accuracy"] == res["test_accuracy"] and res["num_unlabeled"] == 6
     assert info["temperature"] == 2.0 and (tmp_path / "run" / "DONE").exists()
