@@ -136,7 +136,16 @@ def test_evaluate_writes_its_files(run, tmp_path, monkeypatch):
                  "--nll-images", "2", "--device", "cpu"]) == 0
     res = json.loads((run / "eval.json").read_text())
     assert res["samplers"][0]["sampler"] == "DDIM-4" and res["nll"]["images"] == 2
-    assert (run / "eval.md").exists()
+    # the command is the library call with its arguments: the same numbers, to the last bit
+    from diffprompt.diffusion import evaluate
+
+    again = evaluate(run, samplers="ddim:4", n_samples=8, nll_images=2, device="cpu", out=tmp_path / "lib")
+    keys = ("fid", "kid", "precision", "recall", "confident_share", "class_histogram", "n")
+    assert {k: res["samplers"][0][k] for k in keys} == {k: again["samplers"][0][k] for k in keys}
+    assert res["real_floor"]["fid"] == again["real_floor"]["fid"] and res["nll"]["bpd"] == again["nll"]["bpd"]
+    md = (run / "eval.md").read_text()
+    assert f"| DDIM-4 | 4 | {res['samplers'][0]['fid']:.2f} (biased) |" in md
+    assert f"**{res['nll']['bpd']:.3f} ± {res['nll']['bpd_stderr']:.3f} bits/dim**" in md
 
 
 def _err(capsys, argv) -> str:
