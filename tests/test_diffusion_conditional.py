@@ -295,6 +295,15 @@ def test_sample_a_class_or_a_row_per_class_with_guidance(cond_run, tmp_path, mon
     saved = np.load(tmp_path / "all.npz")
     assert saved["images"].shape == (6, 8, 8, 1) and saved["class_labels"].tolist() == [0, 0, 0, 1, 1, 1]
     assert float(saved["guidance"]) == 2.0
+    # the command's images are the library's for its seed (0); the guided samples differ from w = 0's
+    from diffprompt.diffusion.pixels import tensor_to_images
+
+    model, diffusion, _ = load_model(cond_run, torch.device("cpu"))
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    x = {w: generate(model, diffusion, 6, (1, 8, 8), "ddim", 3, 0.0, 0, 256, torch.device("cpu"),
+                     class_labels=labels, guidance=w)[0] for w in (0.0, 2.0)}
+    assert np.array_equal(tensor_to_images(x[2.0]), saved["images"])
+    assert not torch.equal(x[0.0], x[2.0])
     assert main(["diffusion", "sample", str(cond_run), "--class", "right", "--n", "2", "--sampler", "ddim",
                  "--steps", "3", "--out", str(tmp_path / "right.npz")]) == 0
     assert np.load(tmp_path / "right.npz")["class_labels"].tolist() == [1, 1]
