@@ -101,3 +101,15 @@ def test_no_function_is_longer_than_a_screen():
 def test_prompting_top_level_holds_at_most_ten_entries():
     entries = [p.name for p in (SRC / "prompting").iterdir() if p.name != "__pycache__"]
     assert len(entries) <= 10, sorted(entries)
+
+
+def test_every_lazily_exported_name_imports():
+    """The packages' faces (`from diffprompt.prompting import ...`) name only what exists."""
+    import importlib
+
+    for f in SRC.rglob("__init__.py"):
+        if "lazy_exports" not in f.read_text(encoding="utf-8"):
+            continue
+        package = importlib.import_module(".".join(f.relative_to(SRC.parent).parent.parts))
+        for name in package.__all__:
+            assert getattr(package, name) is not None, (package.__name__, name)

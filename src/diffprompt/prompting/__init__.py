@@ -18,7 +18,7 @@ _EXPORTS = {
     "TextClassifier": ".models.classifier", "base_model": ".models.prompt_classifier", "full_vocab_label_logits": ".models.prompt_classifier", "mlm_head": ".models.prompt_classifier",
     "PromptEncoder": ".prompts.prompt_encoder", "Template": ".prompts.template", "check_texts": ".prompts.template",
     "Verbalizer": ".prompts.verbalizer", "export_peft": ".peft_io", "import_peft": ".peft_io",
-    "search_label_words": ".runs.label_search", "apply_calibration": ".prompts.calibration", "fit_calibration": ".prompts.calibration",
+    "search_label_words": ".run.label_search", "apply_calibration": ".prompts.calibration", "fit_calibration": ".prompts.calibration",
     "Demonstrations": ".prompts.demonstrations", "SentenceEncoder": ".models.sentence_encoder",
 }
 __all__ = sorted(_EXPORTS)
