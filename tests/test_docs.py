@@ -137,3 +137,19 @@ def test_a_broken_link_is_caught(tmp_path, link, kind):
     page = tmp_path / "page.md"
     page.write_text(f"[fine](diffusion.md#the-shipped-checkpoints) [broken{link}\n", encoding="utf-8")
     assert [kind in b for b in broken_links(page)] == [True]
+
+
+def test_every_import_line_in_the_docs_imports():
+    """Each `from diffprompt... import ...` line of README.md, docs/ and benchmarks/README.md names
+    a module and names that exist (modules move; the docs must follow)."""
+    import importlib
+    import importlib.util
+
+    pages = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *(ROOT / "docs").glob("*.md")]
+    lines = {m.group(1, 2) for page in pages
+             for m in re.finditer(r"^\s*from (diffprompt[\w.]*) import ([\w, ]+)", page.read_text(encoding="utf-8"), re.M)}
+    assert len(lines) >= 5
+    for module, names in sorted(lines):
+        imported = importlib.import_module(module)
+        for name in (n.strip() for n in names.split(",") if n.strip()):
+            assert hasattr(imported, name) or importlib.util.find_spec(f"{module}.{name}"), (module, name)
