@@ -51,8 +51,12 @@ def test_demo_writes_every_stage(demo_run):
         assert (out / name).is_file(), name
     ev = json.loads((out / "ddpm" / "eval.json").read_text())
     assert ev["samplers"] and ev["nll"]["bpd"] > 0
-    methods = {r["method"] for r in json.loads((out / "prompting" / "compare.json").read_text())["table"]}
-    assert methods == {"zero-shot", "prompt-ft", "soft", "hybrid", "finetune"}
+    table = json.loads((out / "prompting" / "compare.json").read_text())["table"]
+    assert {r["method"] for r in table} == {"zero-shot", "prompt-ft", "soft", "hybrid", "finetune"}
+    for row in table:  # each mean is the mean of its cells' own test accuracies, recounted here
+        cells = sorted((out / "prompting" / "cells").glob(f"{row['dataset']}/k*/{row['method']}/seed*/results.json"))
+        accs = [json.loads(c.read_text())["test_accuracy"] for c in cells]
+        assert cells and row["mean"] == pytest.approx(sum(accs) / len(accs), abs=1e-12), row["method"]
 
 
 def test_demo_report_in_a_browser(demo_run):

@@ -153,3 +153,48 @@ def test_every_import_line_in_the_docs_imports():
         imported = importlib.import_module(module)
         for name in (n.strip() for n in names.split(",") if n.strip()):
             assert hasattr(imported, name) or importlib.util.find_spec(f"{module}.{name}"), (module, name)
+
+
+FIGURES_MARK = re.compile(r"<!-- figures: (benchmarks/results/[\w.-]+\.md) -->")
+
+
+def markdown_tables(text: str) -> list[list[list[str]]]:
+    """Every Markdown table of `text` as rows of stripped cells (the header first, the rule dropped)."""
+    tables, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.lstrip().startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(set(c) <= set("-: ") for c in cells):
+                current.append(cells)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def cells_by_row_and_column(table: list[list[str]]) -> dict[tuple[str, str], str]:
+    header = [h.lower() for h in table[0]]
+    return {(row[0].lower().strip("*"), header[j]): cell.strip("*") for row in table[1:] for j, cell in enumerate(row) if j}
+
+
+def test_every_marked_table_quotes_its_results_file():
+    """A table after `<!-- figures: benchmarks/results/X.md -->` copies figures from that file: each
+    of its cells equals the results table's cell of the same row label and column (case aside)."""
+    checked = 0
+    for page in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
+        text = page.read_text(encoding="utf-8")
+        for mark in FIGURES_MARK.finditer(text):
+            quoted = markdown_tables(text[mark.end():])[0]
+            source = {}
+            for table in markdown_tables((ROOT / mark.group(1)).read_text(encoding="utf-8")):
+                source.update(cells_by_row_and_column(table))
+            for key, cell in cells_by_row_and_column(quoted).items():
+                assert source.get(key) == cell, (page.name, mark.group(1), key, cell, source.get(key))
+                checked += 1
+    assert checked >= 60  # the README's and docs' prompting tables are marked
+
+
+def test_a_changed_figure_is_caught():
+    table = markdown_tables("| method | MR |\n| --- | ---: |\n| prompt-ft | 59.4 (0.3) |\n")[0]
+    assert cells_by_row_and_column(table) == {("prompt-ft", "mr"): "59.4 (0.3)"}
+    assert cells_by_row_and_column(table) != {("prompt-ft", "mr"): "59.5 (0.3)"}
