@@ -23,16 +23,27 @@ def split_labels():
             yield f"{name}/{split}", ds.split(split).labels
 
 
-def test_the_first_tenth_of_every_split_holds_every_class_in_its_share():
+def test_every_prefix_of_every_split_keeps_each_class_near_its_share():
+    """The stored order (`interleaved_order`) puts the i-th of a class's n_c members at rank
+    (i + 1/2) / n_c, so a prefix that reaches rank r holds r·n_c ± 1/2 of class c and r·N ± K/2
+    examples in all: class c is within 1/2 + share_c·K/2 of its share of every prefix (within one
+    example when the K classes are equally large). A shuffled split misses this by ~sqrt(prefix)."""
     seen = 0
     for what, labels in split_labels():
         labels = np.asarray(labels)
-        k = len(labels) // 10
         share = np.bincount(labels) / len(labels)
-        first = np.bincount(labels[:k], minlength=len(share))
-        assert np.all(np.abs(first - k * share) <= 0.5 * k * share), (what, first, k * share)
+        counts = np.cumsum(np.eye(len(share))[labels], axis=0)  # [prefix length - 1, class]
+        deviation = np.abs(counts - np.arange(1, len(labels) + 1)[:, None] * share)
+        bound = 0.5 + share * (share > 0).sum() / 2
+        assert np.all(deviation <= bound + 1e-9), (what, deviation.max(0), bound)
         seen += 1
     assert seen >= 2  # mnist5k and MR are always installed
+
+
+def test_a_shuffled_split_breaks_that_bound():
+    labels = np.random.default_rng(0).permutation(np.repeat(np.arange(10), 500))
+    counts = np.cumsum(np.eye(10)[labels], axis=0)
+    assert np.abs(counts - np.arange(1, 5001)[:, None] / 10).max() > 1.0
 
 
 @pytest.mark.parametrize("seed", [0, 1])

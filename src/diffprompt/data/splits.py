@@ -88,7 +88,8 @@ def hash_order(keys: Sequence[str | bytes], seed: int = SEED, salt: str = "order
 def interleaved_order(labels: Sequence[int] | np.ndarray, keys: Sequence[str | bytes] | None = None,
                       seed: int = SEED) -> np.ndarray:
     """The positions 0..N-1 in the order a split is stored in: classes interleaved so that every
-    prefix holds each class in its share (to within one example), never class by class.
+    prefix holds each class near its share (within 1/2 + share·K/2 examples for K classes: within
+    one when the classes are equally large), never class by class.
 
     The i-th of a class's n_c members goes to (i + 1/2) / n_c. Within a class the members are
     ranked by the salted hash of their `keys` (a seeded, stable shuffle), or keep their order when
