@@ -6,7 +6,6 @@ RoBERTa with a byte-level BPE tokenizer trained here, so word-initial `Ġ` space
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..cli import add_command, add_group
 from ..tracking import NO_TRACKER, TRACKERS

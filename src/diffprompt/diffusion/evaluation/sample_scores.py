@@ -16,8 +16,6 @@ UNBIASED_FID_N = 1000  # below this many samples FID's small-sample bias dominat
 PR_NEIGHBOURS = 3
 
 
-
-
 @dataclass
 class Reference:
     """The test split in the classifier's feature space, against which images are scored."""
