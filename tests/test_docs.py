@@ -181,7 +181,7 @@ def test_every_marked_table_quotes_its_results_file():
     """A table after `<!-- figures: benchmarks/results/X.md -->` copies figures from that file: each
     of its cells equals the results table's cell of the same row label and column (case aside)."""
     checked = 0
-    for page in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
+    for page in [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *(ROOT / "docs").glob("*.md")]:
         text = page.read_text(encoding="utf-8")
         for mark in FIGURES_MARK.finditer(text):
             quoted = markdown_tables(text[mark.end():])[0]
@@ -191,7 +191,7 @@ def test_every_marked_table_quotes_its_results_file():
             for key, cell in cells_by_row_and_column(quoted).items():
                 assert source.get(key) == cell, (page.name, mark.group(1), key, cell, source.get(key))
                 checked += 1
-    assert checked >= 60  # the README's and docs' prompting tables are marked
+    assert checked >= 100  # the README's and docs' prompting tables and the README's diffusion table are marked
 
 
 def test_a_changed_figure_is_caught():
