@@ -113,3 +113,20 @@ def test_every_lazily_exported_name_imports():
         package = importlib.import_module(".".join(f.relative_to(SRC.parent).parent.parts))
         for name in package.__all__:
             assert getattr(package, name) is not None, (package.__name__, name)
+
+
+def test_prompting_layers_import_downwards_only():
+    """prompts/ and models/ know nothing of runs or comparisons; run/ nothing of comparisons; the
+    method registry (read by the CLI at import) imports only the torch-free option names."""
+    known = modules()
+    above = {"prompts": ("run", "comparison", "methods"), "models": ("run", "comparison", "methods"),
+             "methods": ("run", "comparison", "models"), "run": ("comparison",)}
+    for name, f in known.items():
+        parts = name.split(".")
+        if len(parts) < 4 or parts[1] != "prompting" or parts[2] not in above:
+            continue
+        for target in imports_of(name, f, known):
+            tparts = target.split(".")
+            assert not (len(tparts) > 2 and tparts[1] == "prompting" and tparts[2] in above[parts[2]]), (name, target)
+    registry = imports_of("diffprompt.prompting.methods.registry", known["diffprompt.prompting.methods.registry"], known)
+    assert registry <= {"diffprompt.errors", "diffprompt.prompting.methods", "diffprompt.prompting.methods.checks"}
