@@ -217,10 +217,10 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 
 def dropout_(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Dropout that may overwrite x; on the CPU about 3x cheaper than F.dropout.
+    """Dropout that may overwrite x, with a cheaper mask than F.dropout's on the CPU.
 
-    F.dropout on the CPU draws its mask with `bernoulli_`, which costs about as much as a 3x3
-    convolution's worth of memory traffic on these small nets (~6 % of a training step). Here one
+    F.dropout on the CPU draws its mask with `bernoulli_`, a visible share of a training step on
+    these small nets (measured in benchmarks/README.md, "Cheaper dropout"). Here one
     32-bit random integer gives two 15-bit uniforms u in [0, 32768); an element is dropped when
     u < round(p * 32768), and kept ones are scaled by 1 / (1 - round(p * 32768) / 32768), so the
     expectation is exactly x (the drop rate is p up to 1/32768: 0.100006 for p = 0.1). The global
