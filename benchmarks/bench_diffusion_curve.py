@@ -32,10 +32,9 @@ def checkpoints(run: Path, every: int) -> list[tuple[int, Path]]:
     return kept + [(final, run / "model.safetensors")] if not kept or kept[-1][0] != final else kept
 
 
-def minutes_at(run: Path, step: int) -> float:
-    """The minutes of training that reached `step`, from metrics.jsonl's time stamps (the start is
+def minutes_at(lines: list[dict], step: int) -> float:
+    """The minutes of training that reached `step`, from metrics.jsonl's lines' time stamps (the start is
     extrapolated back from the first two lines, the step forward or back from the nearest line)."""
-    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     first = lines[0]
     per_step = (lines[1]["time"] - first["time"]) / (lines[1]["step"] - first["step"])
     start = first["time"] - first["step"] * per_step
@@ -43,13 +42,14 @@ def minutes_at(run: Path, step: int) -> float:
     return (after["time"] - (after["step"] - step) * per_step - start) / 60
 
 
-def score(run: Path, step: int, path: Path, args) -> dict:
+def score(run: Path, step: int, path: Path, dataset: str, lines: list[dict], args) -> dict:
+    """The checkpoint's scores (evaluated once, kept in RUN/curve/STEP/); `dataset`: the run's, which a
+    kept checkpoint does not name; `lines`: the run's metrics.jsonl."""
     from diffprompt.diffusion import evaluate
 
     out = run / "curve" / str(step)
     if not (out / "eval.json").exists():
         before = os.getloadavg()[0]
-        dataset = json.loads((run / "config.json").read_text())["dataset"]  # a kept checkpoint does not name it
         evaluate(path, samplers=[args.sampler], n_samples=args.n, nll_images=0, batch_size=250, device="cpu",
                  dataset=dataset, out=out)
         record = json.loads((out / "eval.json").read_text())
@@ -57,14 +57,13 @@ def score(run: Path, step: int, path: Path, args) -> dict:
         (out / "eval.json").write_text(json.dumps(record, indent=2))
     ev = json.loads((out / "eval.json").read_text())
     row = ev["samplers"][0]
-    return {"step": step, "minutes": round(minutes_at(run, step), 2),
+    return {"step": step, "minutes": round(minutes_at(lines, step), 2),
             **{k: row[k] for k in ("sampler", "fid", "kid", "precision", "recall", "confident_share", "n")},
             "floor_fid": ev["real_floor"]["fid"], "floor_confident_share": ev["real_floor"]["confident_share"],
             "classifier_test_accuracy": ev["classifier"]["test_accuracy"], "load": ev.get("load_average_1m")}
 
 
-def render(rows: list[dict], run: Path, args) -> str:
-    cfg = json.loads((run / "config.json").read_text())
+def render(rows: list[dict], run: Path, cfg: dict, args) -> str:
     lines = [f"# FID against training time: {run.name}", "",
              f"`{cfg.get('dataset')}`, U-Net preset `{cfg.get('unet_preset')}`, loss {cfg.get('loss_type')} "
              f"(weighting {cfg.get('loss_weighting')}), batch {cfg.get('batch_size')}, lr {cfg.get('lr')}, EMA "
@@ -90,8 +89,10 @@ def main() -> None:
     ap.add_argument("--name", default=None, help="also write benchmarks/results/NAME.{json,md}")
     args = ap.parse_args()
     run = Path(args.run)
-    rows = [score(run, step, path, args) for step, path in checkpoints(run, args.every)]
-    text = render(rows, run, args)
+    cfg = json.loads((run / "config.json").read_text())
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = [score(run, step, path, cfg["dataset"], lines, args) for step, path in checkpoints(run, args.every)]
+    text = render(rows, run, cfg, args)
     print(text)
     if args.name:
         (RESULTS / f"{args.name}.json").write_text(json.dumps({"run": run.name, "rows": rows}, indent=2))
