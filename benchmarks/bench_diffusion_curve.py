@@ -60,10 +60,12 @@ def score(run: Path, step: int, path: Path, dataset: str, lines: list[dict], arg
     return {"step": step, "minutes": round(minutes_at(lines, step), 2),
             **{k: row[k] for k in ("sampler", "fid", "kid", "precision", "recall", "confident_share", "n")},
             "floor_fid": ev["real_floor"]["fid"], "floor_confident_share": ev["real_floor"]["confident_share"],
-            "classifier_test_accuracy": ev["classifier"]["test_accuracy"], "load": ev.get("load_average_1m")}
+            "classifier": ev["classifier"], "load": ev.get("load_average_1m")}
 
 
 def render(rows: list[dict], run: Path, cfg: dict, args) -> str:
+    from diffprompt.diffusion.evaluation.markdown import feature_network_text
+
     lines = [f"# FID against training time: {run.name}", "",
              f"`{cfg.get('dataset')}`, U-Net preset `{cfg.get('unet_preset')}`, loss {cfg.get('loss_type')} "
              f"(weighting {cfg.get('loss_weighting')}), batch {cfg.get('batch_size')}, lr {cfg.get('lr')}, EMA "
@@ -74,8 +76,8 @@ def render(rows: list[dict], run: Path, cfg: dict, args) -> str:
     for r in rows:
         lines.append(f"| {r['step']} | {r['step'] * cfg['batch_size']} | {r['minutes']:.1f} | {r['fid']:.2f} | {r['fid'] / r['floor_fid']:.2f} | "
                      f"{r['precision']:.3f} | {r['recall']:.3f} | {r['confident_share']:.3f} |")
-    lines += ["", f"Real data: confident share {rows[0]['floor_confident_share']:.3f}; the feature classifier's test "
-              f"accuracy {rows[0]['classifier_test_accuracy']:.4f}.", "",
+    lines += ["", f"Real data: confident share {rows[0]['floor_confident_share']:.3f}. "
+              f"{feature_network_text(rows[0]['classifier'])}", "",
               f"Command: `.venv/bin/python benchmarks/bench_diffusion_curve.py {' '.join(sys.argv[1:])}`"]
     return "\n".join(lines) + "\n"
 

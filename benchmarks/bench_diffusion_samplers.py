@@ -132,11 +132,11 @@ def time_metrics(args) -> dict:
     from diffprompt.data import load_images
     from diffprompt.data.images import stratified_subset
     from diffprompt.diffusion.evaluation.sample_scores import PR_NEIGHBOURS, score_images
-    from diffprompt.diffusion.evaluation.feature_classifier import load_or_train
+    from diffprompt.diffusion.evaluation.feature_networks import feature_network
     from diffprompt.diffusion.evaluation.feature_metrics import knn_radii
 
     data = load_images("mnist5k")
-    clf = load_or_train("mnist5k", seed=0, device="cpu", data=data)
+    clf = feature_network("mnist5k", data)
     ref, _ = clf.run(data.split("test").images)
     images = stratified_subset(data.split("train"), args.n, args.seed)
     t0 = time.perf_counter()
@@ -161,14 +161,15 @@ def _row(name: str, calls, q: dict, seconds) -> str:
 
 
 def markdown(r: dict) -> str:
+    from diffprompt.diffusion.evaluation.markdown import feature_network_text
+
     n, floor = r["n_samples"], r["real_floor"]
     by = {s["sampler"]: s for s in r["samplers"]}
     lines = [
         f"# Samplers at n = {n} on the shipped MNIST 5k checkpoint", "",
         f"Checkpoint `{Path(r['checkpoint']).name}` (step {r['step']}); every row scores {n} samples against the "
-        f"{r['reference']}; the floor scores {floor['n']} stratified train images the same way. Features: the small CNN "
-        f"trained on the train split (test accuracy {r['classifier']['test_accuracy']:.4f}), so FIDs compare only "
-        "within this table. KID is unbiased; precision/recall use k = 3 neighbours."
+        f"{r['reference']}; the floor scores {floor['n']} stratified train images the same way. "
+        f"{feature_network_text(r['classifier'])} KID is unbiased; precision/recall use k = 3 neighbours."
         + (" KID's ± is 0 where one subset of 1000 covers both sets: the value is then exact for these samples, "
            "and its spread over other draws is not measured." if all(x["kid_std"] == 0 for x in r["samplers"]) else ""),
         "",

@@ -1,6 +1,6 @@
-"""The demo's ddpm stage with a class-conditional checkpoint (a row per class, guidance, conditional
-accuracy in the report), and the fallback to the unconditional checkpoint when no conditional one
-is installed. The conditional "shipped" checkpoint here is a tiny model trained in the test."""
+"""The demo's ddpm stages: the conditional one (a row per class, guidance, conditional accuracy in the
+report) and the unconditional one (the seed's model, every picture of the chain), and which models
+the demo shows. The conditional "shipped" checkpoint here is a tiny model trained in the test."""
 
 import importlib
 import json
@@ -53,6 +53,7 @@ def cond_demo(tmp_path_factory):
     asset = root / "ddpm-train" / "model.safetensors"
     cfg.pretrained = True
     mp.setattr(demo, "pretrained_checkpoint", installed({demo.PRETRAINED_CONDITIONAL: asset}))
+    [_, (stage, source, why)] = demo.ddpm_sources(cfg, root / "ddpm-train")
     calls = []
 
     def recording(*args, **kw):
@@ -61,17 +62,18 @@ def cond_demo(tmp_path_factory):
 
     importlib.import_module("diffprompt.diffusion.evaluation.evaluate_model")  # holds the real generate: only the grid is recorded
     mp.setattr(generate_module, "generate", recording)  # draw_grids imports it at call time
-    demo.stage_ddpm(cfg, root / "ddpm", root / "ddpm-train")
+    demo.stage_ddpm(cfg, root / stage, source, why)
     mp.undo()
-    page = render_report([root / "ddpm"]).read_text()
+    page = render_report([root / stage]).read_text()
     torch.set_num_threads(before)
-    yield {"root": root, "cfg": cfg, "asset": asset, "calls": calls, "page": page,
-           "ev": json.loads((root / "ddpm" / "eval.json").read_text()),
-           "config": json.loads((root / "ddpm" / "config.json").read_text())}
+    yield {"root": root, "cfg": cfg, "asset": asset, "calls": calls, "page": page, "stage": stage,
+           "ev": json.loads((root / stage / "eval.json").read_text()),
+           "config": json.loads((root / stage / "config.json").read_text())}
 
 
-def test_the_conditional_checkpoint_is_preferred_and_drawn_a_row_per_class(cond_demo):
-    cfg, out, config = cond_demo["cfg"], cond_demo["root"] / "ddpm", cond_demo["config"]
+def test_the_conditional_checkpoint_gets_its_stage_and_is_drawn_a_row_per_class(cond_demo):
+    cfg, out, config = cond_demo["cfg"], cond_demo["root"] / "ddpm-cond", cond_demo["config"]
+    assert cond_demo["stage"] == "ddpm-cond"
     assert config["checkpoint"] == str(cond_demo["asset"]) and "class-conditional" in config["checkpoint_is"]
     [grid_call] = cond_demo["calls"]
     per = cfg.grid_per_class
@@ -82,6 +84,8 @@ def test_the_conditional_checkpoint_is_preferred_and_drawn_a_row_per_class(cond_
             assert img.size == grid_size(10, per), (name, img.size)
     assert config["samples"]["guidance"] == 2.0 and config["samples"]["per_class"] == per
     assert config["eval_guidance"] == list(cfg.eval_guidance)
+    # one grid per configuration: no eval grids beside samples.png, and no chain for the conditional model
+    assert not list(out.glob("eval-samples-*.png")) and not (out / "reverse.png").exists() and "chain" not in config
 
 
 def test_the_real_grid_shows_each_class_in_its_row(cond_demo):
@@ -137,23 +141,27 @@ def test_the_report_says_how_good_the_samples_are_from_the_numbers(cond_demo):
     assert sentence in page
 
 
-def test_without_a_conditional_asset_the_stage_is_unchanged(cond_demo, tmp_path, monkeypatch):
-    """The shipped unconditional checkpoint, its 8-wide grid of the very samples the stage drew before
-    conditioning existed, no guidance anywhere."""
-    monkeypatch.setenv("DIFFPROMPT_CACHE", str(cond_demo["root"] / "cache"))  # its feature classifier, trained once
+def test_the_unconditional_stage_shows_the_shipped_seed_model(cond_demo, tmp_path, monkeypatch):
+    """The shipped unconditional checkpoint, its 8-wide grid of exactly the samples of one generate call,
+    the chain pictures, no guidance anywhere, and no eval grid repeating samples.png."""
     monkeypatch.setattr(demo, "pretrained_checkpoint", installed({demo.PRETRAINED_CONDITIONAL: None}))
     shipped = demo.pretrained_checkpoint(demo.PRETRAINED)
     cfg = demo.DemoConfig.quick(str(tmp_path))
     cfg.pretrained, cfg.eval_samplers, cfg.eval_samples, cfg.nll_images = True, ("ddim:2",), 4, 0
-    demo.stage_ddpm(cfg, tmp_path / "ddpm", tmp_path / "no-training-run")
+    [(stage, source, why)] = demo.ddpm_sources(cfg, tmp_path / "no-training-run")
+    assert (stage, source) == ("ddpm", shipped)
+    demo.stage_ddpm(cfg, tmp_path / "ddpm", source, why)
     config = json.loads((tmp_path / "ddpm" / "config.json").read_text())
     assert config["checkpoint"] == str(shipped) and config["checkpoint_is"] == (
         "the pre-trained checkpoint shipped with diffprompt (see README: Diffusion, for the command that made it)")
     assert "eval_guidance" not in config and "guidance" not in config["samples"]
-    assert config["description"] == f"Sampling, evaluation and pictures from {config['checkpoint_is']}."
+    bench = json.loads(shipped.with_suffix(".json").read_text())["benchmark"]
+    assert config["description"] == (f"Sampling, evaluation and pictures from {config['checkpoint_is']}. Its full "
+                                     f"evaluation at n = 1000: {bench} (README: Diffusion).")
     ev = json.loads((tmp_path / "ddpm" / "eval.json").read_text())
     assert "conditional" not in ev and all("guidance" not in r for r in ev["samplers"])
-    # the grid: exactly the call the stage made before conditioning (seed + 7, one batch, 8 a row)
+    assert not list((tmp_path / "ddpm").glob("eval-samples-*.png"))
+    assert all((tmp_path / "ddpm" / name).exists() for name in ("forward.png", "reverse.png", "reverse.gif"))
     model, diffusion, _ = load_model(shipped)
     expected, _ = generate(model, diffusion, cfg.grid_samples, (1, 28, 28), "ddim", 5, 0.0, cfg.seed + 7,
                            cfg.grid_samples, torch.device("cpu"), "linspace")
@@ -162,15 +170,18 @@ def test_without_a_conditional_asset_the_stage_is_unchanged(cond_demo, tmp_path,
         assert got.size == grid_size(2, 8) and np.array_equal(np.asarray(got), np.asarray(want))
 
 
-def test_the_stage_model_in_order_of_preference(tmp_path, monkeypatch):
+def test_the_models_the_demo_shows(tmp_path, monkeypatch):
     cond, uncond, trained = tmp_path / "cond.safetensors", tmp_path / "uncond.safetensors", tmp_path / "ddpm-train"
     cfg = demo.DemoConfig.quick(str(tmp_path))
     cfg.pretrained = True
-    for assets, expected in (({demo.PRETRAINED_CONDITIONAL: cond, demo.PRETRAINED: uncond}, cond),
-                             ({demo.PRETRAINED_CONDITIONAL: None, demo.PRETRAINED: uncond}, uncond),
-                             ({demo.PRETRAINED_CONDITIONAL: None, demo.PRETRAINED: None}, trained)):
+    for assets, expected in (({demo.PRETRAINED_CONDITIONAL: cond, demo.PRETRAINED: uncond},
+                              [("ddpm", uncond), ("ddpm-cond", cond)]),
+                             ({demo.PRETRAINED_CONDITIONAL: None, demo.PRETRAINED: uncond}, [("ddpm", uncond)]),
+                             ({demo.PRETRAINED_CONDITIONAL: cond, demo.PRETRAINED: None},
+                              [("ddpm", trained), ("ddpm-cond", cond)]),
+                             ({demo.PRETRAINED_CONDITIONAL: None, demo.PRETRAINED: None}, [("ddpm", trained)])):
         monkeypatch.setattr(demo, "pretrained_checkpoint", installed(assets))
-        assert demo.ddpm_source(cfg, trained)[0] == expected
-    monkeypatch.setattr(demo, "pretrained_checkpoint", installed({demo.PRETRAINED_CONDITIONAL: cond}))
+        assert [(stage, path) for stage, path, _ in demo.ddpm_sources(cfg, trained)] == expected
+    monkeypatch.setattr(demo, "pretrained_checkpoint", installed({demo.PRETRAINED_CONDITIONAL: cond, demo.PRETRAINED: uncond}))
     cfg.pretrained = False  # --no-pretrained
-    assert demo.ddpm_source(cfg, trained) == (trained, "the model trained in the ddpm-train stage")
+    assert demo.ddpm_sources(cfg, trained) == [("ddpm", trained, "the model trained in the ddpm-train stage")]

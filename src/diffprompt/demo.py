@@ -6,15 +6,16 @@ Stages, each a run folder under `runs/demo/` that is skipped when it already hol
 1. `data`        preview grids of the image sets that are installed;
 2. `ddpm-train`  trains the tiny CPU U-Net on MNIST 5k from scratch for a short time budget
                  (a real run of the training loop: loss curve, checkpoint, first samples);
-3. `ddpm`        samples with DDIM and DPM-Solver++, evaluates FID, KID, precision/recall and bits/dim, and draws the forward
-                 strip, the reverse chain (PNG and GIF) and samples beside real images. It uses a
-                 checkpoint shipped with diffprompt (`diffprompt/assets/`) because a few minutes of
-                 CPU training cannot make recognisable digits: the class-conditional one where this
-                 install has it (a row per class, with classifier-free guidance, and conditional
-                 accuracy at each guidance scale), else the unconditional one; `--no-pretrained`
-                 uses the stage-2 model instead (conditional too if `train_set` says so);
-4. `prompting`   zero-shot and a one-seed K = 16 comparison of the five prompting methods on MR;
-5. the report    `runs/demo/report.html`, rendered by `diffprompt report`.
+3. `ddpm`        the seed's model, the unconditional DDPM: samples with DPM-Solver++, FID, KID,
+                 precision/recall and bits/dim, the forward strip, the reverse chain (PNG and GIF)
+                 and samples beside real images. It uses the checkpoint shipped with diffprompt
+                 (`diffprompt/assets/`) because a minute of CPU training cannot make recognisable
+                 digits; `--no-pretrained` uses the stage-2 model instead;
+4. `ddpm-cond`   the shipped class-conditional checkpoint, where installed (not with
+                 `--no-pretrained`): FID and conditional accuracy at each guidance scale, and a row
+                 of samples per class beside real ones;
+5. `prompting`   zero-shot and a one-seed K = 16 comparison of the five prompting methods on MR;
+6. the report    `runs/demo/report.html`, rendered by `diffprompt report`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import json
 import shutil
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import resources
 from pathlib import Path
 
@@ -45,13 +47,13 @@ class DemoConfig:
     device: str = "cpu"
     # stage 2: a short from-scratch training run
     train_steps: int = 2000
-    train_seconds: float = 120.0
+    train_seconds: float = 45.0
     train_set: dict = field(default_factory=dict)  # TrainConfig overrides
-    # stage 3
+    # stages 3 and 4 (the sampler comparison at n = 1000 is benchmarks/bench_diffusion_samplers.py)
     pretrained: bool = True
-    eval_samplers: tuple = ("ddim:10", "ddim:50", "dpm++2m:10", "dpm++2m:20")
+    eval_samplers: tuple = ("dpm++2m:20",)
     eval_samples: int = 256
-    nll_images: int = 8
+    nll_images: int = 4
     eval_guidance: tuple = (0.0, 2.0)  # a conditional model's guidance scales w (0: the plain conditional model)
     grid_samples: int = 64  # an unconditional model's grid
     grid_per_class: int = 10  # a conditional model's grid: a row per class, this many columns
@@ -86,18 +88,20 @@ def pretrained_checkpoint(name: str = PRETRAINED) -> Path | None:
     return p if p.exists() else None
 
 
-def ddpm_source(cfg: DemoConfig, trained: Path) -> tuple[Path, str]:
-    """The model the ddpm stage shows, and why: the shipped class-conditional checkpoint, else the
-    shipped unconditional one, else (or with `--no-pretrained`) the model of the ddpm-train stage."""
+def ddpm_sources(cfg: DemoConfig, trained: Path) -> list[tuple[str, Path, str]]:
+    """(stage, model, why) for each model the demo shows: the seed's unconditional model (the shipped
+    checkpoint; without one, or with `--no-pretrained`, the ddpm-train stage's model), then the shipped
+    class-conditional checkpoint where installed."""
     made = " (see README: Diffusion, for the command that made it)"
-    if cfg.pretrained:
-        for name, what in ((PRETRAINED_CONDITIONAL, "the class-conditional checkpoint shipped with diffprompt"),
-                           (PRETRAINED, "the pre-trained checkpoint shipped with diffprompt")):
-            ckpt = pretrained_checkpoint(name)
-            if ckpt is not None:
-                return ckpt, what + made
+    uncond = pretrained_checkpoint(PRETRAINED) if cfg.pretrained else None
+    cond = pretrained_checkpoint(PRETRAINED_CONDITIONAL) if cfg.pretrained else None
+    if cfg.pretrained and uncond is None:
         log("  no pre-trained checkpoint in this install; using the model trained in the ddpm-train stage")
-    return trained, "the model trained in the ddpm-train stage"
+    sources = [("ddpm", uncond, "the pre-trained checkpoint shipped with diffprompt" + made) if uncond else
+               ("ddpm", trained, "the model trained in the ddpm-train stage")]
+    if cond is not None:
+        sources.append(("ddpm-cond", cond, "the class-conditional checkpoint shipped with diffprompt" + made))
+    return sources
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,7 +151,10 @@ def stage_train(cfg: DemoConfig, out: Path) -> None:
         train(tc, out=out)
 
 
-def stage_ddpm(cfg: DemoConfig, out: Path, trained: Path) -> None:
+def stage_ddpm(cfg: DemoConfig, out: Path, source: Path, why: str) -> None:
+    """Evaluate the model `source` and draw it: samples beside real images (a row per class for a
+    conditional model, at guidance `grid_guidance`); an unconditional model also the forward strip and
+    the reverse chain."""
     import torch
 
     from .data import load_images
@@ -155,11 +162,10 @@ def stage_ddpm(cfg: DemoConfig, out: Path, trained: Path) -> None:
     from .diffusion.checkpoints import load_model
     from .diffusion.evaluation.evaluate_model import evaluate
     from .diffusion.generate import parse_sampler_spec
-    from .diffusion.guidance import guided, num_classes
+    from .diffusion.guidance import num_classes
     from .diffusion.pixels import images_to_tensor
     from .diffusion.visualize import write_visualizations
 
-    source, why = ddpm_source(cfg, trained)
     out.mkdir(parents=True, exist_ok=True)
     run = RunDir(out)
     model, diffusion, meta = load_model(source, cfg.device)
@@ -170,17 +176,17 @@ def stage_ddpm(cfg: DemoConfig, out: Path, trained: Path) -> None:
     guidance = list(cfg.eval_guidance) if k else None
     at = f" at guidance scales w = {', '.join(f'{w:g}' for w in guidance)}" if k else ""
     log(f"  evaluating {source.name if source.is_file() else source} with {', '.join(cfg.eval_samplers)}{at}, "
-        f"{cfg.eval_samples} samples each, NLL on {cfg.nll_images} test images")
-    evaluate(source, samplers=list(cfg.eval_samplers), n_samples=cfg.eval_samples, nll_images=cfg.nll_images,
+        f"{cfg.eval_samples} samples each" + ("" if k else f", NLL on {cfg.nll_images} test images"))
+    evaluate(source, samplers=list(cfg.eval_samplers), n_samples=cfg.eval_samples, nll_images=0 if k else cfg.nll_images,
              seed=cfg.seed, device=cfg.device, out=out, classifier_epochs=cfg.classifier_epochs, data=data,
-             guidance=guidance)
+             guidance=guidance, sample_grids=False)
     draw_grids(cfg, model, diffusion, meta, test, out)
-    log(f"  drawing the forward strip and the {cfg.chain_sampler} reverse chain of {cfg.chain_images} images")
-    chain = parse_sampler_spec(cfg.chain_sampler)
-    net = guided(model, torch.arange(cfg.chain_images) % k, cfg.grid_guidance) if k else model
-    write_visualizations(net, diffusion, out, images_to_tensor(stratified_subset(test, cfg.chain_images, cfg.seed)),
-                         n=cfg.chain_images, sampler=chain["sampler"], steps=chain["steps"], eta=chain["eta"],
-                         seed=cfg.seed, device=torch.device(cfg.device))
+    if not k:
+        log(f"  drawing the forward strip and the {cfg.chain_sampler} reverse chain of {cfg.chain_images} images")
+        chain = parse_sampler_spec(cfg.chain_sampler)
+        write_visualizations(model, diffusion, out, images_to_tensor(stratified_subset(test, cfg.chain_images, cfg.seed)),
+                             n=cfg.chain_images, sampler=chain["sampler"], steps=chain["steps"], eta=chain["eta"],
+                             seed=cfg.seed, device=torch.device(cfg.device))
     run.mark_done()
 
 
@@ -202,22 +208,21 @@ def ddpm_config(cfg: DemoConfig, source: Path, why: str, meta: dict, num_timeste
         rows = {"per_class": cfg.grid_per_class, "classes": k, "class_names": meta.get("class_names")}
         samples.update(n=k * cfg.grid_per_class, guidance=cfg.grid_guidance, **rows)
         real.update(n=k * cfg.grid_per_class, **rows)
-        chain_facts.update(guidance=cfg.grid_guidance, labels=[i % k for i in range(cfg.chain_images)])
-    return {"kind": "diffusion-demo", "checkpoint": str(source), "checkpoint_is": why,
+    title = "Diffusion: the class-conditional model, with guidance" if k else "Diffusion: the DDPM (unconditional)"
+    return {"kind": "diffusion-demo", "title": title, "checkpoint": str(source), "checkpoint_is": why,
             "model_step": meta.get("step"), "unet": meta.get("unet"), "diffusion": meta.get("diffusion"),
             "dataset": meta.get("dataset", "mnist5k"), "eval_samplers": list(cfg.eval_samplers),
             **({"eval_guidance": list(cfg.eval_guidance)} if k else {}),
-            "eval_samples": cfg.eval_samples, "nll_images": cfg.nll_images,
-            "samples": samples, "real": real, "chain": chain_facts,
-            "description": f"Sampling, evaluation and pictures from {why}." + unconditional_pointer(k)}
+            "eval_samples": cfg.eval_samples, "nll_images": 0 if k else cfg.nll_images,
+            "samples": samples, "real": real, **({} if k else {"chain": chain_facts}),
+            "description": f"Sampling, evaluation and pictures from {why}." + benchmark_pointer(source)}
 
 
-def unconditional_pointer(k: int) -> str:
-    """For a conditional model: where the shipped unconditional checkpoint's numbers are (its sidecar says)."""
-    uncond = pretrained_checkpoint(PRETRAINED) if k else None
-    bench = json.loads(sidecar_path(uncond).read_text()).get("benchmark") if uncond else None
-    return (f" The unconditional checkpoint ({PRETRAINED}) is scored with every sampler at n = 1000 in {bench} "
-            "(README: Diffusion)." if bench else "")
+def benchmark_pointer(source: Path) -> str:
+    """Where a shipped checkpoint's full evaluation is (its sidecar's `benchmark`), as a sentence."""
+    side = sidecar_path(source) if source.is_file() else None
+    bench = json.loads(side.read_text()).get("benchmark") if side and side.exists() else None
+    return f" Its full evaluation at n = 1000: {bench} (README: Diffusion)." if bench else ""
 
 
 def draw_grids(cfg: DemoConfig, model, diffusion, meta: dict, test, out: Path) -> None:
@@ -273,7 +278,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     top = RunDir(root)
     top.save_config({"kind": "demo", **{k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
-                     "sections": ["ddpm", "prompting", "ddpm-train", "data"],
+                     "sections": ["ddpm", "ddpm-cond", "prompting", "ddpm-train", "data"],
                      "description": "diffprompt demo: DDPM on MNIST 5k and prompt-based learning on MR."})
     top.mark_not_done()
     timing_file = root / "stages.json"
@@ -281,7 +286,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     stages = [
         ("data", "preview the image data sets", lambda p: stage_data(cfg, p)),
         ("ddpm-train", "train the tiny DDPM on MNIST 5k", lambda p: stage_train(cfg, p)),
-        ("ddpm", "sample, evaluate and draw the DDPM", lambda p: stage_ddpm(cfg, p, root / "ddpm-train")),
+        *[(name, f"sample, evaluate and draw {why.split(' (')[0]}", partial(stage_ddpm, cfg, source=src, why=why))
+          for name, src, why in ddpm_sources(cfg, root / "ddpm-train")],
         ("prompting", "zero-shot and the five prompting methods on MR, K=16", lambda p: stage_prompting(cfg, p)),
     ]
     t_all = time.perf_counter()

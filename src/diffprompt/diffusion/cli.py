@@ -6,7 +6,7 @@ import argparse
 
 from ..cli import add_command, add_group
 from ..tracking import NO_TRACKER, TRACKERS
-from .choices import DEFAULT_EVAL_SAMPLERS, DEFAULT_STEPS, MIXED_PRECISION, SAMPLER_NAMES, SPACINGS, UNET_PRESETS
+from .choices import DEFAULT_EVAL_SAMPLERS, DEFAULT_STEPS, MIXED_PRECISION, SAMPLER_NAMES, SPACINGS, UNET_PRESETS, Recipe
 from .config import TrainConfig, preset_names
 
 TRAIN_DEFAULTS = TrainConfig()  # what a flag left out means, unless a config layer below the flags sets it
@@ -52,8 +52,10 @@ examples:
 """
 
 EVALUATE_HELP = """\
-For several samplers: FID, KID x 10^3 and improved precision/recall (features of a small CNN
-trained on the train split, cached) against the full test split, the real-data floor (as many
+For several samplers: FID, KID x 10^3 and improved precision/recall against the full test split
+in a feature network's space (the network shipped for the data set, pinned by its sha256, so the
+numbers are the same on every machine; --feature-net FILE for your own; a set without one gets a
+network trained on this machine and cached), the real-data floor (as many
 stratified train images, scored the same way), the share of confidently classified samples,
 class histograms, and sampling time per image; bits/dim (the full bound) on a stratified sample
 of test images. FID needs n >= 1000 to be trusted (below it is marked biased: read KID).
@@ -83,6 +85,18 @@ example:
   python -c "import diffusers; diffusers.DDPMPipeline.from_pretrained('runs/ddpm-mnist-diffusers')(batch_size=4)"
 """
 
+FEATURE_NET_HELP = """\
+The feature network is the yardstick of every FID, KID, precision/recall, confident share and
+conditional accuracy. diffprompt ships one for mnist5k, mnist10k, fashion-mnist and twemoji
+(benchmarks/results/feature_nets.md). For your own images, train one once, check its test
+accuracy, and pass the same file to every evaluation you want to compare:
+
+examples:
+  diffprompt diffusion feature-net show mnist5k
+  diffprompt diffusion feature-net train path/to/images --out my-features.safetensors --epochs 20
+  diffprompt diffusion evaluate runs/my-model --feature-net my-features.safetensors
+"""
+
 VISUALIZE_HELP = """\
 Pictures of the processes: forward.png (x_0 -> x_T at chosen t), reverse.png and reverse.gif
 (the reverse chain x_T -> x_0), and pred_x0.png (the model's x_0 estimate along the chain).
@@ -96,7 +110,7 @@ def register(subparsers) -> None:
     group = add_group(subparsers, "diffusion", "train, sample, evaluate, visualize, export a DDPM",
                       "Denoising diffusion probabilistic models (DDPM; DDIM and DPM-Solver++ sampling).\n\n"
                       "example: diffprompt diffusion train && diffprompt diffusion sample runs/ddpm-mnist5k-*/")
-    for add in (_add_train, _add_sample, _add_evaluate, _add_visualize, _add_export):
+    for add in (_add_train, _add_sample, _add_evaluate, _add_feature_net, _add_visualize, _add_export):
         add(group)
 
 
@@ -165,11 +179,31 @@ def _add_evaluate(group) -> None:
     p.add_argument("--guidance", metavar="W,W,...",
                    help="conditional models: comma-separated guidance scales to sample at (default 0)")
     p.add_argument("--dataset", help="data set (default: the one the model was trained on)")
+    p.add_argument("--feature-net", metavar="FILE", help="score in this feature network's space (a .safetensors from "
+                   "`feature-net train`) instead of the data set's")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", help="folder for eval.json/eval.md (default: the run folder)")
     p.set_defaults(func=cmd_evaluate)
+
+
+def _add_feature_net(group) -> None:
+    sub = add_group(group, "feature-net", "the feature network FID is measured with: show, train", FEATURE_NET_HELP)
+    p = add_command(sub, "show", "which network scores a data set, or what a network file holds", FEATURE_NET_HELP)
+    p.add_argument("target", metavar="DATASET_OR_FILE", help="a data set name or folder, or a .safetensors file")
+    p.set_defaults(func=cmd_feature_net_show)
+    p = add_command(sub, "train", "train a feature network for your data set", FEATURE_NET_HELP)
+    p.add_argument("dataset", metavar="DATASET", help="a data set name or a folder of images (with train/test splits)")
+    p.add_argument("--out", required=True, help="the network file to write (.safetensors, with a .json sidecar)")
+    defaults = Recipe()
+    p.add_argument("--epochs", type=int, default=defaults.epochs, help="passes over the train split")
+    p.add_argument("--rotate", type=float, default=defaults.rotate, help="random rotations up to this many degrees")
+    p.add_argument("--shift", type=int, default=defaults.shift, help="random shifts up to this many pixels")
+    p.add_argument("--hflip", action="store_true", help="random mirror images (not for digits or text)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_feature_net_train)
 
 
 def _add_visualize(group) -> None:
@@ -225,8 +259,28 @@ def cmd_evaluate(args) -> int:
 
     res = evaluate(args.path, samplers=args.samplers, n_samples=args.n_samples, nll_images=args.nll_images,
                    batch_size=args.batch_size, seed=args.seed, device=args.device, dataset=args.dataset, out=args.out,
-                   nll_timesteps=args.nll_timesteps, guidance=args.guidance)
+                   nll_timesteps=args.nll_timesteps, guidance=args.guidance, feature_net=args.feature_net)
     print(render_markdown(res))
+    return 0
+
+
+def cmd_feature_net_show(args) -> int:
+    import json
+
+    from .evaluation.feature_networks import describe_network
+
+    print(json.dumps(describe_network(args.target), indent=2))
+    return 0
+
+
+def cmd_feature_net_train(args) -> int:
+    import json
+
+    from ..device import choose_device
+    from .evaluation.feature_networks import train_network
+
+    recipe = Recipe(epochs=args.epochs, rotate=args.rotate, shift=args.shift, hflip=args.hflip)
+    print(json.dumps(train_network(args.dataset, args.out, recipe, args.seed, choose_device(args.device)), indent=2))
     return 0
 
 

@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from ..diffusion.evaluation.markdown import feature_network_text
 from ..diffusion.visualize import fid_against_calls
 from .markup import paragraph, plot_figure, table
 from .numbers import DASH, count, fixed, is_number, one_decimal, percent, plus_minus, seconds, sig, times
@@ -112,8 +113,7 @@ def eval_sentences(ev: dict, ref: dict, shown: dict) -> list[str]:
     if biased:
         out.append(f"At n = {ev['n_samples']} FID is biased upwards, so KID, an unbiased estimate, is the score "
                    "to compare.")
-    out.append("FID and KID use the features of a small classifier trained on the data set: they compare within "
-               "this table, not with published Inception scores.")
+    out.append(feature_network_text(ev["classifier"]))
     return out
 
 
@@ -234,8 +234,7 @@ def likelihood_table(nll: dict) -> str:
 
 def measured_text(ev: dict) -> str:
     c, m = ev["classifier"], ev.get("machine", {})
-    return (f"FID and KID use the {c.get('feature_dim', '')}-dimensional features of a CNN trained on "
-            f"{ev['dataset']}'s train split (test accuracy {percent(c.get('test_accuracy'))} %). Seed {ev.get('seed')}, device "
+    return (f"{feature_network_text(c)} Seed {ev.get('seed')}, device "
             f"{ev.get('device')}; {m.get('cpu_model', m.get('processor', 'CPU'))}, {m.get('cpu_count')} CPUs, "
             f"torch {m.get('torch')} with {m.get('torch_threads')} threads.")
 

@@ -47,7 +47,7 @@ class Run:
 
     @property
     def title(self) -> str:
-        return TITLES.get(self.cfg.get("kind", ""), title_of(self.path.name))
+        return self.cfg.get("title") or TITLES.get(self.cfg.get("kind", ""), title_of(self.path.name))
 
 
 def is_run(path: Path) -> bool:

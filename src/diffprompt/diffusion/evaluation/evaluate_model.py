@@ -3,8 +3,11 @@ bits/dim, sampling time.
 
     diffprompt diffusion evaluate RUN_DIR --samplers ddpm,ddim:50,dpm++2m:20 --n-samples 1000 --nll-images 1000
 
-* Features come from a small CNN trained on the data set's train split (`feature_classifier.py`),
-  cached; its test accuracy is reported. Samples are compared with the **full test split**.
+* Features come from a small CNN (`feature_classifier.py`): the network shipped for a named data
+  set, pinned by its sha256, so every machine gets the same numbers (`feature_networks.py`); a
+  network file the user passes (`feature_net`); or, for a set without one, a network trained here
+  and cached, whose numbers compare only with runs on this machine. eval.json names the network,
+  its source and hash. Samples are compared with the **full test split**.
 * The real-data floor is the same scores for a stratified sample of `n_samples` train images: what
   a perfect model would get at this n. Every sampler and the floor are scored at the same n.
 * FID is biased upwards at small n: below `UNBIASED_FID_N` samples it is flagged `fid_biased`, and
@@ -53,7 +56,7 @@ from ..guidance import num_classes
 from ..pixels import images_to_tensor
 from ..visualize import guidance_tradeoff, save_figure, save_grid
 from .bits_per_dim import nll_on_images
-from .feature_classifier import load_or_train
+from .feature_networks import feature_network
 from .markdown import render_markdown
 from .sample_scores import CONFIDENCE, Reference
 
@@ -78,10 +81,13 @@ def evaluate(path: str | Path, samplers: list[str] | str = DEFAULT_EVAL_SAMPLERS
              nll_images: int = 100, batch_size: int = 250, seed: int = 0, device: str = "auto",
              dataset: str | None = None, out: str | Path | None = None, classifier_epochs: int = 8,
              data: ImageDataset | None = None, nll_timesteps: int = 0,
-             guidance: list[float] | str | None = None) -> dict[str, Any]:
+             guidance: list[float] | str | None = None, feature_net: str | Path | None = None,
+             sample_grids: bool = True) -> dict[str, Any]:
     """Evaluate a run folder or checkpoint; write eval.json and eval.md; return the results.
 
     `guidance`: the scales w a conditional model is sampled at (default [0]); an unconditional one takes none.
+    `feature_net`: a feature network file to score with instead of the data set's (`feature_networks.py`).
+    `sample_grids`: also write a grid of each row's first samples (eval-samples-*.png).
     """
     specs = _parse_specs(samplers, n_samples, nll_images)
     dev = choose_device(device)
@@ -94,7 +100,7 @@ def evaluate(path: str | Path, samplers: list[str] | str = DEFAULT_EVAL_SAMPLERS
         raise UserError("the checkpoint does not name its data set; pass --dataset NAME")
     data = data if data is not None else load_images(dataset)
     shape = _image_shape(meta, data.split("test").images, dataset)
-    ref = _reference(data, dataset, dev, classifier_epochs, seed)
+    ref = _reference(data, dataset, dev, classifier_epochs, seed, feature_net)
     requested = _requested_classes(num_classes(model), ref.num_classes, n_samples, dataset)
     results = _header(meta, dataset, data, ref, n_samples, dev, seed)
     if requested is not None:
@@ -108,7 +114,7 @@ def evaluate(path: str | Path, samplers: list[str] | str = DEFAULT_EVAL_SAMPLERS
     if nll_images:
         results["nll"] = _test_bits_per_dim(model, diffusion, data.split("test"), nll_images, requested is not None,
                                             min(batch_size, 100), seed, dev, nll_timesteps)
-    return _write(results, grids, Path(out) if out else output_folder(path))
+    return _write(results, grids if sample_grids else {}, Path(out) if out else output_folder(path))
 
 
 def _parse_specs(samplers: list[str] | str, n_samples: int, nll_images: int) -> list[dict[str, Any]]:
@@ -123,10 +129,11 @@ def _parse_specs(samplers: list[str] | str, n_samples: int, nll_images: int) -> 
     return specs
 
 
-def _reference(data: ImageDataset, dataset: str, device, classifier_epochs: int, seed: int) -> Reference:
-    """The feature classifier (trained on the train split, cached) and the test split in its features."""
+def _reference(data: ImageDataset, dataset: str, device, classifier_epochs: int, seed: int,
+               feature_net: str | Path | None = None) -> Reference:
+    """The feature network that scores `dataset` and the test split in its features."""
     test = data.split("test")
-    clf = load_or_train(dataset, seed=0, device=device, epochs=classifier_epochs, data=data)
+    clf = feature_network(dataset, data, device, classifier_epochs, feature_net)
     k = len(clf.class_names) or int(max(data.split("train").labels.max(), test.labels.max())) + 1
     return Reference.of(clf, test.images, k, seed)
 
@@ -139,12 +146,17 @@ def _header(meta: dict[str, Any], dataset: str, data: ImageDataset, ref: Referen
         "kind": "diffusion-eval", "checkpoint": meta.get("path"), "dataset": dataset, "step": meta.get("step"),
         "diffusion": meta.get("diffusion"), "n_samples": n_samples,
         "reference": f"test split ({len(ref.features)} images)",
-        "classifier": {"test_accuracy": clf.test_accuracy, "key": clf.key, "cached": clf.cached,
+        "classifier": {**clf.describe(), "test_accuracy": _test_accuracy(ref, data.split("test")),
                        "feature_dim": int(ref.features.shape[1]), "confidence_threshold": CONFIDENCE,
                        "test_confident_share": float((ref.probs.max(1) >= CONFIDENCE).mean())},
         "class_names": list(clf.class_names), "real_floor": _real_floor(ref, data.split("train"), n_samples, seed),
         "samplers": [], "device": str(device), "machine": machine_info(), "seed": seed,
     }
+
+
+def _test_accuracy(ref: Reference, test: ImageDataset) -> float:
+    """The network's accuracy on this test split, computed here (a shipped network may serve several sets)."""
+    return float((ref.probs.argmax(1) == np.asarray(test.labels)).mean())
 
 
 def _score_samplers(sampling, specs: list[dict[str, Any]], scales: list[float | None], ref: Reference,

@@ -32,6 +32,19 @@ def _conditional_note(r: dict[str, Any]) -> list[str]:
             f"on real test images it is the classifier's test accuracy, {r['classifier']['test_accuracy']:.4f}."]
 
 
+def feature_network_text(c: dict[str, Any]) -> str:
+    """One sentence naming the feature network (eval.json's "classifier") and what its FIDs compare with."""
+    acc = f"test accuracy {c['test_accuracy']:.4f}"
+    source = c.get("source", "local")
+    if source == "local":
+        what = f"a small CNN trained on this machine (cached as `{c.get('key')}`; {acc})"
+    else:
+        kind = "the shipped feature network" if source == "shipped" else "the feature network file"
+        what = f"{kind} `{c.get('key')}` (sha256 `{c.get('sha256', '')[:12]}`; {acc})"
+    comparable = c.get("comparable", "only with runs on this machine and torch version")
+    return f"Features: {what}; its FID/KID compare {comparable}, not with Inception FIDs."
+
+
 def render_markdown(r: dict[str, Any]) -> str:
     """The results as a Markdown table with the reference, floor and classifier stated."""
     n = r["n_samples"]
@@ -39,9 +52,8 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"# Evaluation of {r.get('checkpoint')}" + (f" (step {r['step']})" if r.get("step") is not None else ""),
         "",
         f"Data set `{r['dataset']}`; {n} samples per sampler and {r['real_floor']['n']} real images for the floor, "
-        f"compared with the {r['reference']}. Features: a small CNN trained on the train split (test accuracy "
-        f"{r['classifier']['test_accuracy']:.4f}); FID/KID values are comparable only with this classifier, not with "
-        f"Inception FIDs. Precision/recall: k = {PR_NEIGHBOURS} nearest neighbours. Confident share: classifier "
+        f"compared with the {r['reference']}. {feature_network_text(r['classifier'])} "
+        f"Precision/recall: k = {PR_NEIGHBOURS} nearest neighbours. Confident share: classifier "
         f"probability >= {CONFIDENCE}."
         + (f" FID below n = {UNBIASED_FID_N} is biased upwards: read KID." if n < UNBIASED_FID_N else ""),
         *_conditional_note(r),
