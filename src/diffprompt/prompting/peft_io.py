@@ -28,6 +28,13 @@ Importing: an adapter whose first virtual tokens are exactly the backbone's lead
 embeddings (one exported here) comes back exactly. Any other prompt-tuning adapter was trained in
 front of [CLS]; its embeddings become soft tokens bit for bit, but here they sit after [CLS], so
 its scores differ from PEFT's (`import_peft` says so).
+
+Deep prompts (models/deep_prompt.py) travel as PEFT PREFIX_TUNING adapters: adapter_config.json
+(peft_type PREFIX_TUNING, task_type FEATURE_EXTRACTION, num_virtual_tokens, token_dim,
+num_layers, num_attention_heads, prefix_projection false) and `prompt_embeddings`
+[num_virtual_tokens, num_layers * 2 * token_dim], PEFT's flat layout of the folded prefixes (the
+MLP, if any, applied, as PEFT saves them too). Both sides shift the input's positions by the prefix
+length, so an adapter gives the same mask scores here and in `PeftModel`.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from ..errors import UserError
 from ..progress import log
 from ..rundir import RunDir
 from .models.backbone import DEFAULT_BACKBONE, backbone_id, default_backbone_dir, fresh_backbone
+from .models.deep_prompt import DeepPrompt, attention_shape, flat_to_prefixes, prefixes_to_flat
 from .run.classifier_factory import build_verbalizer
 from .run.config import RunConfig
 from .methods.defaults import default_template
@@ -270,3 +278,48 @@ def import_run(adapter, out, dataset: str | None = None, template: str | None = 
                      "backbone_id": backbone_id(bb), "description": f"PEFT prompt-tuning adapter {adapter} as {n} soft tokens"})
     model.save(model_file(out, "soft"))
     return Path(out)
+
+
+# ----------------------------------------------------------------------------- deep prompts (prefix tuning)
+def prefix_adapter_config(prompt: DeepPrompt) -> dict:
+    """adapter_config.json as PEFT writes it for prefix tuning, the prefixes already folded."""
+    ident = backbone_id(prompt.backbone)
+    return {"peft_type": "PREFIX_TUNING", "task_type": "FEATURE_EXTRACTION",
+            "num_virtual_tokens": prompt.num_virtual_tokens, "token_dim": prompt.hidden,
+            "num_transformer_submodules": 1, "num_attention_heads": prompt.heads, "num_layers": prompt.layers,
+            "encoder_hidden_size": prompt.config.mlp_hidden_size or prompt.hidden, "prefix_projection": False,
+            "base_model_name_or_path": str(default_backbone_dir()) if ident == DEFAULT_BACKBONE else ident,
+            "revision": None, "inference_mode": True, "init_weights": None, "modules_to_save": None,
+            "auto_mapping": None}
+
+
+def export_peft_prefix(prompt: DeepPrompt, out) -> Path:
+    """Write a deep prompt as a PEFT prefix-tuning adapter folder that `PeftModel.from_pretrained` reads."""
+    out = Path(out)
+    with torch.no_grad():
+        flat = prefixes_to_flat(prompt.prefixes()).cpu().contiguous()
+    atomic_write_bytes(out / WEIGHTS_FILE, save({WEIGHTS_KEY: flat}, metadata={"format": "pt"}))
+    atomic_write_bytes(out / CONFIG_FILE, json.dumps(prefix_adapter_config(prompt), indent=2).encode())
+    return out
+
+
+def import_peft_prefix(folder, backbone) -> DeepPrompt:
+    """A deep prompt holding the prefixes of a PEFT prefix-tuning adapter folder, on `backbone`."""
+    folder = Path(folder)
+    if not (folder / CONFIG_FILE).is_file():
+        raise UserError(f"{folder} has no {CONFIG_FILE}; pass a folder written by PEFT's save_pretrained")
+    config = _read_json(folder / CONFIG_FILE)
+    if config.get("peft_type") != "PREFIX_TUNING" or (config.get("num_transformer_submodules") or 1) != 1:
+        raise UserError(f"{folder} holds a {config.get('peft_type')} adapter with "
+                        f"{config.get('num_transformer_submodules') or 1} submodules; deep prompts take PEFT prefix "
+                        "tuning (PREFIX_TUNING) of an encoder")
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise UserError(f"{folder} has no {WEIGHTS_FILE} (an adapter_model.bin is a pickle, which diffprompt never "
+                        "loads); save it again with PEFT's save_pretrained(DIR, safe_serialization=True)")
+    flat = load_file(folder / WEIGHTS_FILE).get(WEIGHTS_KEY)
+    layers, heads, hidden = attention_shape(backbone)
+    if flat is None or tuple(flat.shape) != (config.get("num_virtual_tokens"), layers * 2 * hidden):
+        raise UserError(f"{folder / WEIGHTS_FILE} holds no {WEIGHTS_KEY!r} of shape [num_virtual_tokens, "
+                        f"{layers * 2 * hidden}] for backbone {backbone_id(backbone)!r} ({layers} layers, hidden "
+                        f"{hidden}); load it onto the backbone it was trained with")
+    return DeepPrompt.from_prefixes(backbone, flat_to_prefixes(flat, layers, heads))
