@@ -1,13 +1,14 @@
 """Deep prompts (prefix tuning / P-tuning v2): key/value prefixes at every layer of a frozen masked LM.
 
-On each masked-LM family the repository tests (the packaged BERT-tiny, tiny random RoBERTa,
-DistilBERT, ELECTRA and ALBERT with two layers; DeBERTa-v2 is refused): every layer's attention
-equals the attention over prefixed keys and values written out here in plain torch, and on BERT
-the whole forward pass too; the backbone stays bitwise unchanged while the prefixes train, and only
+On each masked-LM family the repository tests (the packaged BERT-tiny; tiny random RoBERTa,
+DistilBERT, ELECTRA, ALBERT and DeBERTa-v3-style DeBERTa-v2 with two layers): every layer's
+attention equals the attention over prefixed keys and values written out here in plain torch (for
+DeBERTa with its relative-position terms on the input's columns only), and on BERT the whole
+forward pass too; the backbone stays bitwise unchanged while the prefixes train, and only
 they are saved; the MLP reparameterisation folds into plain prefixes. PEFT is the oracle for the
 PREFIX_TUNING round trip on the families whose attention takes PEFT's cache (BERT, RoBERTa,
-ELECTRA; in transformers 5.25 the attention of DistilBERT and ALBERT takes no cache, so PEFT 0.21.2
-cannot prefix them).
+ELECTRA; in transformers 5.25 the attention of DistilBERT, ALBERT and DeBERTa-v2 takes no cache, so
+PEFT 0.21.2 cannot prefix them).
 """
 
 from __future__ import annotations
@@ -20,17 +21,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
+from test_prompting_core import _roberta_tokenizer
 
 from diffprompt.errors import UserError
 from diffprompt.prompting.models.backbone import load_backbone
-from diffprompt.prompting.models.deep_prompt import DeepPrompt, DeepPromptConfig, flat_to_prefixes
+from diffprompt.prompting.models.deep_prompt import (
+    DeepPrompt,
+    DeepPromptConfig,
+    flat_to_prefixes,
+)
 from diffprompt.prompting.peft_io import export_peft_prefix, import_peft_prefix
-from test_prompting_core import _roberta_tokenizer
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),  # peft asks transformers deprecated questions:
               pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"),
               pytest.mark.filterwarnings("ignore:`past_key_values` is deprecated:FutureWarning")]
-FAMILIES = ["bert", "roberta", "distilbert", "electra", "albert"]
+FAMILIES = ["bert", "roberta", "distilbert", "electra", "albert", "deberta-v2"]
 PEFT_FAMILIES = ["bert", "roberta", "electra"]
 TEXTS = ["a gorgeous , witty , seductive movie . It was {mask} .", "dull . It was {mask} ."]
 
@@ -43,7 +48,7 @@ def family(name: str):
     if name == "bert":
         return bb, tok
     torch.manual_seed(0)
-    common = dict(num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, max_position_embeddings=160)
+    common = {"num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 160}
     if name == "roberta":
         tok = _roberta_tokenizer()
         model = tf.RobertaForMaskedLM(tf.RobertaConfig(
@@ -56,8 +61,11 @@ def family(name: str):
         model = tf.ElectraForMaskedLM(tf.ElectraConfig(vocab_size=len(tok), embedding_size=8, hidden_size=16, **common))
     elif name == "albert":  # one shared layer run twice: two prefixes
         model = tf.AlbertForMaskedLM(tf.AlbertConfig(vocab_size=len(tok), embedding_size=8, hidden_size=16, **common))
-    elif name == "deberta-v2":
-        model = tf.DebertaV2ForMaskedLM(tf.DebertaV2Config(vocab_size=len(tok), hidden_size=16, legacy=False, **common))
+    elif name == "deberta-v2":  # DeBERTa-v3's attention: relative positions only, both position terms
+        model = tf.DebertaV2ForMaskedLM(tf.DebertaV2Config(
+            vocab_size=len(tok), hidden_size=16, legacy=False, relative_attention=True, pos_att_type=["p2c", "c2p"],
+            position_buckets=8, max_relative_positions=32, share_att_key=True, position_biased_input=False,
+            norm_rel_ebd="layer_norm", **common))
     return model.eval(), tok
 
 
@@ -88,6 +96,8 @@ def mask_logits(prompt: DeepPrompt, b: dict) -> torch.Tensor:
 def projections(module):
     """(query, key, value, after) of an attention module; `after(context, hidden)` is what the module
     does with the attention's output (BERT: nothing, DistilBERT: out_lin, ALBERT: dense + residual + LayerNorm)."""
+    if hasattr(module, "query_proj"):
+        return module.query_proj, module.key_proj, module.value_proj, lambda c, h: c
     if hasattr(module, "q_lin"):
         return module.q_lin, module.k_lin, module.v_lin, lambda c, h: module.out_lin(c)
     if hasattr(module, "dense"):
@@ -95,28 +105,38 @@ def projections(module):
     return module.query, module.key, module.value, lambda c, h: c
 
 
-def reference_attention(module, hidden, prefix, attention_mask):
-    """softmax(q [P_k; k]^T / sqrt(d) + mask) [P_v; v], the prefix always attended, written out."""
+def reference_attention(module, hidden, prefix, attention_mask, kwargs=None):
+    """softmax(q [P_k; k]^T / sqrt(d) + mask) [P_v; v], the prefix always attended, written out.
+    DeBERTa: d scaled by its number of score terms, and its relative-position terms (its own
+    `disentangled_attention_bias`) added on the input's columns only."""
     q_lin, k_lin, v_lin, after = projections(module)
     heads, n, d = prefix.shape[1:]
-    split = lambda x: x.view(x.shape[0], x.shape[1], heads, d).transpose(1, 2)  # noqa: E731  [B, heads, L, d]
+    batch, length = hidden.shape[:2]
+    split = lambda x: x.view(batch, length, heads, d).transpose(1, 2)  # [B, heads, L, d]
     q, k, v = split(q_lin(hidden)), split(k_lin(hidden)), split(v_lin(hidden))
-    k = torch.cat([prefix[0].expand(len(hidden), -1, -1, -1), k], dim=2)
-    v = torch.cat([prefix[1].expand(len(hidden), -1, -1, -1), v], dim=2)
-    keep = torch.cat([torch.ones(len(hidden), n), attention_mask.float()], dim=1)
-    scores = q @ k.transpose(-1, -2) / math.sqrt(d) + (1 - keep)[:, None, None, :] * -1e9
-    context = (scores.softmax(-1) @ v).transpose(1, 2).reshape(hidden.shape)
-    return after(context, hidden)
+    terms = 1 + sum(t in getattr(module, "pos_att_type", []) for t in ("c2p", "p2c"))
+    scores = q @ torch.cat([prefix[0].expand(batch, -1, -1, -1), k], dim=2).transpose(-1, -2) / math.sqrt(d * terms)
+    keep = torch.cat([torch.ones(batch, n), attention_mask.float()], dim=1)[:, None, None, :]
+    if hasattr(module, "disentangled_attention_bias"):
+        rel = module.disentangled_attention_bias(q.reshape(-1, length, d), k.reshape(-1, length, d),
+                                                 kwargs["relative_pos"], kwargs["rel_embeddings"], terms)
+        scores = scores + F.pad(rel.view(batch, heads, length, length), (n, 0))
+        rows = attention_mask.float()[:, None, :, None]  # DeBERTa masks padded rows too, the prefix stays attended
+        keep = torch.cat([torch.ones(batch, 1, length, n), rows * keep[..., n:]], dim=-1)
+    scores = scores + (1 - keep) * -1e9
+    context = scores.softmax(-1) @ torch.cat([prefix[1].expand(batch, -1, -1, -1), v], dim=2)
+    return after(context.transpose(1, 2).reshape(hidden.shape), hidden)
 
 
 def attention_calls(bb, prompt: DeepPrompt, b: dict) -> list:
-    """(module, its input hidden states, its output) of every attention call of a prefixed forward."""
+    """(module, its input hidden states, its keyword arguments, its output) of every attention call
+    of a prefixed forward."""
     calls, hooks = [], []
     for module in bb.modules():
-        if hasattr(module, "query") or hasattr(module, "q_lin"):
+        if any(hasattr(module, a) for a in ("query", "q_lin", "query_proj")):
             hooks.append(module.register_forward_hook(
-                lambda m, args, kwargs, out: calls.append((m, args[0] if args else kwargs["hidden_states"], out[0])),
-                with_kwargs=True))
+                lambda m, args, kwargs, out: calls.append((m, args[0] if args else kwargs["hidden_states"], kwargs,
+                                                           out[0])), with_kwargs=True))
     try:
         with torch.no_grad():
             prompt.run(b["attention_mask"], input_ids=b["input_ids"])
@@ -130,16 +150,22 @@ def attention_calls(bb, prompt: DeepPrompt, b: dict) -> list:
 def test_every_layer_attends_to_its_prefix_as_written_out(name):
     bb, tok = family(name)
     prompt, b = random_prompt(bb), batch(tok)
+    implementation = bb.config._attn_implementation
     calls = attention_calls(bb, prompt, b)
     assert len(calls) == 2 == prompt.layers  # ALBERT: its one module twice, with prefix 0, then prefix 1
     with torch.no_grad():
         prefixes = prompt.prefixes()
-        for i, (module, hidden, out) in enumerate(calls):
-            torch.testing.assert_close(out, reference_attention(module, hidden, prefixes[i], b["attention_mask"]),
-                                       rtol=0, atol=1e-5)
-            other = reference_attention(module, hidden, prefixes[1 - i], b["attention_mask"])
+        for i, (module, hidden, kwargs, out) in enumerate(calls):
+            mine = reference_attention(module, hidden, prefixes[i], b["attention_mask"], kwargs)
+            torch.testing.assert_close(out, mine, rtol=0, atol=1e-5)
+            other = reference_attention(module, hidden, prefixes[1 - i], b["attention_mask"], kwargs)
             assert (out - other).abs().max() > 1e-3  # each layer gets its own prefix
-    assert bb.config._attn_implementation == "sdpa"  # the backbone's config is back as it was
+    assert bb.config._attn_implementation == implementation  # the backbone is back as it was
+    assert not any("forward" in vars(m) for m in bb.modules())
+    with torch.no_grad():  # embeddings in (what PromptClassifier feeds) take the same positions as ids
+        embeds = bb.get_input_embeddings()(b["input_ids"])
+        from_embeds = prompt.run(b["attention_mask"], inputs_embeds=embeds).logits
+        assert torch.equal(from_embeds, prompt.run(b["attention_mask"], input_ids=b["input_ids"]).logits)
 
 
 def test_bert_mask_logits_equal_a_forward_pass_written_out():
@@ -157,7 +183,9 @@ def test_bert_mask_logits_equal_a_forward_pass_written_out():
             ffn = layer.output.dense(F.gelu(layer.intermediate.dense(h)))
             h = layer.output.LayerNorm(h + ffn)
         ours = bb.cls(h)[torch.arange(2), b["mask_positions"]]
+        encoder = prompt.run(b["attention_mask"], model=bb.bert, input_ids=b["input_ids"]).last_hidden_state
     torch.testing.assert_close(mask_logits(prompt, b), ours, rtol=0, atol=1e-5 * float(ours.abs().max()))
+    torch.testing.assert_close(encoder, h, rtol=0, atol=1e-5)  # the encoder alone, as PromptClassifier calls it
 
 
 # ---------------------------------------------------------------------------- training and files
@@ -189,7 +217,7 @@ def test_training_moves_only_the_prefixes_and_saves_only_them(name, tmp_path):
     assert torch.equal(mask_logits(back, b), mask_logits(prompt, b))
 
 
-@pytest.mark.parametrize("name", ["bert", "albert"])
+@pytest.mark.parametrize("name", ["bert", "albert", "deberta-v2"])
 def test_the_mlp_folds_into_plain_prefixes(name, tmp_path):
     bb, tok = family(name)
     prompt, b = random_prompt(bb, n=3, mlp=24), batch(tok)
@@ -205,9 +233,12 @@ def test_the_mlp_folds_into_plain_prefixes(name, tmp_path):
 
 
 def test_refusals(tmp_path):
-    bb, tok = family("deberta-v2")
-    with pytest.raises(UserError, match="passed 0 of its 2 attention layers.*deep prompts need BERT"):
-        DeepPrompt(bb)
+    import transformers as tf
+
+    mpnet = tf.MPNetForMaskedLM(tf.MPNetConfig(vocab_size=100, hidden_size=16, num_hidden_layers=2,
+                                               num_attention_heads=2, intermediate_size=32))
+    with pytest.raises(UserError, match="0 of its 2 attention layers took their prefix.*deep prompts need BERT"):
+        DeepPrompt(mpnet)  # MPNet computes its attention with relative bias itself
     with pytest.raises(UserError, match="at least 1"):
         DeepPromptConfig(0)
     bert, _ = family("bert")

@@ -11,9 +11,11 @@ ALBERT and ELECTRA through one registry (`AttentionInterface`) named by
 `config._attn_implementation`. While `DeepPrompt.run` calls the backbone, that name points to
 `_prefixed_attention`, which puts layer i's prefix in front of the keys and values the layer
 computed and lets the usual SDPA kernel attend over both (the mask gets N attended columns in
-front). Layers are counted by call, so ALBERT's one shared layer gets a prefix per repetition.
-Only a backbone whose every layer's attention passes through the registry is accepted: DeBERTa-v2
-computes its disentangled attention itself and is refused.
+front). DeBERTa-v2 computes its disentangled attention itself, so during the call its attention
+modules run `_prefixed_disentangled_attention` instead: the same computation with the prefix in
+front, whose keys get content scores only (they have no relative position), as in P-tuning v2's
+DeBERTa. Layers are counted by call, so ALBERT's one shared layer gets a prefix per repetition,
+and a backbone whose layers do not all take their prefix is refused.
 
 Positions: the input's positions start at N, as if the prefix were N tokens before it. That is
 what PEFT's prefix tuning (and P-tuning v2's code) does on BERT-family models, whose embeddings
@@ -22,6 +24,8 @@ shift positions by the cache length, so a PEFT adapter gives the same scores her
 
 from __future__ import annotations
 
+import json
+import math
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,7 +45,7 @@ from .backbone import backbone_id
 ATTENTION = "diffprompt_prefix"
 FORMAT = "diffprompt-deep-prompt-v1"
 WEIGHTS_KEY = "prefixes"
-_SUPPORTED = "BERT, RoBERTa, DistilBERT, ALBERT or an ELECTRA generator"
+_SUPPORTED = "BERT, RoBERTa, DistilBERT, ALBERT, an ELECTRA generator or DeBERTa-v2/v3"
 
 
 @dataclass(frozen=True)
@@ -84,14 +88,19 @@ class _Active:
 _ACTIVE = _Active()
 
 
-def _prefixed_attention(module, query, key, value, attention_mask, **kwargs):
-    """SDPA attention over [layer i's prefix; the layer's own keys and values]."""
+def _next_prefix(module, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The key and value prefixes [heads, N, head_dim] of the attention layer being called."""
     prefixes = _ACTIVE.prefixes
     if _ACTIVE.calls >= prefixes.shape[0]:
         raise UserError(f"{type(module).__name__} ran more attention layers than the {prefixes.shape[0]} the deep "
                         "prompt has prefixes for; build the deep prompt from this backbone")
-    layer_k, layer_v = prefixes[_ACTIVE.calls].to(key.dtype)  # [heads, N, head_dim] each
     _ACTIVE.calls += 1
+    return prefixes[_ACTIVE.calls - 1].to(dtype).unbind(0)
+
+
+def _prefixed_attention(module, query, key, value, attention_mask, **kwargs):
+    """SDPA attention over [layer i's prefix; the layer's own keys and values]."""
+    layer_k, layer_v = _next_prefix(module, key.dtype)
     batch, n = key.shape[0], layer_k.shape[1]
     key = torch.cat([layer_k.expand(batch, -1, -1, -1), key], dim=2)
     value = torch.cat([layer_v.expand(batch, -1, -1, -1), value], dim=2)
@@ -104,16 +113,48 @@ AttentionInterface.register(ATTENTION, _prefixed_attention)
 ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, eager_mask)  # additive float masks, padded above
 
 
+def _prefixed_disentangled_attention(module, hidden_states, attention_mask, output_attentions=False,
+                                     query_states=None, relative_pos=None, rel_embeddings=None):
+    """DeBERTa-v2's DisentangledSelfAttention.forward with layer i's prefix in front of its keys and
+    values; the prefix columns get the content score q.k only, no relative-position terms."""
+    heads, batch = module.num_attention_heads, hidden_states.shape[0]
+    query_states = hidden_states if query_states is None else query_states
+    q = module.transpose_for_scores(module.query_proj(query_states), heads)  # [B * heads, L, head_dim]
+    k = module.transpose_for_scores(module.key_proj(hidden_states), heads)
+    v = module.transpose_for_scores(module.value_proj(hidden_states), heads)
+    layer_k, layer_v = _next_prefix(module, k.dtype)
+    n, length = layer_k.shape[1], q.shape[1]
+    scale_factor = 1 + ("c2p" in module.pos_att_type) + ("p2c" in module.pos_att_type)
+    scores = torch.bmm(q, torch.cat([layer_k.repeat(batch, 1, 1), k], dim=1).transpose(-1, -2))
+    scores = scores / math.sqrt(q.shape[-1] * scale_factor)
+    if module.relative_attention:
+        rel = module.disentangled_attention_bias(q, k, relative_pos, module.pos_dropout(rel_embeddings), scale_factor)
+        scores = scores + nn.functional.pad(rel, (n, 0))
+    scores = scores.view(batch, heads, length, n + k.shape[1])
+    keep = nn.functional.pad(attention_mask.bool(), (n, 0), value=True)
+    probs = module.dropout(scores.masked_fill(~keep, torch.finfo(q.dtype).min).softmax(-1))
+    context = torch.bmm(probs.view(batch * heads, length, -1), torch.cat([layer_v.repeat(batch, 1, 1), v], dim=1))
+    context = context.view(batch, heads, length, -1).permute(0, 2, 1, 3).reshape(batch, length, -1)
+    return context, probs if output_attentions else None
+
+
 @contextmanager
 def _prefixes_in(backbone: nn.Module, prefixes: torch.Tensor):
-    """While inside, the backbone's attention layers take `prefixes`; its config is restored after."""
+    """While inside, the backbone's attention layers take `prefixes`; its config and modules are
+    restored after."""
     config, before = backbone.config, backbone.config._attn_implementation
+    disentangled = [m for m in backbone.modules()
+                    if hasattr(m, "disentangled_attention_bias") and hasattr(m, "query_proj")]
     _ACTIVE.prefixes, _ACTIVE.calls = prefixes, 0
     config._attn_implementation = ATTENTION
+    for m in disentangled:  # an instance attribute shadows the class's forward until deleted
+        m.forward = lambda *args, _m=m, **kwargs: _prefixed_disentangled_attention(_m, *args, **kwargs)
     try:
         yield _ACTIVE
     finally:
         config._attn_implementation = before
+        for m in disentangled:
+            del m.forward
         _ACTIVE.prefixes = None
 
 
@@ -172,19 +213,19 @@ class DeepPrompt(nn.Module):
         with _prefixes_in(self.backbone, self.prefixes()) as active:
             out = model(attention_mask=attention_mask, position_ids=positions, **inputs)
         if active.calls != self.layers:
-            raise UserError(f"{type(self.backbone).__name__} passed {active.calls} of its {self.layers} attention layers "
-                            f"through transformers' attention interface; deep prompts need {_SUPPORTED}")
+            raise UserError(f"in {type(self.backbone).__name__} {active.calls} of its {self.layers} attention layers "
+                            f"took their prefix (its attention is its own); deep prompts need {_SUPPORTED}")
         return out
 
     def _check_backbone(self) -> None:
-        """Run two tokens through the backbone: every layer must take its prefix (DeBERTa-v2 does not)."""
+        """Run two tokens through the backbone: every layer must take its prefix."""
         param = next(self.backbone.parameters())
         ids = torch.ones(1, 2, dtype=torch.long, device=param.device)
         with torch.no_grad():
             self.run(torch.ones_like(ids), input_ids=ids)
 
     # ------------------------------------------------------------------ files
-    def folded(self) -> "DeepPrompt":
+    def folded(self) -> DeepPrompt:
         """A plain deep prompt (no MLP) whose prefixes equal this one's."""
         plain = DeepPrompt(self.backbone, DeepPromptConfig(self.num_virtual_tokens))
         with torch.no_grad():
@@ -194,16 +235,16 @@ class DeepPrompt(nn.Module):
     def save(self, path) -> None:
         """Write the prefixes alone (the MLP folded in) as safetensors, with the backbone's name."""
         meta = {"format": FORMAT, "backbone": backbone_id(self.backbone),
-                "config": str(asdict(DeepPromptConfig(self.num_virtual_tokens)))}
+                "config": json.dumps(asdict(DeepPromptConfig(self.num_virtual_tokens)))}
         tensor = self.prefixes().detach().cpu().contiguous()
         atomic_write_bytes(path, save({WEIGHTS_KEY: tensor}, metadata=meta))
 
     @classmethod
-    def from_prefixes(cls, backbone: nn.Module, prefixes: torch.Tensor) -> "DeepPrompt":
+    def from_prefixes(cls, backbone: nn.Module, prefixes: torch.Tensor) -> DeepPrompt:
         """A plain deep prompt holding `prefixes` [layers, 2, heads, N, head_dim] for `backbone`."""
         layers, heads, hidden = attention_shape(backbone)
-        want = (layers, 2, heads, prefixes.shape[-2] if prefixes.ndim == 5 else -1, hidden // heads)
-        if prefixes.ndim != 5 or tuple(prefixes.shape) != want:
+        shape = tuple(prefixes.shape)
+        if len(shape) != 5 or shape[:3] + shape[4:] != (layers, 2, heads, hidden // heads):
             raise UserError(f"the prefixes have shape {tuple(prefixes.shape)} but backbone {backbone_id(backbone)!r} "
                             f"needs [layers={layers}, 2, heads={heads}, N, head_dim={hidden // heads}]; "
                             "load them onto the backbone they were trained with")
@@ -213,7 +254,7 @@ class DeepPrompt(nn.Module):
         return prompt
 
     @classmethod
-    def load(cls, path, backbone: nn.Module) -> "DeepPrompt":
+    def load(cls, path, backbone: nn.Module) -> DeepPrompt:
         """A deep prompt saved by `save`, on `backbone`."""
         try:
             weights = load(Path(path).read_bytes())
