@@ -265,12 +265,14 @@ def peft_mask_logits(bb, folder, b: dict) -> torch.Tensor:
     return logits[torch.arange(len(logits)), b["mask_positions"]]
 
 
-@pytest.mark.parametrize("name", PEFT_FAMILIES)
-def test_a_peft_adapter_imports_with_peft_scores(name, tmp_path):
+@pytest.mark.parametrize("name,projection", [(name, False) for name in PEFT_FAMILIES] + [("bert", True)])
+def test_a_peft_adapter_imports_with_peft_scores(name, projection, tmp_path):
+    """projection: PEFT trains through its MLP and saves the prefixes it makes (folded, as we do)."""
     peft = pytest.importorskip("peft")
     bb, tok = family(name)
-    model = peft.get_peft_model(copy.deepcopy(bb), peft.PrefixTuningConfig(task_type="FEATURE_EXTRACTION",
-                                                                            num_virtual_tokens=4))
+    config = peft.PrefixTuningConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=4,
+                                     prefix_projection=projection, encoder_hidden_size=24)
+    model = peft.get_peft_model(copy.deepcopy(bb), config)
     with torch.no_grad():
         model.prompt_encoder["default"].embedding.weight.normal_(generator=torch.Generator().manual_seed(2))
     model.save_pretrained(str(tmp_path / "native"))
