@@ -31,9 +31,11 @@ EXAMPLES = ("  diffprompt prompting zero-shot --dataset mr\n"
             "  diffprompt prompting train --dataset mr --method prompt-ft --verbalizer auto --seed 13 --out runs/auto\n"
             "  diffprompt prompting train --dataset mr --method prompt-ft --shots 16 --seed 13 --out runs/pft\n"
             "  diffprompt prompting train --dataset mr --method prompt-ft --demos similar --seed 13 --out runs/demos\n"
+            "  diffprompt prompting train --dataset trec --method p-tuning-v2 --seed 13 --out runs/ptv2\n"
             "  diffprompt prompting evaluate runs/pft\n"
             "  diffprompt prompting predict runs/pft --text 'a gorgeous, witty film'\n" + COMPARE_EXAMPLE + "\n"
             "  diffprompt prompting export runs/soft --to peft runs/soft-peft\n"
+            "  diffprompt prompting export runs/ptv2 --to peft runs/ptv2-peft\n"
             "  diffprompt prompting import-peft runs/soft-peft --out runs/from-peft")
 
 EXPORT_HELP = """\
@@ -41,9 +43,12 @@ Write the soft prompt of a `prompting train` run as a PEFT prompt-tuning adapter
 (adapter_config.json, adapter_model.safetensors) that peft.PeftModel.from_pretrained(backbone, OUT)
 loads; its README.md shows the call. The template must start with all its soft tokens
 ({soft*N} {x} ... {mask}) and the backbone must be frozen; anything else is refused with the reason.
+A prefix-tuning or p-tuning-v2 run is written as a PEFT prefix-tuning (PREFIX_TUNING) adapter of
+its prefixes; PeftModel takes the filled-in template as it is.
 
 example:
   diffprompt prompting export runs/soft --to peft runs/soft-peft
+  diffprompt prompting export runs/ptv2 --to peft runs/ptv2-peft
 """
 IMPORT_PEFT_HELP = """\
 Turn a PEFT prompt-tuning adapter folder into a run folder of method soft, which `prompting
@@ -64,7 +69,9 @@ def register(subparsers) -> None:
                       "Prompt-based few-shot learning (LM-BFF protocol) on a masked LM.\n\n"
                       "Methods: zero-shot (hard template, no training), prompt-ft (hard template, all parameters),\n"
                       "soft (soft tokens, frozen backbone), hybrid (hard words + soft tokens), finetune (head baseline),\n"
-                      "pet (a prompt-ft model per pattern, their ensemble distilled into a fine-tuned classifier).\n\n"
+                      "pet (a prompt-ft model per pattern, their ensemble distilled into a fine-tuned classifier),\n"
+                      "and the deep forms of soft and hybrid, key/value prefixes at every layer of the frozen backbone:\n"
+                      "prefix-tuning (input and mask only; PEFT's PREFIX_TUNING) and p-tuning-v2 (hard template).\n\n"
                       "examples:\n" + EXAMPLES))
     _add_zero_shot(g)
     _add_train(g)
@@ -164,7 +171,10 @@ def _add_loop_args(p: argparse.ArgumentParser, defaults: RunOptions) -> None:
     """The training loop's options (train and compare)."""
     p.add_argument("--steps", type=int, default=defaults.steps, help="optimiser steps; default: the method's (see `prompting compare --help`)")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="examples per optimiser step (all processes together)")
-    p.add_argument("--eval-every", type=int, default=defaults.eval_every, help="steps between dev evaluations (model choice)")
+    p.add_argument("--eval-every", type=int, default=defaults.eval_every,
+                   help="steps between dev evaluations (model choice); default: the method's")
+    p.add_argument("--prefix-length", type=int, default=defaults.prefix_length,
+                   help="prefix-tuning and p-tuning-v2: key/value prefix tokens per layer; default: the method's")
     p.add_argument("--patience", type=int, default=defaults.patience,
                    help="stop after N dev evaluations without improvement (0: never)")
     p.add_argument("--warmup", type=float, default=defaults.warmup, help="fraction of steps of linear warm-up (then linear decay)")
@@ -205,7 +215,8 @@ def _run_folder_command(g, name: str, summary: str, description: str, run_dir_he
 
 
 def _add_compare(g) -> None:
-    budgets = ", ".join(f"{m.name} {m.steps} steps at {m.lr:g}" for m in METHODS.values() if m.trains)
+    budgets = ", ".join(f"{m.name} {m.steps} steps at {m.lr:g}, dev every {m.eval_every}" for m in METHODS.values()
+                        if m.trains)
     p = add_command(g, "compare", "data sets x rows x seeds at K shots: table, bar chart, learning curve",
                     description=("Run every row (a method plus options) on every data set for every seed (LM-BFF protocol), then write\n"
                                  "compare.json, compare.md (mean (std) over seeds, majority-class row), compare.png (bars with\n"
@@ -238,8 +249,9 @@ def _add_compare(g) -> None:
 
 
 def _add_export(g) -> None:
-    p = add_command(g, "export", "write a run's soft prompt as a PEFT prompt-tuning adapter", description=EXPORT_HELP)
-    p.add_argument("run_dir", help="a folder written by `diffprompt prompting train` (method soft or hybrid)")
+    p = add_command(g, "export", "write a run's soft prompt (or deep prompt) as a PEFT adapter", description=EXPORT_HELP)
+    p.add_argument("run_dir", help="a folder written by `diffprompt prompting train` (method soft, hybrid, "
+                                   "prefix-tuning or p-tuning-v2)")
     p.add_argument("--to", default="peft", choices=["peft"], help="the format to write")
     p.add_argument("out", help="the adapter folder to write")
     p.set_defaults(func=cmd_export)
@@ -417,8 +429,9 @@ def cmd_export(args) -> int:
     from .peft_io import export_run
 
     out = export_run(args.run_dir, args.out)
-    print(f"PEFT prompt-tuning adapter in {out}: peft.PeftModel.from_pretrained(backbone, {str(out)!r}) loads it "
-          "(its README.md shows the call)")
+    kind = json.loads((out / "adapter_config.json").read_text())["peft_type"]
+    readme = " (its README.md shows the call)" if (out / "README.md").exists() else ""
+    print(f"PEFT {kind} adapter in {out}: peft.PeftModel.from_pretrained(backbone, {str(out)!r}) loads it{readme}")
     return 0
 
 

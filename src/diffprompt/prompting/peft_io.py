@@ -34,7 +34,10 @@ Deep prompts (models/deep_prompt.py) travel as PEFT PREFIX_TUNING adapters: adap
 num_layers, num_attention_heads, prefix_projection false) and `prompt_embeddings`
 [num_virtual_tokens, num_layers * 2 * token_dim], PEFT's flat layout of the folded prefixes (the
 MLP, if any, applied, as PEFT saves them too). Both sides shift the input's positions by the prefix
-length, so an adapter gives the same mask scores here and in `PeftModel`.
+length, so an adapter gives the same mask scores here and in `PeftModel`. A run of
+`prefix-tuning` or `p-tuning-v2` exports that way (`export_peft` on a `DeepPromptClassifier`), with
+diffprompt.json naming its template and label words; PEFT then runs the filled-in template, [CLS]
+included, as it is.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from ..progress import log
 from ..rundir import RunDir
 from .models.backbone import DEFAULT_BACKBONE, backbone_id, default_backbone_dir, fresh_backbone
 from .models.deep_prompt import DeepPrompt, attention_shape, flat_to_prefixes, prefixes_to_flat
+from .models.deep_prompt_classifier import DeepPromptClassifier
 from .run.classifier_factory import build_verbalizer
 from .run.config import RunConfig
 from .methods.defaults import default_template
@@ -125,8 +129,11 @@ def adapter_config(model: PromptClassifier, num_virtual_tokens: int) -> dict:
 
 
 def export_peft(model: PromptClassifier, out, extra: dict | None = None) -> Path:
-    """Write `model`'s prompt as a PEFT prompt-tuning adapter folder; a template PEFT cannot express
-    is a `UserError` that says why. `extra` goes into diffprompt.json (the data set, label names)."""
+    """Write `model`'s prompt as a PEFT prompt-tuning adapter folder (a deep prompt's as a prefix-tuning
+    one); a template PEFT cannot express is a `UserError` that says why. `extra` goes into
+    diffprompt.json (the data set, label names)."""
+    if isinstance(model, DeepPromptClassifier):
+        return export_deep_classifier(model, out, extra)
     why = peft_refusal(model)
     if why:
         raise UserError(f"cannot export to PEFT: {why}")
@@ -300,6 +307,17 @@ def export_peft_prefix(prompt: DeepPrompt, out) -> Path:
         flat = prefixes_to_flat(prompt.prefixes()).cpu().contiguous()
     atomic_write_bytes(out / WEIGHTS_FILE, save({WEIGHTS_KEY: flat}, metadata={"format": "pt"}))
     atomic_write_bytes(out / CONFIG_FILE, json.dumps(prefix_adapter_config(prompt), indent=2).encode())
+    return out
+
+
+def export_deep_classifier(model: DeepPromptClassifier, out, extra: dict | None = None) -> Path:
+    """A deep-prompt classifier's prefixes as a PEFT prefix-tuning adapter, with diffprompt.json naming
+    the template and label words PEFT's scores at the mask are read with."""
+    out = export_peft_prefix(model.deep_prompt, out)
+    side = {"format": FORMAT, "template": model.template.text, "verbalizer": model.verbalizer.to_dict(),
+            "backbone": backbone_id(model.backbone), "max_length": model.max_length,
+            "prefix_length": model.deep_prompt.num_virtual_tokens, **(extra or {})}
+    atomic_write_bytes(out / SIDECAR, json.dumps(side, indent=2).encode())
     return out
 
 

@@ -18,7 +18,8 @@ class CompareConfig(RunOptions):
     """The comparison: every row on every data set for every seed at K shots, plus a learning curve."""
 
     datasets: list[str] = field(default_factory=lambda: ["mr", "cr", "trec"])
-    rows: list[str] = field(default_factory=lambda: [m for m in METHOD_NAMES if m != "pet"])  # rows.py
+    # rows.py; by default the five single-model methods (not pet, not the deep prompts)
+    rows: list[str] = field(default_factory=lambda: [m for m in METHOD_NAMES if m != "pet" and not get_method(m).deep])
     seeds: list[int] = field(default_factory=lambda: list(LMBFF_SEEDS))
     lr: dict[str, float] = field(default_factory=dict)  # per-method override; missing: the method's default
     train: dict[str, str] = field(default_factory=dict)  # per-method override of all/prompt (hybrid)

@@ -16,7 +16,8 @@ from .config import CompareConfig
 COLORS = {"zero-shot": "#9e9e9e", "prompt-ft": "#1f77b4", "soft": "#2ca02c", "hybrid": "#9467bd", "finetune": "#d62728",
           "prompt-ft+demos-random": "#6baed6", "prompt-ft+demos-similar": "#08519c", "prompt-ft+auto": "#17becf",
           "pet": "#ff7f0e", "pet-distilled": "#8c564b", "zero-shot+cal-content-free": "#c7c7c7",
-          "zero-shot+cal-domain": "#636363"}  # other rows: matplotlib's cycle
+          "zero-shot+cal-domain": "#636363",
+          "prefix-tuning": "#006d2c", "p-tuning-v2": "#54278f"}  # deep soft / hybrid darker; other rows: matplotlib's cycle
 
 
 def _mean_std(mean: float, std: float) -> str:

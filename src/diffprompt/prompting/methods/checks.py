@@ -39,3 +39,19 @@ def pet_settings(cfg) -> None:
     for name in ("pet_unlabeled", "pet_distill_steps", "pet_temperature"):
         if not getattr(cfg, name) > 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+
+
+def deep_prompt_settings(cfg) -> None:
+    """prefix-tuning and p-tuning-v2 train the key/value prefixes of every layer and nothing else: a
+    frozen backbone, no soft tokens in the template, no prompt encoder, a positive prefix length."""
+    if cfg.train != "prompt":
+        raise UserError(f"{cfg.method} trains only its prefixes on a frozen backbone; --train all does not apply "
+                        "(use --method prompt-ft to train every parameter)")
+    if "{soft" in (cfg.template or ""):
+        raise UserError(f"{cfg.method} trains key/value prefixes, not input soft tokens; drop the {{soft}} tokens from "
+                        f"--template {cfg.template!r} (or use --method soft or hybrid)")
+    if cfg.prompt_encoder is not None:
+        raise UserError(f"--prompt-encoder reparameterises input soft tokens; {cfg.method} has none (its prefixes "
+                        "train directly)")
+    if cfg.prefix_length is None or cfg.prefix_length < 1:
+        raise UserError(f"--prefix-length must be at least 1, got {cfg.prefix_length}")

@@ -14,7 +14,9 @@ dev split (docs/prompting.md, "Choices and why").
 The soft templates start their tokens from the hard template's words (`{soft=...}`, Lester et
 al.'s "initialise from vocabulary" variant), so soft training starts from the zero-shot prompt
 and the dev-set model choice can fall back to it; the hybrid templates add randomly initialised
-soft tokens to the hard words. `--template` overrides any of these.
+soft tokens to the hard words. The bare templates hold the input and the mask only, in the soft
+template's order (`{x} {mask}`; TREC `{mask} {x}`; pairs `{x} {mask} {x2}`): the `prefix-tuning`
+method's, whose whole prompt is its key/value prefixes at every layer. `--template` overrides any of these.
 
 PET's patterns are four per data set in the style of PET's own (the input before or after a
 short cloze phrase), each with the data set's label words; the first is the data set's hard
@@ -23,17 +25,23 @@ template, so PET's first pattern model is a prompt-ft run.
 
 from __future__ import annotations
 
-STYLES = ("hard", "soft", "hybrid")
+STYLES = ("hard", "soft", "hybrid", "bare")
 
 # Templates per data set and style.
 TEMPLATES: dict[str, dict[str, str]] = {
-    "mr": {"hard": "{x} It was {mask}.", "soft": "{x} {soft=It was} {mask}", "hybrid": "{x} {soft*2} It was {mask}."},
-    "cr": {"hard": "{x} It was {mask}.", "soft": "{x} {soft=It was} {mask}", "hybrid": "{x} {soft*2} It was {mask}."},
-    "subj": {"hard": "{x} This is {mask}.", "soft": "{x} {soft=This is} {mask}", "hybrid": "{x} {soft*2} This is {mask}."},
-    "trec": {"hard": "{mask} : {x}", "soft": "{soft=question about} {mask} : {x}", "hybrid": "{soft*2} {mask} : {x}"},
+    "mr": {"hard": "{x} It was {mask}.", "soft": "{x} {soft=It was} {mask}", "hybrid": "{x} {soft*2} It was {mask}.",
+           "bare": "{x} {mask}"},
+    "cr": {"hard": "{x} It was {mask}.", "soft": "{x} {soft=It was} {mask}", "hybrid": "{x} {soft*2} It was {mask}.",
+           "bare": "{x} {mask}"},
+    "subj": {"hard": "{x} This is {mask}.", "soft": "{x} {soft=This is} {mask}", "hybrid": "{x} {soft*2} This is {mask}.",
+             "bare": "{x} {mask}"},
+    "trec": {"hard": "{mask} : {x}", "soft": "{soft=question about} {mask} : {x}", "hybrid": "{soft*2} {mask} : {x}",
+             "bare": "{mask} {x}"},
 }
-GENERIC_TEMPLATES = {"hard": "{x} It was {mask}.", "soft": "{x} {soft*4} {mask}", "hybrid": "{x} {soft*2} It was {mask}."}
-PAIR_TEMPLATES = {"hard": "{x} ? {mask} , {x2}", "soft": "{x} {soft*2} {mask} {soft*2} {x2}", "hybrid": "{x} ? {soft*2} {mask} , {x2}"}
+GENERIC_TEMPLATES = {"hard": "{x} It was {mask}.", "soft": "{x} {soft*4} {mask}", "hybrid": "{x} {soft*2} It was {mask}.",
+                     "bare": "{x} {mask}"}
+PAIR_TEMPLATES = {"hard": "{x} ? {mask} , {x2}", "soft": "{x} {soft*2} {mask} {soft*2} {x2}",
+                  "hybrid": "{x} ? {soft*2} {mask} , {x2}", "bare": "{x} {mask} {x2}"}
 
 # PET's patterns per data set: the hard template first (so pattern 0 is prompt-ft), then three more.
 PET_PATTERNS: dict[str, tuple[str, ...]] = {

@@ -8,9 +8,24 @@
 | `hybrid`    | hard words + soft | the soft tokens (or all, `--train all`) | P-tuning's anchors, PTR / OptiPrompt style |
 | `finetune`  | none              | all + a new classification head        | standard fine-tuning (LM-BFF's baseline) |
 | `pet`       | 4 hard patterns   | a prompt-ft model per pattern, then a fine-tuned student distilled from their ensemble | PET (Schick & Schütze 2021) |
+| `prefix-tuning` | bare (input + mask) | key/value prefixes at every layer only, backbone frozen | prefix tuning (Li & Liang 2021), PEFT's PREFIX_TUNING |
+| `p-tuning-v2` | hard           | key/value prefixes at every layer only, backbone frozen | P-tuning v2 (Liu et al. 2022) |
+
+The deep forms of `soft` and `hybrid` (models/deep_prompt.py) are named as their users know them.
+`prefix-tuning` is the deep `soft`: no words of ours at all, only trained prefixes, on the bare
+template (the input and the mask only): Li & Liang's Prefix-Tuning, PEFT's PREFIX_TUNING. `p-tuning-v2` is the deep
+`hybrid`: the anchor words kept (the data set's hard template and label words) with the trained
+prompt moved from the input into every layer: P-tuning v2 (THUDM/P-tuning-v2), the deep successor
+of the P-tuning our `hybrid` follows. Both save only the prefixes and export as PEFT
+PREFIX_TUNING adapters. A few thousand trainable numbers on a frozen network learn far more
+slowly than a whole model, so they get a budget of their own: 400 steps at 3e-2 with the dev set
+read every 50 steps, the recipe of issue 19's TREC experiment with per-layer prompts (not yet
+tuned by a dev sweep); the other methods keep the 80 steps and dev every 10 steps they were
+tuned with.
 
 An entry names its template style (the templates per data set: `defaults.py`), its budget
-(optimiser steps and learning rate), what it trains, its runner (the function that carries out
+(optimiser steps, learning rate, steps between dev evaluations), what it trains, for a deep
+prompt its length (prefix tokens per layer), its runner (the function that carries out
 one run, imported when a run starts, so this module stays torch-free for the CLI), the checks its
 settings must pass (`checks.py`), the files its run folder holds besides every run's, and the
 results.json number a comparison row of it shows.
@@ -33,12 +48,14 @@ PET_RUN = "diffprompt.prompting.run.pet:train_pet"
 class Method:
     name: str
     kind: str  # "prompt" (MLM head at the mask) or "finetune" (classification head)
-    style: str | None  # template style: "hard", "soft", "hybrid"; None for finetune
+    style: str | None  # template style: "hard", "soft", "hybrid", "bare" (input and mask only); None for finetune
     train: str | None  # "all", "prompt", or None (no training)
     lr: float  # default learning rate (AdamW)
     summary: str
     paper: str
     steps: int = 80  # default optimiser steps
+    eval_every: int = 10  # default steps between dev evaluations (model choice)
+    prefix_length: int | None = None  # deep prompts: key/value prefix tokens per layer (None: not a deep method)
     runner: str = SINGLE_RUN  # "module:function" taking (cfg, out, ds, backbone, quiet, extra_config)
     check: Callable | None = None  # raises a UserError for settings the method refuses
     files: tuple[str, ...] = ()  # run-folder files of this method besides every run's
@@ -48,6 +65,11 @@ class Method:
     @property
     def trains(self) -> bool:
         return self.train is not None
+
+    @property
+    def deep(self) -> bool:
+        """Trains key/value prefixes at every layer (models/deep_prompt.py) instead of input tokens."""
+        return self.prefix_length is not None
 
     def run(self, *args, **kwargs) -> dict:
         """Carry out one run with the method's runner; returns results.json's dict."""
@@ -82,6 +104,14 @@ METHODS: dict[str, Method] = {
                "is distilled from those soft labels (T = 2)",
                "PET (Schick & Schuetze 2021)", runner=PET_RUN, check=checks.pet_settings, files=(PET_FILE,),
                metric="ensemble_test_accuracy"),
+        Method("prefix-tuning", "prompt", "bare", "prompt", 3e-2,
+               "the input and the mask only; key/value prefixes at every layer trained, backbone frozen",
+               "prefix tuning (Li & Liang 2021), PEFT PREFIX_TUNING", steps=400, eval_every=50, prefix_length=8,
+               check=checks.deep_prompt_settings),
+        Method("p-tuning-v2", "prompt", "hard", "prompt", 3e-2,
+               "hard template and label words; key/value prefixes at every layer trained, backbone frozen",
+               "P-tuning v2 (Liu et al. 2022)", steps=400, eval_every=50, prefix_length=8,
+               check=checks.deep_prompt_settings),
     )
 }
 

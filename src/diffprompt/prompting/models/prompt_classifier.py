@@ -128,7 +128,7 @@ class PromptClassifier(TextClassifier):
             raise UserError(f"unknown train mode {train!r}; use 'all' (whole model) or 'prompt' (frozen backbone)")
         self.template = template if isinstance(template, Template) else Template(template)
         self.verbalizer = Verbalizer.parse(verbalizer)
-        if train == "prompt" and self.template.num_soft == 0:
+        if train == "prompt" and not self._has_prompt():
             raise UserError(f"train='prompt' freezes the backbone but template {self.template.text!r} has no soft tokens "
                             "to train; add {soft*N} or use train='all'")
         self.backbone = backbone
@@ -162,6 +162,10 @@ class PromptClassifier(TextClassifier):
         self.train(backbone.training)
 
     # ------------------------------------------------------------------ set-up helpers
+    def _has_prompt(self) -> bool:
+        """Whether there is a prompt to train with the backbone frozen: here, the template's soft tokens."""
+        return self.template.num_soft > 0
+
     def _init_soft(self, emb: nn.Embedding) -> torch.Tensor:
         weight = emb.weight.detach()
         n = self.template.num_soft
@@ -246,10 +250,13 @@ class PromptClassifier(TextClassifier):
         ids = batch["input_ids"].to(dev)
         att = batch["attention_mask"].to(dev)
         mask_pos = batch["mask_positions"].to(dev)
-        embeds = self.input_embeds(batch)
-        hidden = self._encoder(inputs_embeds=embeds, attention_mask=att)[0]
+        hidden = self.hidden_states(self.input_embeds(batch), att)
         at_mask = hidden[torch.arange(ids.shape[0], device=dev), mask_pos]  # [B, H]
         return self._head(at_mask.unsqueeze(1)).squeeze(1)
+
+    def hidden_states(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The encoder's final hidden states [B, L, H] for input embeddings [B, L, H]."""
+        return self._encoder(inputs_embeds=embeds, attention_mask=attention_mask)[0]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Label scores [B, num_labels] for a batch made by `Template.encode` (see `scores`)."""

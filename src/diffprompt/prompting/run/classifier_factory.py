@@ -7,6 +7,7 @@ from ..models.classifier import TextClassifier
 from ..prompts.choices import AUTO
 from .config import RunConfig
 from ..prompts.demonstrations import make_demonstrations
+from ..models.deep_prompt_classifier import DeepPromptClassifier
 from ..models.finetune_classifier import FineTuneClassifier
 from ..methods.defaults import default_verbalizer_spec
 from ..methods.registry import get_method
@@ -30,8 +31,12 @@ def build_verbalizer(cfg: RunConfig, class_names: list[str]) -> Verbalizer:
 def build_model(cfg: RunConfig, backbone, tokenizer, class_names: list[str], train_examples=None) -> TextClassifier:
     """The classifier for a resolved config on a (fresh) backbone; with `--demos`, `train_examples`
     (the few-shot training set) are its demonstration pool."""
-    if get_method(cfg.method).kind == "finetune":
+    method = get_method(cfg.method)
+    if method.kind == "finetune":
         return FineTuneClassifier(backbone, tokenizer, len(class_names), max_length=cfg.max_length)
+    if method.deep:  # prefix-tuning, p-tuning-v2: key/value prefixes at every layer, nothing else trains
+        return DeepPromptClassifier(backbone, tokenizer, Template(cfg.template), build_verbalizer(cfg, class_names),
+                                    prefix_length=cfg.prefix_length, max_length=cfg.max_length)
     train = cfg.train if cfg.train is not None else "all"  # zero-shot: nothing is trained either way
     if cfg.demos != "none" and train_examples is None:
         raise UserError(f"--demos {cfg.demos} draws demonstrations from the training examples; none were given")
