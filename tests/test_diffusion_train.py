@@ -121,7 +121,7 @@ def test_checkpoints_keep_the_full_diffusion_spec(tmp_path):
     assert old.schedule.to_dict() == {"name": "cosine", "s": 0.008, "num_timesteps": 20} and old.prediction.value == "v"
     assert (old.loss_type.value, old.loss_weighting.value) == ("hybrid", "none")  # the loss from the saved config
     _, shipped, _ = load_model(ROOT / "src" / "diffprompt" / "assets" / "ddpm-tiny-mnist5k.safetensors")
-    assert shipped.num_timesteps == 1000 and shipped.to_dict()["loss_weighting"] == "none" and shipped.loss_type.value == "simple"
+    assert shipped.num_timesteps == 1000 and shipped.to_dict()["loss_weighting"] == "min_snr" and shipped.loss_type.value == "simple"
 
 
 def renamed_back(config: dict) -> dict:

