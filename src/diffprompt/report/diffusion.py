@@ -84,7 +84,8 @@ def eval_headline(ev: dict, shown: dict) -> Headline:
     table_rows.append(["Real images (floor)", DASH, one_decimal(floor["fid"]),
                        plus_minus(floor["kid"] * scale, floor["kid_std"] * scale), DASH, DASH])
     return Headline(
-        title=f"Diffusion: sampling {ev['dataset']}", sentences=eval_sentences(ev, ref, shown),
+        title=f"Diffusion: the {'class-conditional' if 'conditional' in ev else 'unconditional'} model on {ev['dataset']}",
+        sentences=eval_sentences(ev, ref, shown),
         columns=["Sampler", "Steps", _fid_header(ev), kid, "s / image", f"Speed-up vs {ref['sampler']}"],
         rows=table_rows, row_classes=[""] * len(rows) + ["floor"])
 
