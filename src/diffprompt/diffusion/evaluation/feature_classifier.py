@@ -16,7 +16,7 @@ import math
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -80,10 +80,7 @@ class FeatureClassifier:
     cached: bool = False
     source: str = "local"
     sha256: str = ""
-
-    @property
-    def pinned(self) -> bool:
-        return self.source != "local"
+    meta: dict = field(default_factory=dict)  # its sidecar, as saved
 
     def describe(self) -> dict:
         """What eval.json records about the network."""
@@ -188,27 +185,35 @@ def load_or_train(dataset: str, seed: int = 0, device: str | torch.device = "cpu
     """
     if data is None:
         data = load_images(dataset)
-    train, test = data.split("train"), data.split("test")
-    shape = tuple(train.images.shape[1:])
+    shape = tuple(data.split("train").images.shape[1:])
     if len(shape) == 2:
         shape = (*shape, 1)
     key = dataset_key(dataset, shape, seed, epochs, str(device))  # the recipe is in the key: a quick classifier never stands in for the full one
     path = cache_root() / "feature-classifier" / f"{key}.safetensors"
     if path.exists():
         return load_network(path, device, source="local", key=key)
-    names = list(getattr(data, "class_names", None) or [])
-    num_classes = len(names) or int(np.max(train.labels)) + 1
     log(f"training the feature classifier for {dataset} on this machine (once; cached at {path}); "
         "its FIDs compare only with runs on this machine")
-    t0 = time.perf_counter()
-    model, acc = train_classifier(train.images, train.labels, test.images, test.labels, num_classes,
-                                  seed=seed, recipe=Recipe(epochs=epochs), device=device)
-    seconds = time.perf_counter() - t0
-    log(f"feature classifier: test accuracy {acc:.4f} ({len(test.labels)} test images, {seconds:.0f} s)")
-    meta = dict(class_names=names, test_accuracy=acc, dataset=dataset, seed=seed, epochs=epochs,
-                train_images=int(len(train.labels)), test_images=int(len(test.labels)), train_seconds=seconds)
+    model, meta = train_on(data, Recipe(epochs=epochs), seed, device)
+    log(f"feature classifier: test accuracy {meta['test_accuracy']:.4f} ({meta['test_images']} test images, "
+        f"{meta['train_seconds']:.0f} s)")
+    meta["dataset"] = dataset
     save_network(path, model, meta)
-    return FeatureClassifier(model, names, acc, key, seconds, cached=False)
+    return FeatureClassifier(model, meta["class_names"], meta["test_accuracy"], key, meta["train_seconds"], meta=meta)
+
+
+def train_on(data, recipe: Recipe, seed: int, device: str | torch.device) -> tuple[FeatureCNN, dict]:
+    """A network trained on `data`'s train split by `recipe` and scored on its test split, with what
+    its sidecar records."""
+    train, test = data.split("train"), data.split("test")
+    names = list(getattr(data, "class_names", None) or [])
+    k = len(names) or int(max(train.labels.max(), test.labels.max())) + 1
+    t0 = time.perf_counter()
+    model, acc = train_classifier(train.images, train.labels, test.images, test.labels, k, seed=seed,
+                                  recipe=recipe, device=device)
+    return model, {"class_names": names, "test_accuracy": acc, "train_images": len(train.labels),
+                   "test_images": len(test.labels), "recipe": asdict(recipe), "seed": seed, "torch": torch.__version__,
+                   "train_seconds": round(time.perf_counter() - t0, 1)}
 
 
 def save_network(path: str | Path, model: FeatureCNN, meta: dict) -> str:
@@ -235,7 +240,7 @@ def load_network(path: str | Path, device: str | torch.device = "cpu", source: s
     model.to(device).eval()
     return FeatureClassifier(model, list(meta.get("class_names", [])), float(meta["test_accuracy"]),
                              key or Path(path).stem, float(meta.get("train_seconds", 0.0)), cached=True,
-                             source=source, sha256=actual)
+                             source=source, sha256=actual, meta=meta)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -11,19 +11,16 @@ and a user may pass a network file of their own (`diffprompt diffusion feature-n
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ...checkpoint import load_checkpoint
 from ...data import load_images
 from ...errors import UserError
 from ..choices import Recipe
-from .feature_classifier import COMPARABLE, FeatureClassifier, load_network, load_or_train, save_network, train_classifier
+from .feature_classifier import COMPARABLE, FeatureClassifier, load_network, load_or_train, save_network, train_on
 
 INDEX = "index.json"
 
@@ -70,16 +67,8 @@ def train_network(dataset: str, out: str | Path, recipe: Recipe = Recipe(), seed
     out = Path(out)
     if out.suffix != ".safetensors":
         raise UserError(f"--out must name a .safetensors file, got {out}")
-    data = load_images(dataset)
-    train, test = data.split("train"), data.split("test")
-    names = list(data.class_names or [])
-    k = len(names) or int(max(train.labels.max(), test.labels.max())) + 1
-    t0 = time.perf_counter()
-    model, acc = train_classifier(train.images, train.labels, test.images, test.labels, k, seed=seed,
-                                  recipe=recipe, device=device)
-    meta = dict(class_names=names, test_accuracy=acc, serves=[dataset], train_images=int(len(train.labels)),
-                test_images=int(len(test.labels)), recipe=asdict(recipe), seed=seed, torch=torch.__version__,
-                train_seconds=round(time.perf_counter() - t0, 1))
+    model, meta = train_on(load_images(dataset), recipe, seed, device)
+    meta["serves"] = [dataset]
     return dict(meta, sha256=save_network(out, model, meta), path=str(out))
 
 
@@ -87,13 +76,11 @@ def describe_network(dataset_or_file: str, device: str | torch.device = "cpu") -
     """`diffprompt diffusion feature-net show`: which network scores a data set (or what a file holds)."""
     if dataset_or_file.endswith(".safetensors"):
         clf = load_network(dataset_or_file, device, source="file")
-        _, meta = load_checkpoint(dataset_or_file)
     else:
         name = shipped_network_name(dataset_or_file)
         if name is None:
             return {"dataset": dataset_or_file, "source": "local", "comparable": COMPARABLE["local"],
                     "note": "no shipped network: evaluate trains one on this machine (cached) at first use"}
         clf = load_shipped(name)
-        _, meta = load_checkpoint(shipped_folder() / shipped_index()["networks"][name]["file"])
     keep = ("serves", "train_images", "test_accuracy_by_dataset", "recipe", "command", "torch")
-    return dict(name=clf.key, **clf.describe(), class_names=clf.class_names, **{k: meta[k] for k in keep if k in meta})
+    return dict(name=clf.key, **clf.describe(), class_names=clf.class_names, **{k: clf.meta[k] for k in keep if k in clf.meta})
