@@ -138,13 +138,16 @@ def _prefixed_disentangled_attention(module, hidden_states, attention_mask, outp
     return context, probs if output_attentions else None
 
 
+def disentangled_attentions(backbone: nn.Module) -> list[nn.Module]:
+    """DeBERTa-v2's attention modules, which compute their attention themselves (none elsewhere)."""
+    return [m for m in backbone.modules() if hasattr(m, "disentangled_attention_bias") and hasattr(m, "query_proj")]
+
+
 @contextmanager
-def _prefixes_in(backbone: nn.Module, prefixes: torch.Tensor):
-    """While inside, the backbone's attention layers take `prefixes`; its config and modules are
-    restored after."""
+def _prefixes_in(backbone: nn.Module, prefixes: torch.Tensor, disentangled: list[nn.Module]):
+    """While inside, the backbone's attention layers take `prefixes` (`disentangled`: its DeBERTa-v2
+    attention modules); its config and modules are restored after."""
     config, before = backbone.config, backbone.config._attn_implementation
-    disentangled = [m for m in backbone.modules()
-                    if hasattr(m, "disentangled_attention_bias") and hasattr(m, "query_proj")]
     _ACTIVE.prefixes, _ACTIVE.calls = prefixes, 0
     config._attn_implementation = ATTENTION
     for m in disentangled:  # an instance attribute shadows the class's forward until deleted
@@ -184,6 +187,7 @@ class DeepPrompt(nn.Module):
         object.__setattr__(self, "backbone", backbone)
         self.config = config
         self.layers, self.heads, self.hidden = attention_shape(backbone)
+        object.__setattr__(self, "disentangled", disentangled_attentions(backbone))  # found once, not per forward
         n = int(config.num_virtual_tokens)
         if config.mlp_hidden_size is None:
             self.prefix = nn.Parameter(0.02 * torch.randn(self.layers, 2, self.heads, n, self.hidden // self.heads))
@@ -210,7 +214,7 @@ class DeepPrompt(nn.Module):
         states); `inputs` are `input_ids` or `inputs_embeds` [B, L] / [B, L, H]; `attention_mask` [B, L]."""
         model = self.backbone if model is None else model
         positions = position_ids(self.backbone, attention_mask, self.num_virtual_tokens)
-        with _prefixes_in(self.backbone, self.prefixes()) as active:
+        with _prefixes_in(self.backbone, self.prefixes(), self.disentangled) as active:
             out = model(attention_mask=attention_mask, position_ids=positions, **inputs)
         if active.calls != self.layers:
             raise UserError(f"in {type(self.backbone).__name__} {active.calls} of its {self.layers} attention layers "
