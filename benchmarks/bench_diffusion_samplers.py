@@ -1,7 +1,8 @@
 """Samplers on one checkpoint, all at n = 1000: quality against network calls, and speed against diffusers.
 
-For each sampler (DDPM-1000, DDIM 10/20/50/100, DPM-Solver++(2M) 5/10/15/20/50 by default): FID,
-KID x 10^3, improved precision/recall, confident share and seconds per image, each on n samples
+For each sampler (by default DDPM-1000, DDIM 10/20/50/100 and 100 with eta = 1, DPM-Solver++(2M)
+5/10/15/20/50 and 20 with trailing spacing): FID, KID x 10^3, improved precision/recall, confident
+share and seconds per image, each on n samples
 against the full test split, beside the real-data floor (n stratified train images, same n).
 Bits/dim on a stratified sample of test images: the unbiased 50-timestep estimate on --nll-images
 images, and the exact T-term bound on --exact-nll-images of them as a cross-check.
@@ -33,7 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_SAMPLERS = ("dpm++2m:5,dpm++2m:10,dpm++2m:15,dpm++2m:20,dpm++2m:50,"
-                    "ddim:10,ddim:20,ddim:50,ddim:100,ddpm")
+                    "ddim:10,ddim:20,ddim:50,ddim:100,ddpm,"
+                    "dpm++2m:20:trailing,ddim:100:1.0")  # the last two: does spacing or noise close the ODE's gap?
 SHIPPED = resources.files("diffprompt") / "assets" / "ddpm-tiny-mnist5k.safetensors"
 
 
