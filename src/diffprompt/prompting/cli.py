@@ -154,8 +154,8 @@ def _add_shared_args(p: argparse.ArgumentParser, defaults: RunOptions) -> None:
     p.add_argument("--demo-sets", type=int, default=defaults.demo_sets,
                    help="--demos: demonstration sets per test input whose label probabilities are averaged")
     p.add_argument("--demo-encoder", default=defaults.demo_encoder,
-                   help="--demos similar: a sentence encoder hub id or folder (mean pooling); default: the packaged "
-                        "all-MiniLM-L6-v2")
+                   help="the sentence encoder of --demos similar and of the embedding-logreg reference: a hub id or "
+                        "folder (mean pooling); default: the packaged all-MiniLM-L6-v2")
     p.add_argument("--backbone", default=defaults.backbone, help="a Hugging Face masked LM id or folder; default: the packaged BERT-tiny")
     p.add_argument("--max-length", type=int, default=defaults.max_length, help="tokens per input; only the {x} slots are truncated")
     p.add_argument("--limit-test", type=int, default=defaults.limit_test,
@@ -216,7 +216,7 @@ def _run_folder_command(g, name: str, summary: str, description: str, run_dir_he
 
 def _add_compare(g) -> None:
     budgets = ", ".join(f"{m.name} {m.steps} steps at {m.lr:g}, dev every {m.eval_every}" for m in METHODS.values()
-                        if m.trains)
+                        if m.trains and m.kind != "embedding")
     p = add_command(g, "compare", "data sets x rows x seeds at K shots: table, bar chart, learning curve",
                     description=("Run every row (a method plus options) on every data set for every seed (LM-BFF protocol), then write\n"
                                  "compare.json, compare.md (mean (std) over seeds, majority-class row), compare.png (bars with\n"

@@ -1,7 +1,9 @@
 """The rows of a comparison: a row is a method plus options, e.g. `prompt-ft+demos-similar`.
 
-A row name is `BASE[+OPTION...]`. BASE is a method (`zero-shot`, `prompt-ft`, `soft`, `hybrid`,
-`finetune`, `pet`) or `pet-distilled`; each OPTION sets one run setting:
+A row name is `BASE[+OPTION...]`. BASE is a method of the registry (`zero-shot`, `prompt-ft`,
+`soft`, `hybrid`, `finetune`, `pet`, `prefix-tuning`, `p-tuning-v2`, and the reference
+`embedding-logreg`, which is not a prompting method) or `pet-distilled`; each OPTION sets one run
+setting:
 
 | option             | run setting                                   |
 | ------------------ | --------------------------------------------- |

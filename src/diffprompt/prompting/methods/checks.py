@@ -55,3 +55,16 @@ def deep_prompt_settings(cfg) -> None:
                         "train directly)")
     if cfg.prefix_length is None or cfg.prefix_length < 1:
         raise UserError(f"--prefix-length must be at least 1, got {cfg.prefix_length}")
+
+
+def embedding_settings(cfg) -> None:
+    """embedding-logreg: a logistic regression on sentence embeddings; no template, label words,
+    calibration or soft prompt apply, and it fits on the K examples per class."""
+    if cfg.template is not None or cfg.verbalizer is not None or cfg.calibrate != "none":
+        raise UserError("embedding-logreg fits a logistic regression on sentence embeddings: --template, --verbalizer "
+                        "and --calibrate apply to the prompt methods")
+    if cfg.prompt_encoder is not None or cfg.train != "head":
+        raise UserError("embedding-logreg trains only its logistic-regression head; --prompt-encoder and --train do not "
+                        "apply")
+    if cfg.shots < 1:
+        raise UserError("embedding-logreg fits on K examples per class and chooses C on K more; give --shots K >= 1")

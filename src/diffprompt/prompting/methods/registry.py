@@ -10,6 +10,7 @@
 | `pet`       | 4 hard patterns   | a prompt-ft model per pattern, then a fine-tuned student distilled from their ensemble | PET (Schick & Schütze 2021) |
 | `prefix-tuning` | bare (input + mask) | key/value prefixes at every layer only, backbone frozen | prefix tuning (Li & Liang 2021), PEFT's PREFIX_TUNING |
 | `p-tuning-v2` | hard           | key/value prefixes at every layer only, backbone frozen | P-tuning v2 (Liu et al. 2022) |
+| `embedding-logreg` | none (not a prompt) | a logistic regression on frozen sentence embeddings | the reference: SBERT (Reimers & Gurevych 2019) + logistic regression |
 
 The deep forms of `soft` and `hybrid` (models/deep_prompt.py) are named as their users know them.
 `prefix-tuning` is the deep `soft`: no words of ours at all, only trained prefixes, on the bare
@@ -42,14 +43,15 @@ from . import checks
 
 SINGLE_RUN = "diffprompt.prompting.run.training:train_single"  # one model trained, chosen on dev, tested
 PET_RUN = "diffprompt.prompting.run.pet:train_pet"
+EMBEDDING_RUN = "diffprompt.prompting.run.embedding_reference:train_embedding_logreg"
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
-    kind: str  # "prompt" (MLM head at the mask) or "finetune" (classification head)
+    kind: str  # "prompt" (MLM head at the mask), "finetune" (classification head) or "embedding" (not a prompting method)
     style: str | None  # template style: "hard", "soft", "hybrid", "bare" (input and mask only); None for finetune
-    train: str | None  # "all", "prompt", or None (no training)
+    train: str | None  # "all", "prompt", "head" (a head on frozen embeddings), or None (no training)
     lr: float  # default learning rate (AdamW)
     summary: str
     paper: str
@@ -112,6 +114,11 @@ METHODS: dict[str, Method] = {
                "hard template and label words; key/value prefixes at every layer trained, backbone frozen",
                "P-tuning v2 (Liu et al. 2022)", steps=400, eval_every=50, prefix_length=8,
                check=checks.deep_prompt_settings),
+        Method("embedding-logreg", "embedding", None, "head", 0.0,
+               "not a prompting method: logistic regression (L2, C chosen on dev) on each input's sentence embedding "
+               "(the packaged all-MiniLM-L6-v2), the reference a user might pick instead",
+               "Sentence-BERT embeddings (Reimers & Gurevych 2019) + logistic regression",
+               runner=EMBEDDING_RUN, check=checks.embedding_settings),
     )
 }
 

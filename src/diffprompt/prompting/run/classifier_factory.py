@@ -8,10 +8,12 @@ from ..prompts.choices import AUTO
 from .config import RunConfig
 from ..prompts.demonstrations import make_demonstrations
 from ..models.deep_prompt_classifier import DeepPromptClassifier
+from ..models.embedding_logreg import EmbeddingLogReg
 from ..models.finetune_classifier import FineTuneClassifier
 from ..methods.defaults import default_verbalizer_spec
 from ..methods.registry import get_method
 from ..models.prompt_classifier import PromptClassifier
+from ..models.sentence_encoder import SentenceEncoder
 from ..prompts.template import Template
 from ..prompts.verbalizer import Verbalizer
 
@@ -32,6 +34,8 @@ def build_model(cfg: RunConfig, backbone, tokenizer, class_names: list[str], tra
     """The classifier for a resolved config on a (fresh) backbone; with `--demos`, `train_examples`
     (the few-shot training set) are its demonstration pool."""
     method = get_method(cfg.method)
+    if method.kind == "embedding":  # the reference: a logistic regression on sentence embeddings, no backbone
+        return EmbeddingLogReg(SentenceEncoder(cfg.demo_encoder), len(class_names))
     if method.kind == "finetune":
         return FineTuneClassifier(backbone, tokenizer, len(class_names), max_length=cfg.max_length)
     if method.deep:  # prefix-tuning, p-tuning-v2: key/value prefixes at every layer, nothing else trains

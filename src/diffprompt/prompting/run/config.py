@@ -33,7 +33,7 @@ class RunOptions:
     pet_distill_steps: int = 160  # --method pet: optimiser steps of the distilled classifier (batch_size each)
     demos: str = "none"  # LM-BFF demonstrations after each input: "none", "random" or "similar" (demonstrations.py)
     demo_sets: int = 16  # test time: demonstration sets sampled per input, their label probabilities averaged
-    demo_encoder: str | None = None  # --demos similar: sentence encoder (hub id or folder); None: the packaged all-MiniLM-L6-v2
+    demo_encoder: str | None = None  # --demos similar and embedding-logreg: sentence encoder (hub id or folder); None: the packaged all-MiniLM-L6-v2
     backbone: str | None = None  # None: the packaged BERT-tiny
     steps: int | None = None  # optimiser steps; None: the method's
     batch_size: int = 8
@@ -81,7 +81,7 @@ class RunConfig(RunOptions):
         # only a deep method has a prefix (a comparison passes its --prefix-length to every cell)
         cfg.prefix_length = (m.prefix_length if cfg.prefix_length is None else cfg.prefix_length) if m.deep else None
         cfg.train = None if not m.trains else (m.train if cfg.train is None else cfg.train)
-        if m.trains and cfg.train not in ("all", "prompt"):
+        if m.trains and cfg.train not in ("all", "prompt", m.train):
             raise UserError(f"--train must be 'all' or 'prompt', got {cfg.train!r}")
         check_calibration(cfg.calibrate)
         if m.check is not None:

@@ -32,7 +32,8 @@ from .fewshot import majority_baseline
 from .metrics import accuracy, macro_f1
 from .test_examples import make_examples
 
-MODEL_FILES = {"prompt": "prompt.safetensors", "finetune": "model.safetensors"}  # by method kind
+MODEL_FILES = {"prompt": "prompt.safetensors", "finetune": "model.safetensors",
+               "embedding": "logreg.safetensors"}  # by method kind
 LABEL_WORDS_FILE = "label_words.json"  # --verbalizer auto: the chosen words and the candidates
 RUN_KIND = "prompting-train"  # config.json's "kind"
 
@@ -84,7 +85,8 @@ def load_run_model(run_dir: str | Path, device: str = "cpu") -> tuple[TextClassi
     cfg = RunConfig(**{k: conf[k] for k in RunConfig.__dataclass_fields__ if k in conf})
     if cfg.verbalizer == AUTO:
         cfg.verbalizer = chosen_label_words(run_dir)
-    model_bb, tok = fresh_backbone(cfg.backbone)
+    # the embedding reference has its own encoder and no masked LM
+    model_bb, tok = fresh_backbone(cfg.backbone) if get_method(cfg.method).kind != "embedding" else (None, None)
     seed_everything(cfg.seed)
     pool = prepare_data(cfg).few_shot.train if cfg.demos != "none" else None  # --demos: the run's K examples again
     model = build_model(cfg, model_bb, tok, conf["class_names"], pool)
