@@ -105,6 +105,21 @@ def test_the_exported_prefix_tuning_adapter_gives_peft_the_run_models_scores(dee
         torch.testing.assert_close(model.scores_in_batches(texts), theirs, rtol=0, atol=1e-5)
 
 
+def test_an_exported_adapter_imports_as_a_run_folder_that_scores_as_the_run_did(deep_run, tmp_path):
+    from diffprompt.prompting.run.folder import load_run_model
+
+    out, _, _, method, template = deep_run
+    assert main(["prompting", "export", str(out), "--to", "peft", str(tmp_path / "adapter")]) == 0
+    assert main(["prompting", "import-peft", str(tmp_path / "adapter"), "--out", str(tmp_path / "back")]) == 0
+    conf = json.loads((tmp_path / "back" / "config.json").read_text())
+    assert (conf["method"], conf["template"], conf["prefix_length"]) == (method, template, 8)
+    assert load_file(tmp_path / "back" / "prompt.safetensors")["prefixes"].equal(load_file(out / "prompt.safetensors")["prefixes"])
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    model, _ = load_run_model(tmp_path / "back")
+    scores = model.scores_in_batches([p["text"] for p in preds])
+    torch.testing.assert_close(scores, torch.tensor([p["scores"] for p in preds]), rtol=0, atol=1e-4)
+
+
 def test_the_registry_gives_the_deep_methods_their_budget_and_the_cli_names_them(capsys):
     for method in ("prefix-tuning", "p-tuning-v2"):
         cfg = RunConfig(dataset="trec", method=method).resolved()

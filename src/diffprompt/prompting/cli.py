@@ -54,7 +54,9 @@ IMPORT_PEFT_HELP = """\
 Turn a PEFT prompt-tuning adapter folder into a run folder of method soft, which `prompting
 evaluate` and `predict` take. An adapter exported by `prompting export` comes back exactly
 (template, label words and data set from its diffprompt.json); for another adapter give the
-template (starting with its soft tokens), the label words and the data set.
+template (starting with its soft tokens), the label words and the data set. A prefix-tuning
+adapter (PREFIX_TUNING) becomes a run folder of method prefix-tuning, or p-tuning-v2 when its
+template has words besides the input and the mask (default: the data set's bare template).
 
 example:
   diffprompt prompting import-peft runs/soft-peft --out runs/from-peft
@@ -258,7 +260,8 @@ def _add_export(g) -> None:
 
 
 def _add_import_peft(g) -> None:
-    p = add_command(g, "import-peft", "a PEFT prompt-tuning adapter as a run folder (soft tokens) to evaluate and predict",
+    p = add_command(g, "import-peft", "a PEFT prompt-tuning (soft tokens) or prefix-tuning (deep prompt) adapter as a "
+                    "run folder to evaluate and predict",
                     description=IMPORT_PEFT_HELP)
     p.add_argument("adapter", help="a folder with adapter_config.json and adapter_model.safetensors")
     p.add_argument("--out", default=None, help="run folder (default: runs/prompting/peft-ADAPTER)")

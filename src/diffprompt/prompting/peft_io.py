@@ -267,7 +267,10 @@ def import_run(adapter, out, dataset: str | None = None, template: str | None = 
                backbone: str | None = None) -> Path:
     """`diffprompt prompting import-peft ADAPTER --out RUN_DIR`: a run folder of method `soft` holding
     the adapter's prompt, which `prompting evaluate` and `predict` take. Unset options come from the
-    adapter's diffprompt.json, then from the run defaults (the data set's hard template after the soft tokens)."""
+    adapter's diffprompt.json, then from the run defaults (the data set's hard template after the soft tokens).
+    A PREFIX_TUNING adapter becomes a deep-prompt run folder instead (`import_prefix_run`)."""
+    if (Path(adapter) / CONFIG_FILE).is_file() and _read_json(Path(adapter) / CONFIG_FILE).get("peft_type") == "PREFIX_TUNING":
+        return import_prefix_run(adapter, out, dataset, template, verbalizer, backbone)
     prompt, config, side = read_adapter(adapter)
     name = backbone or side.get("backbone") or config.get("base_model_name_or_path")
     name = None if name == DEFAULT_BACKBONE else name
@@ -341,3 +344,35 @@ def import_peft_prefix(folder, backbone) -> DeepPrompt:
                         f"{layers * 2 * hidden}] for backbone {backbone_id(backbone)!r} ({layers} layers, hidden "
                         f"{hidden}); load it onto the backbone it was trained with")
     return DeepPrompt.from_prefixes(backbone, flat_to_prefixes(flat, layers, heads))
+
+
+def import_prefix_run(adapter, out, dataset: str | None = None, template: str | None = None,
+                      verbalizer: str | None = None, backbone: str | None = None) -> Path:
+    """A PEFT prefix-tuning adapter as a run folder of `prefix-tuning` (a template of the input and the
+    mask only) or `p-tuning-v2` (a template with hard words), which `evaluate` and `predict` take.
+    Unset options come from the adapter's diffprompt.json, then from the data set's bare template
+    and label words."""
+    folder = Path(adapter)
+    config = _read_json(folder / CONFIG_FILE)
+    side = _read_json(folder / SIDECAR) if (folder / SIDECAR).is_file() else {}
+    name = backbone or side.get("backbone") or config.get("base_model_name_or_path")
+    name = None if name in (DEFAULT_BACKBONE, str(default_backbone_dir())) else name
+    bb, tok = fresh_backbone(name)
+    prompt = import_peft_prefix(folder, bb)
+    dataset = dataset or side.get("dataset") or RunConfig.dataset
+    class_names = saved_class_names(side) if dataset == side.get("dataset") else class_names_of(load_data(dataset))
+    template = template or side.get("template") or default_template(dataset, "bare")
+    method = "p-tuning-v2" if any(p.kind == "text" for p in Template(template).pieces) else "prefix-tuning"
+    cfg = RunConfig(dataset=dataset, method=method, train="prompt", shots=0, backbone=name, template=template,
+                    prefix_length=prompt.num_virtual_tokens, max_length=side.get("max_length", RunConfig.max_length),
+                    verbalizer=verbalizer or side.get("verbalizer", {}).get("spec"))
+    model = DeepPromptClassifier(bb, tok, Template(template), build_verbalizer(cfg, class_names),
+                                 prefix_length=prompt.num_virtual_tokens, max_length=cfg.max_length)
+    model.deep_prompt = prompt
+    run = RunDir(out)
+    run.save_config({**asdict(cfg), "class_names": class_names, "imported_from": str(adapter),
+                     "backbone_id": backbone_id(bb),
+                     "description": f"PEFT prefix-tuning adapter {adapter} as {prompt.num_virtual_tokens} prefix tokens "
+                                    f"per layer ({method})"})
+    model.save(model_file(out, method))
+    return Path(out)
