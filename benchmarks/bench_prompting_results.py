@@ -1,5 +1,6 @@
-"""The prompting results: the K = 16 table on MR, CR, SUBJ, TREC (5 seeds, 5 methods), the MR
-learning curve, and the zero-shot label-word scan that chose the sentiment verbalizer.
+"""The prompting results: the K = 16 table on MR, CR, SUBJ, TREC (5 seeds; the seven methods that
+train one model and the embedding-logreg reference), the MR learning curve, and the zero-shot
+label-word scan that chose the sentiment verbalizer.
 
     python benchmarks/bench_prompting_results.py            # everything (hours on a busy 2-core CPU)
     python benchmarks/bench_prompting_results.py --words    # only the label-word scan (a minute)
@@ -13,10 +14,10 @@ in parallel, a last pass reuses them and writes the table; then the learning cur
 It writes benchmarks/results/prompting_methods.{md,json,png} and
 prompting_methods_curve.{json,png}.
 
-The comparison is `diffprompt prompting compare` with its defaults (80 steps, batch 8, dev-best
-model choice, full test splits) into runs/prompting_results; finished cells there are reused,
-so the same command resumes an interrupted run (and picks up cells run by other processes,
-e.g. the learning curve's K values run in parallel with `--shots 4 --no-curve`).
+The comparison is `diffprompt prompting compare` with every method's own budget (the registry's,
+batch 8, dev-best model choice, full test splits) into runs/prompting_results, in `--processes`
+shards like `--methods`; finished cells there are reused, so the same command resumes an
+interrupted run.
 
 Writes benchmarks/results/prompting_results.{md,json,png}, prompting_learning_curve.{json,png}
 and prompting_zero_shot_words.{md,json}.
@@ -32,9 +33,10 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
-COMPARE_ARGS = ["prompting", "compare", "--datasets", "mr,cr,subj,trec",
-                "--rows", "zero-shot,prompt-ft,soft,hybrid,finetune", "--shots", "16",
-                "--seeds", "13,21,42,87,100", "--curve-datasets", "mr", "--curve-shots", "4,8,16,32", "--threads", "1"]
+ROWS = ["zero-shot", "prompt-ft", "soft", "hybrid", "prefix-tuning", "p-tuning-v2", "finetune", "embedding-logreg"]
+COMPARE_ARGS = ["prompting", "compare", "--datasets", "mr,cr,subj,trec", "--rows", ",".join(ROWS), "--shots", "16",
+                "--seeds", "13,21,42,87,100", "--curve-datasets", "mr", "--curve-shots", "4,8,16,32",
+                "--curve-rows", "zero-shot,prompt-ft,soft,hybrid,finetune", "--threads", "1"]
 
 NEW_ROWS = ["prompt-ft+demos-random", "prompt-ft+demos-similar", "prompt-ft+auto", "pet", "pet-distilled",
             "zero-shot+cal-content-free", "zero-shot+cal-domain"]
@@ -84,13 +86,9 @@ def word_scan() -> dict:
     return out
 
 
-def compare(out: str) -> None:
-    from diffprompt.cli import main
-
+def compare(out: str, processes: int) -> None:
     t0 = time.time()
-    code = main(COMPARE_ARGS + ["--out", out])
-    if code:
-        raise SystemExit(code)
+    sharded(COMPARE_ARGS + ["--out", out], processes)
     src = Path(out)
     shutil.copy(src / "compare.md", RESULTS / "prompting_results.md")
     shutil.copy(src / "compare.json", RESULTS / "prompting_results.json")
@@ -137,7 +135,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--words", action="store_true", help="only the zero-shot label-word scan")
     ap.add_argument("--methods", action="store_true", help="only the new rows' comparison and its learning curve")
-    ap.add_argument("--processes", type=int, default=2, help="--methods: processes of one thread each")
+    ap.add_argument("--processes", type=int, default=2, help="processes of one thread each")
     ap.add_argument("--out", default=None, help="default: runs/prompting_results (--methods: runs/prompting_methods)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -147,7 +145,7 @@ def main() -> None:
         return
     word_scan()
     if not args.words:
-        compare(args.out or "runs/prompting_results")
+        compare(args.out or "runs/prompting_results", args.processes)
 
 
 if __name__ == "__main__":
