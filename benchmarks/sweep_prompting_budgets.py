@@ -1,7 +1,8 @@
 """The frozen-backbone methods' budgets, chosen on dev data only (issue 19, section 1).
 
 For `soft`, `hybrid`, `prefix-tuning` and `p-tuning-v2`, every combination of learning rate,
-optimiser steps and prompt size below is trained on MR, CR, SUBJ and TREC (K = 16, seeds 13 and
+optimiser steps and prompt size below (and, for `soft` and `hybrid`, the budget they had before:
+80 steps, dev every 10) is trained on MR, CR, SUBJ and TREC (K = 16, seeds 13 and
 21), with the protocol of every run (model choice on the few-shot dev set, read every 50 steps),
 and the chosen model is scored on the data set's **dev split** (294 to 1000 examples, disjoint
 from the few-shot draw, which comes from the train split). The test split is never read.
@@ -61,16 +62,29 @@ class DevAsTest:
         return self.ds.split("dev" if name == "test" else name)
 
 
+# the budgets soft and hybrid had before this sweep (80 steps, dev every 10), measured the same way
+BEFORE = {"soft": (1e-1, 80, "words", 10), "hybrid": (3e-2, 80, 2, 10)}
+
+
+def configs(method: str) -> list[tuple]:
+    """(lr, steps, size, eval_every) of every configuration of a method, the grid then the old budget."""
+    grid = [(lr, steps, size, EVAL_EVERY) for lr, steps, size in itertools.product(LRS, STEPS, SIZES[method])]
+    return grid + ([BEFORE[method]] if method in BEFORE else [])
+
+
 def cells() -> list[dict]:
-    out = []
-    for method in METHODS:
-        for lr, steps, size, dataset, seed in itertools.product(LRS, STEPS, SIZES[method], DATASETS, SEEDS):
-            out.append({"method": method, "lr": lr, "steps": steps, "size": size, "dataset": dataset, "seed": seed})
-    return out
+    """Every training cell, then zero-shot on each dev split (the level a trained prompt starts from)."""
+    return [{"method": method, "lr": lr, "steps": steps, "size": size, "eval_every": every, "dataset": dataset,
+             "seed": seed}
+            for method in METHODS for lr, steps, size, every in configs(method)
+            for dataset, seed in itertools.product(DATASETS, SEEDS)] + \
+        [{"method": "zero-shot", "lr": 0.0, "steps": 0, "size": "-", "eval_every": 0, "dataset": d, "seed": SEEDS[0]}
+         for d in DATASETS]
 
 
 def key(cell: dict) -> str:
-    return json.dumps({k: cell[k] for k in ("method", "lr", "steps", "size", "dataset", "seed")}, sort_keys=True)
+    fields = {k: cell[k] for k in ("method", "lr", "steps", "size", "dataset", "seed")}
+    return json.dumps({**fields, "eval_every": cell.get("eval_every", EVAL_EVERY)}, sort_keys=True)
 
 
 def run_cell(cell: dict) -> dict:
@@ -83,10 +97,13 @@ def run_cell(cell: dict) -> dict:
 
     torch.set_num_threads(1)
     deep = get_method(cell["method"]).deep
-    cfg = RunConfig(dataset=cell["dataset"], method=cell["method"], seed=cell["seed"], shots=16, lr=cell["lr"],
-                    steps=cell["steps"], eval_every=EVAL_EVERY, save_model=False,
-                    prefix_length=cell["size"] if deep else None,
-                    template=None if deep else soft_template(cell["method"], cell["dataset"], cell["size"]))
+    if cell["method"] == "zero-shot":
+        cfg = RunConfig(dataset=cell["dataset"], method="zero-shot", seed=cell["seed"], shots=16, save_model=False)
+    else:
+        cfg = RunConfig(dataset=cell["dataset"], method=cell["method"], seed=cell["seed"], shots=16, lr=cell["lr"],
+                        steps=cell["steps"], eval_every=cell.get("eval_every", EVAL_EVERY), save_model=False,
+                        prefix_length=cell["size"] if deep else None,
+                        template=None if deep else soft_template(cell["method"], cell["dataset"], cell["size"]))
     t0 = time.time()
     res = train_run(cfg, None, ds=DevAsTest(load_text(cell["dataset"])), quiet=True)
     return {**cell, "dev_split_accuracy": res["test_accuracy"], "fewshot_dev_accuracy": res["dev_accuracy"],
@@ -112,21 +129,27 @@ def summary() -> str:
              f"seeds {', '.join(map(str, SEEDS))}, model choice on the few-shot dev set every {EVAL_EVERY} steps, the "
              "chosen model scored on each data set's dev split (never test). Accuracy in %, mean over seeds. "
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores.", ""]
+    zero = {r["dataset"]: r["dev_split_accuracy"] for r in rows if r["method"] == "zero-shot"}
+    if len(zero) == len(DATASETS):
+        lines += ["Zero-shot on the same dev splits (the hard template; where a prompt's training starts): "
+                  + ", ".join(f"{d} {100 * zero[d]:.1f}" for d in DATASETS) + ".", ""]
     for method in METHODS:
-        lines += [f"### {method}", "", "| lr | steps | size | " + " | ".join(DATASETS) + " | mean |",
-                  "| ---: | ---: | --- | " + " | ".join("---:" for _ in DATASETS) + " | ---: |"]
+        lines += [f"### {method}", "", "| lr | steps | dev every | size | " + " | ".join(DATASETS) + " | mean |",
+                  "| ---: | ---: | ---: | --- | " + " | ".join("---:" for _ in DATASETS) + " | ---: |"]
         table = []
-        for lr, steps, size in itertools.product(LRS, STEPS, SIZES[method]):
-            mine = [r for r in rows if (r["method"], r["lr"], r["steps"], r["size"]) == (method, lr, steps, size)]
+        for config in configs(method):
+            mine = [r for r in rows if r["method"] == method
+                    and (r["lr"], r["steps"], r["size"], r.get("eval_every", EVAL_EVERY)) == config]
             per = [[r["dev_split_accuracy"] for r in mine if r["dataset"] == d] for d in DATASETS]
             if any(not p for p in per):
                 continue
             means = [sum(p) / len(p) for p in per]
-            table.append((sum(means) / len(means), lr, steps, size, means))
-        best = max(table)[1:4] if table else None
-        for mean, lr, steps, size, means in table:
-            mark = " **best**" if (lr, steps, size) == best else ""
-            lines.append(f"| {lr:g} | {steps} | {size} | " + " | ".join(f"{100 * m:.1f}" for m in means)
+            table.append((sum(means) / len(means), config, means))
+        best = max(table, key=lambda t: t[0])[1] if table else None
+        for mean, config, means in table:
+            lr, steps, size, every = config
+            mark = " **best**" if config == best else (" (before)" if config == BEFORE.get(method) else "")
+            lines.append(f"| {lr:g} | {steps} | {every} | {size} | " + " | ".join(f"{100 * m:.1f}" for m in means)
                          + f" | {100 * mean:.1f}{mark} |")
         lines.append("")
     text = "\n".join(lines)

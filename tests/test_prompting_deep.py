@@ -144,3 +144,26 @@ def test_the_registry_gives_the_deep_methods_their_budget_and_the_cli_names_them
     cells = {row: cc.cell_config("mr", row, 16, 13).resolved() for row in cc.rows}
     assert cells["p-tuning-v2"].template == "{x} It was {mask}." and cells["prefix-tuning"].template == "{x} {mask}"
     assert [cells[r].prefix_length for r in cc.rows] == [None, 8, 8]
+
+
+def test_prefixes_trained_through_an_mlp_are_saved_folded_and_score_as_the_run_did(tmp_path):
+    from diffprompt.prompting.run.folder import load_run_model
+
+    out = tmp_path / "mlp"
+    assert main(["prompting", "train", "--dataset", "mr", "--method", "prefix-tuning", "--prefix-mlp", "16",
+                 "--shots", "4", "--seed", "13", "--steps", "4", "--eval-every", "2", "--limit-test", "24",
+                 "--threads", "1", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    bb, _ = fresh_backbone(None)
+    layers, hidden = bb.config.num_hidden_layers, bb.config.hidden_size
+    # trained: 8 token vectors and Linear(hidden, 16) -> tanh -> Linear(16, layers * 2 * hidden)
+    assert res["trainable_parameters"] == 8 * hidden + (hidden * 16 + 16) + (16 * layers * 2 * hidden + layers * 2 * hidden)
+    saved = load_file(out / "prompt.safetensors")  # saved: the prefixes the MLP made, nothing else
+    assert list(saved) == ["prefixes"] and saved["prefixes"].shape[3] == 8
+    model, conf = load_run_model(out)
+    assert conf["prefix_mlp"] == 16 and model.deep_prompt.config.mlp_hidden_size is None
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    torch.testing.assert_close(model.scores_in_batches([p["text"] for p in preds]),
+                               torch.tensor([p["scores"] for p in preds]), rtol=0, atol=1e-4)
+    with pytest.raises(UserError, match="--prefix-mlp must be a positive hidden size"):
+        RunConfig(method="p-tuning-v2", prefix_mlp=0).resolved()

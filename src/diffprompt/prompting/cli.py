@@ -177,6 +177,10 @@ def _add_loop_args(p: argparse.ArgumentParser, defaults: RunOptions) -> None:
                    help="steps between dev evaluations (model choice); default: the method's")
     p.add_argument("--prefix-length", type=int, default=defaults.prefix_length,
                    help="prefix-tuning and p-tuning-v2: key/value prefix tokens per layer; default: the method's")
+    p.add_argument("--prefix-mlp", type=int, default=defaults.prefix_mlp, metavar="HIDDEN",
+                   help="prefix-tuning and p-tuning-v2: train N token vectors and an MLP (Linear-tanh-Linear, this "
+                        "hidden size) that makes the prefixes, as Li & Liang and PEFT's prefix_projection; the run "
+                        "saves the prefixes it makes (folded); default: train the prefixes directly")
     p.add_argument("--patience", type=int, default=defaults.patience,
                    help="stop after N dev evaluations without improvement (0: never)")
     p.add_argument("--warmup", type=float, default=defaults.warmup, help="fraction of steps of linear warm-up (then linear decay)")

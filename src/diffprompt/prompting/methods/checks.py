@@ -55,6 +55,9 @@ def deep_prompt_settings(cfg) -> None:
                         "train directly)")
     if cfg.prefix_length is None or cfg.prefix_length < 1:
         raise UserError(f"--prefix-length must be at least 1, got {cfg.prefix_length}")
+    if cfg.prefix_mlp is not None and cfg.prefix_mlp < 1:
+        raise UserError(f"--prefix-mlp must be a positive hidden size, got {cfg.prefix_mlp}; leave it out to train the "
+                        "prefixes directly")
 
 
 def embedding_settings(cfg) -> None:

@@ -27,19 +27,20 @@ FORMAT = "diffprompt-deep-prompt-classifier-v1"
 
 class DeepPromptClassifier(PromptClassifier):
     """Label words at the mask of a template, the backbone frozen (and in eval mode), `prefix_length`
-    trainable key/value prefix tokens at every layer; `trainable_parameters` are the prefixes only."""
+    trainable key/value prefix tokens at every layer; `trainable_parameters` are the prefixes only (with
+    `mlp_hidden_size`, the token vectors and the MLP that make them: DeepPromptConfig)."""
 
     FORMAT = FORMAT
 
     def __init__(self, backbone: nn.Module, tokenizer, template, verbalizer,
                  prefix_length: int = DeepPromptConfig.num_virtual_tokens, max_length: int = 128,
-                 check_head: bool = True):
+                 check_head: bool = True, mlp_hidden_size: int | None = None):
         super().__init__(backbone, tokenizer, template, verbalizer, train="prompt", max_length=max_length,
                          check_head=check_head)
         if self.template.num_soft:
             raise UserError(f"a deep prompt trains its key/value prefixes only, but template {self.template.text!r} has "
                             "soft tokens; drop the {soft} tokens (or use a soft or hybrid prompt)")
-        self.deep_prompt = DeepPrompt(backbone, DeepPromptConfig(int(prefix_length)))
+        self.deep_prompt = DeepPrompt(backbone, DeepPromptConfig(int(prefix_length), mlp_hidden_size))
 
     def _has_prompt(self) -> bool:
         return True  # the prefixes, made after the prompt classifier's own set-up
@@ -73,12 +74,11 @@ class DeepPromptClassifier(PromptClassifier):
         if theirs != mine:
             raise UserError(f"deep prompt {path} was trained on backbone {theirs!r}, not on {mine!r}; load it with the "
                             "backbone it was trained on")
-        prefixes, want = tensors[WEIGHTS_KEY], tuple(self.deep_prompt.prefix.shape)
+        prefixes, want = tensors[WEIGHTS_KEY], tuple(self.deep_prompt.prefixes().shape)
         if tuple(prefixes.shape) != want:
             raise UserError(f"deep prompt {path} has prefixes of shape {tuple(prefixes.shape)}, this model {want}; build "
                             f"it with prefix_length {meta.get('prefix_length')}")
-        with torch.no_grad():
-            self.deep_prompt.prefix.copy_(prefixes.to(self.deep_prompt.prefix))
+        self.deep_prompt = DeepPrompt.from_prefixes(self.backbone, prefixes)  # a file holds plain prefixes (any MLP folded)
         return self
 
     @classmethod

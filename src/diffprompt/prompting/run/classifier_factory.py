@@ -40,7 +40,8 @@ def build_model(cfg: RunConfig, backbone, tokenizer, class_names: list[str], tra
         return FineTuneClassifier(backbone, tokenizer, len(class_names), max_length=cfg.max_length)
     if method.deep:  # prefix-tuning, p-tuning-v2: key/value prefixes at every layer, nothing else trains
         return DeepPromptClassifier(backbone, tokenizer, Template(cfg.template), build_verbalizer(cfg, class_names),
-                                    prefix_length=cfg.prefix_length, max_length=cfg.max_length)
+                                    prefix_length=cfg.prefix_length, max_length=cfg.max_length,
+                                    mlp_hidden_size=cfg.prefix_mlp)
     train = cfg.train if cfg.train is not None else "all"  # zero-shot: nothing is trained either way
     if cfg.demos != "none" and train_examples is None:
         raise UserError(f"--demos {cfg.demos} draws demonstrations from the training examples; none were given")

@@ -39,6 +39,7 @@ class RunOptions:
     batch_size: int = 8
     eval_every: int | None = None  # steps between dev evaluations (model choice, early stopping); None: the method's
     prefix_length: int | None = None  # deep prompts (prefix-tuning, p-tuning-v2): prefix tokens per layer; None: the method's
+    prefix_mlp: int | None = None  # deep prompts: train the prefixes through an MLP of this hidden size (saved folded); None: directly
     patience: int = 0  # stop after this many dev evaluations without improvement; 0 = never
     weight_decay: float = 0.0
     warmup: float = 0.0  # fraction of steps of linear warm-up (then linear decay)
@@ -80,6 +81,7 @@ class RunConfig(RunOptions):
         cfg.eval_every = m.eval_every if cfg.eval_every is None else cfg.eval_every
         # only a deep method has a prefix (a comparison passes its --prefix-length to every cell)
         cfg.prefix_length = (m.prefix_length if cfg.prefix_length is None else cfg.prefix_length) if m.deep else None
+        cfg.prefix_mlp = cfg.prefix_mlp if m.deep else None
         cfg.train = None if not m.trains else (m.train if cfg.train is None else cfg.train)
         if m.trains and cfg.train not in ("all", "prompt", m.train):
             raise UserError(f"--train must be 'all' or 'prompt', got {cfg.train!r}")
