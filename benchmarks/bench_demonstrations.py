@@ -157,8 +157,6 @@ def render(made: dict, diag: list[dict], summary: dict, runs: list[dict], machin
 
 
 def main() -> None:
-    import platform
-
     import torch
 
     from diffprompt.prompting.comparison.compare import cell_dir
@@ -181,7 +179,9 @@ def main() -> None:
             start, best, step = dev_curve(folder)
             runs.append({"row": row, "seed": s, "test": res["test_accuracy"], "dev_start": start, "dev_best": best,
                          "best_step": step, "one_set": one_set_accuracy(folder) if "demos" in row else None})
-    machine = f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    from sweep_prompting_budgets import machine
+
+    machine = f"Machine: {machine()}"
     out = {"set": made, "diagnostics": diag, "runs": runs, "compare": summary["table"], "machine": machine,
            "seconds": round(time.time() - t0, 1)}
     (RESULTS / "prompting_demos_short.json").write_text(json.dumps(out, indent=2))

@@ -22,7 +22,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import time
 from multiprocessing import get_context
 from pathlib import Path
@@ -123,12 +122,19 @@ def run_all(processes: int) -> None:
                 print(f"{i}/{len(todo)} cells, {time.time() - t0:.0f} s", flush=True)
 
 
+def machine() -> str:
+    from diffprompt.diffusion.evaluation.evaluate_model import machine_info
+
+    info = machine_info()
+    return f"{info.get('cpu_model', info['processor'])}, {info['cpu_count']} cores, torch {info['torch']}"
+
+
 def summary() -> str:
     rows = [json.loads(line) for line in CELLS_FILE.read_text().splitlines()]
     lines = ["Frozen-backbone budgets chosen on dev data (`python benchmarks/sweep_prompting_budgets.py`): K = 16, "
              f"seeds {', '.join(map(str, SEEDS))}, model choice on the few-shot dev set every {EVAL_EVERY} steps, the "
              "chosen model scored on each data set's dev split (never test). Accuracy in %, mean over seeds. "
-             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores.", ""]
+             f"Machine: {machine()}.", ""]
     zero = {r["dataset"]: r["dev_split_accuracy"] for r in rows if r["method"] == "zero-shot"}
     if len(zero) == len(DATASETS):
         lines += ["Zero-shot on the same dev splits (the hard template; where a prompt's training starts): "

@@ -18,11 +18,14 @@ template (the input and the mask only): Li & Liang's Prefix-Tuning, PEFT's PREFI
 `hybrid`: the anchor words kept (the data set's hard template and label words) with the trained
 prompt moved from the input into every layer: P-tuning v2 (THUDM/P-tuning-v2), the deep successor
 of the P-tuning our `hybrid` follows. Both save only the prefixes and export as PEFT
-PREFIX_TUNING adapters. A few thousand trainable numbers on a frozen network learn far more
-slowly than a whole model, so they get a budget of their own: 400 steps at 3e-2 with the dev set
-read every 50 steps, the recipe of issue 19's TREC experiment with per-layer prompts (not yet
-tuned by a dev sweep); the other methods keep the 80 steps and dev every 10 steps they were
-tuned with.
+PREFIX_TUNING adapters.
+
+A few hundred or thousand trainable numbers on a frozen network learn far more slowly than a whole
+model, so the four frozen-backbone methods have budgets of their own, chosen by a sweep on the dev
+splits of MR, CR, SUBJ and TREC (never test; `benchmarks/sweep_prompting_budgets.py`, table in
+docs/prompting.md): soft 1000 steps at 1e-2, hybrid 1000 at 3e-2, prefix-tuning 400 at 1e-1 with
+16 prefix tokens, p-tuning-v2 400 at 1e-1 with 8, each with the dev set read every 50 steps. The
+full-model methods keep the 80 steps and dev every 10 they were tuned with.
 
 An entry names its template style (the templates per data set: `defaults.py`), its budget
 (optimiser steps, learning rate, steps between dev evaluations), what it trains, for a deep
@@ -91,12 +94,12 @@ METHODS: dict[str, Method] = {
                "hard template, every parameter trained on the label-word log-probabilities",
                "PET (Schick & Schuetze 2021), LM-BFF (Gao et al. 2021)", check=checks.trains_everything,
                takes_demos=True),
-        Method("soft", "prompt", "soft", "prompt", 1e-1,
+        Method("soft", "prompt", "soft", "prompt", 1e-2,
                "soft template: only the soft-token embeddings are trained, the backbone is frozen",
-               "prompt tuning (Lester et al. 2021), P-tuning (Liu et al. 2021)"),
+               "prompt tuning (Lester et al. 2021), P-tuning (Liu et al. 2021)", steps=1000, eval_every=50),
         Method("hybrid", "prompt", "hybrid", "prompt", 3e-2,
                "hard words plus soft tokens; soft tokens trained, backbone frozen (--train all allowed)",
-               "P-tuning (Liu et al. 2021) with anchor words", takes_demos=True),
+               "P-tuning (Liu et al. 2021) with anchor words", steps=1000, eval_every=50, takes_demos=True),
         Method("finetune", "finetune", None, "all", 1e-3,
                "a new classification head on the first token; every parameter trained",
                "standard fine-tuning (Devlin et al. 2019), LM-BFF's baseline", check=checks.has_no_label_words),
@@ -106,11 +109,11 @@ METHODS: dict[str, Method] = {
                "is distilled from those soft labels (T = 2)",
                "PET (Schick & Schuetze 2021)", runner=PET_RUN, check=checks.pet_settings, files=(PET_FILE,),
                metric="ensemble_test_accuracy"),
-        Method("prefix-tuning", "prompt", "bare", "prompt", 3e-2,
+        Method("prefix-tuning", "prompt", "bare", "prompt", 1e-1,
                "the input and the mask only; key/value prefixes at every layer trained, backbone frozen",
-               "prefix tuning (Li & Liang 2021), PEFT PREFIX_TUNING", steps=400, eval_every=50, prefix_length=8,
+               "prefix tuning (Li & Liang 2021), PEFT PREFIX_TUNING", steps=400, eval_every=50, prefix_length=16,
                check=checks.deep_prompt_settings),
-        Method("p-tuning-v2", "prompt", "hard", "prompt", 3e-2,
+        Method("p-tuning-v2", "prompt", "hard", "prompt", 1e-1,
                "hard template and label words; key/value prefixes at every layer trained, backbone frozen",
                "P-tuning v2 (Liu et al. 2022)", steps=400, eval_every=50, prefix_length=8,
                check=checks.deep_prompt_settings),
