@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -50,9 +51,10 @@ def test_a_short_run_trains_only_the_prefixes_and_reports_what_they_score(deep_r
     assert (conf["template"], conf["train"], conf["prefix_length"]) == (template, "prompt", METHODS[method].prefix_length)
     layers, heads, hidden = bb.config.num_hidden_layers, bb.config.num_attention_heads, bb.config.hidden_size
     saved = load_file(out / "prompt.safetensors")
-    assert list(saved) == ["prefixes"] and saved["prefixes"].shape == (layers, 2, heads, 8, hidden // heads)
+    n = METHODS[method].prefix_length
+    assert list(saved) == ["prefixes"] and saved["prefixes"].shape == (layers, 2, heads, n, hidden // heads)
     res = json.loads((out / "results.json").read_text())
-    assert res["trainable_parameters"] == layers * 2 * hidden * 8 and res["train_loss_after"] != res["train_loss_before"]
+    assert res["trainable_parameters"] == layers * 2 * hidden * n and res["train_loss_after"] != res["train_loss_before"]
     assert [json.loads(m)["step"] for m in (out / "metrics.jsonl").read_text().splitlines()] == [0, 2, 4]
     preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 24 and res["test_accuracy"] == sum(p["label"] == p["prediction"] for p in preds) / 24
@@ -84,12 +86,13 @@ def test_the_exported_prefix_tuning_adapter_gives_peft_the_run_models_scores(dee
     peft = pytest.importorskip("peft")
     from diffprompt.prompting.run.folder import load_run_model
 
-    out, _, before, _, template = deep_run
+    out, _, before, method, template = deep_run
     assert main(["prompting", "export", str(out), "--to", "peft", str(tmp_path / "adapter")]) == 0
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
-    assert (config["peft_type"], config["num_virtual_tokens"], config["prefix_projection"]) == ("PREFIX_TUNING", 8, False)
+    n = METHODS[method].prefix_length
+    assert (config["peft_type"], config["num_virtual_tokens"], config["prefix_projection"]) == ("PREFIX_TUNING", n, False)
     side = json.loads((tmp_path / "adapter" / "diffprompt.json").read_text())
-    assert side["template"] == template and side["prefix_length"] == 8
+    assert side["template"] == template and side["prefix_length"] == n
     model, _ = load_run_model(out)
     preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     texts = [p["text"] for p in preds]
@@ -112,7 +115,7 @@ def test_an_exported_adapter_imports_as_a_run_folder_that_scores_as_the_run_did(
     assert main(["prompting", "export", str(out), "--to", "peft", str(tmp_path / "adapter")]) == 0
     assert main(["prompting", "import-peft", str(tmp_path / "adapter"), "--out", str(tmp_path / "back")]) == 0
     conf = json.loads((tmp_path / "back" / "config.json").read_text())
-    assert (conf["method"], conf["template"], conf["prefix_length"]) == (method, template, 8)
+    assert (conf["method"], conf["template"], conf["prefix_length"]) == (method, template, METHODS[method].prefix_length)
     assert load_file(tmp_path / "back" / "prompt.safetensors")["prefixes"].equal(load_file(out / "prompt.safetensors")["prefixes"])
     preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     model, _ = load_run_model(tmp_path / "back")
@@ -120,17 +123,36 @@ def test_an_exported_adapter_imports_as_a_run_folder_that_scores_as_the_run_did(
     torch.testing.assert_close(scores, torch.tensor([p["scores"] for p in preds]), rtol=0, atol=1e-4)
 
 
-def test_the_registry_gives_the_deep_methods_their_budget_and_the_cli_names_them(capsys):
-    for method in ("prefix-tuning", "p-tuning-v2"):
+def sweep_winners() -> dict[str, tuple]:
+    """(lr, steps, dev every, size) of each method's **best** row in the committed dev-split sweep."""
+    text = (Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "prompting_budget_sweep.md").read_text()
+    winners = {}
+    for section in text.split("### ")[1:]:
+        method = section.split()[0]
+        row = next(line for line in section.splitlines() if "**best**" in line)
+        lr, steps, every, size = [c.strip() for c in row.strip("|").split("|")[:4]]
+        winners[method] = (float(lr), int(steps), int(every), size)
+    return winners
+
+
+def test_the_frozen_methods_budgets_are_the_dev_sweeps_winners_and_the_cli_names_them(capsys):
+    winners = sweep_winners()
+    assert set(winners) == {"soft", "hybrid", "prefix-tuning", "p-tuning-v2"}
+    for method, (lr, steps, every, size) in winners.items():
         cfg = RunConfig(dataset="trec", method=method).resolved()
         m = METHODS[method]
         assert (cfg.steps, cfg.lr, cfg.eval_every, cfg.prefix_length) == (m.steps, m.lr, m.eval_every, m.prefix_length)
-        assert (m.steps, m.lr, m.eval_every, m.prefix_length, m.train) == (400, 3e-2, 50, 8, "prompt")
+        assert (m.lr, m.steps, m.eval_every) == (lr, steps, every) and m.train == "prompt", method
+        if m.deep:
+            assert m.prefix_length == int(size)
+        else:  # the default template's soft tokens: the hard words' ("words") or {soft*N}
+            soft = cfg.template.count("{soft*" + size + "}") if size.isdigit() else cfg.template.count("{soft=")
+            assert soft == 1, (method, cfg.template)
     with pytest.raises(UserError, match="trains only its prefixes"):
         RunConfig(method="prefix-tuning", train="all").resolved()
     with pytest.raises(UserError, match="not input soft tokens"):
         RunConfig(method="p-tuning-v2", template="{x} {soft*2} It was {mask}.").resolved()
-    for method in ("prompt-ft", "soft", "hybrid", "finetune"):  # the other budgets as they were
+    for method in ("prompt-ft", "finetune"):  # the full-model budgets as they were
         cfg = RunConfig(dataset="trec", method=method, prefix_length=4).resolved()
         assert (cfg.steps, cfg.eval_every, cfg.prefix_length) == (80, 10, None)
     for command in ("train", "compare"):
@@ -143,7 +165,7 @@ def test_the_registry_gives_the_deep_methods_their_budget_and_the_cli_names_them
     cc = compare_config(build_parser().parse_args(["prompting", "compare", "--rows", "soft,prefix-tuning,p-tuning-v2"]))
     cells = {row: cc.cell_config("mr", row, 16, 13).resolved() for row in cc.rows}
     assert cells["p-tuning-v2"].template == "{x} It was {mask}." and cells["prefix-tuning"].template == "{x} {mask}"
-    assert [cells[r].prefix_length for r in cc.rows] == [None, 8, 8]
+    assert [cells[r].prefix_length for r in cc.rows] == [None, 16, 8]
 
 
 def test_prefixes_trained_through_an_mlp_are_saved_folded_and_score_as_the_run_did(tmp_path):
@@ -157,9 +179,10 @@ def test_prefixes_trained_through_an_mlp_are_saved_folded_and_score_as_the_run_d
     bb, _ = fresh_backbone(None)
     layers, hidden = bb.config.num_hidden_layers, bb.config.hidden_size
     # trained: 8 token vectors and Linear(hidden, 16) -> tanh -> Linear(16, layers * 2 * hidden)
-    assert res["trainable_parameters"] == 8 * hidden + (hidden * 16 + 16) + (16 * layers * 2 * hidden + layers * 2 * hidden)
+    n = METHODS["prefix-tuning"].prefix_length
+    assert res["trainable_parameters"] == n * hidden + (hidden * 16 + 16) + (16 * layers * 2 * hidden + layers * 2 * hidden)
     saved = load_file(out / "prompt.safetensors")  # saved: the prefixes the MLP made, nothing else
-    assert list(saved) == ["prefixes"] and saved["prefixes"].shape[3] == 8
+    assert list(saved) == ["prefixes"] and saved["prefixes"].shape[3] == n
     model, conf = load_run_model(out)
     assert conf["prefix_mlp"] == 16 and model.deep_prompt.config.mlp_hidden_size is None
     preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
