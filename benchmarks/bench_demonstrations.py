@@ -5,7 +5,9 @@ Builds a held-out binary sentiment set from the repository's own sets: every MR 
 many positives, the rest from MR), written as a plain CSV the way a user would hand one in.
 Then, for seeds 13, 21 and 42 at K = 16:
 
-1. diagnostics of the demonstration draws, no training: near-duplicates of an input in the pool
+1. diagnostics of the demonstration draws, no training: the untrained prompt's test accuracy and
+   the share of inputs it calls negative with random demonstrations in label order (LM-BFF's),
+   reversed and shuffled order, and without; near-duplicates of an input in the pool
    (equal after case, punctuation and spaces are normalised), how often the pool example most
    similar to an input (packaged all-MiniLM-L6-v2, the input itself left out) has the input's
    class, for the training inputs (drawn with their own pool) and for the test inputs, and the
@@ -99,6 +101,41 @@ def diagnostics(seed: int, encoder, tokenizer) -> dict:
             "nearest_own_class_test": own_test, "longest_text_tokens": longest}
 
 
+ORDERS = ("label", "reversed", "shuffled")  # the class order of each demonstration set (LM-BFF: label)
+
+
+def zero_shot_with_demonstrations(seed: int, order: str) -> dict:
+    """The untrained prompt with random demonstrations in the given class order: its test accuracy and
+    the share of inputs it calls negative (without demonstrations for order "none")."""
+    import random as _random
+
+    from diffprompt.prompting.models.backbone import fresh_backbone
+    from diffprompt.prompting.models.prompt_classifier import PromptClassifier
+    from diffprompt.prompting.prompts.demonstrations import Demonstrations
+    from diffprompt.prompting.run.classifier_factory import build_verbalizer
+    from diffprompt.prompting.run.config import RunConfig
+    from diffprompt.prompting.run.data import prepare_data
+    from diffprompt.prompting.run.scoring import score
+
+    class Ordered(Demonstrations):
+        def draw(self, text, text_b, rng: _random.Random) -> list:
+            demos = super().draw(text, text_b, rng)
+            if order == "reversed":
+                return demos[::-1]
+            if order == "shuffled":
+                rng.shuffle(demos)
+            return demos
+
+    cfg = RunConfig(dataset=str(CSV), method="zero-shot", shots=16, seed=seed).resolved()
+    data = prepare_data(cfg)
+    demos = None if order == "none" else Ordered(data.few_shot.train, len(data.class_names), "random", 16, seed)
+    bb, tok = fresh_backbone(None)
+    model = PromptClassifier(bb, tok, cfg.template, build_verbalizer(cfg, data.class_names), demos=demos).eval()
+    pred = score(model, data.test).argmax(-1).tolist()
+    return {"seed": seed, "order": order, "accuracy": sum(p == e.label for p, e in zip(pred, data.test)) / len(pred),
+            "negative_share": pred.count(0) / len(pred)}
+
+
 def compare() -> dict:
     from diffprompt.cli import main
 
@@ -109,16 +146,27 @@ def compare() -> dict:
     return json.loads((OUT / "compare.json").read_text())
 
 
-def one_set_accuracy(run_dir: Path) -> float:
-    """The run's test accuracy with one demonstration set per input instead of its ensemble."""
+def one_set_accuracy(cell_dir: Path, test_accuracy: float) -> float:
+    """A comparison cell's test accuracy with one demonstration set per input instead of its
+    ensemble: the cell is trained again with its model saved (the same seeded run: the test
+    accuracy must come out the same), then rescored."""
+    from dataclasses import fields
+
+    from diffprompt.prompting.run.config import RunConfig
     from diffprompt.prompting.run.data import prepare_data
     from diffprompt.prompting.run.folder import load_run_model
-    from diffprompt.prompting.run.config import RunConfig
     from diffprompt.prompting.run.scoring import score
+    from diffprompt.prompting.run.training import train_run
 
-    model, conf = load_run_model(run_dir)
+    conf = json.loads((cell_dir / "config.json").read_text())
+    cfg = RunConfig(**{f.name: conf[f.name] for f in fields(RunConfig) if f.name in conf})
+    cfg.save_model = True
+    again = train_run(cfg, cell_dir.parent / f"{cell_dir.name}-saved", quiet=True)
+    if again["test_accuracy"] != test_accuracy:
+        raise SystemExit(f"{cell_dir}: retrained to {again['test_accuracy']}, not {test_accuracy}")
+    model, _ = load_run_model(cell_dir.parent / f"{cell_dir.name}-saved")
     model.demos.sets = 1
-    test = prepare_data(RunConfig(dataset=conf["dataset"], shots=conf["shots"], seed=conf["seed"])).test
+    test = prepare_data(cfg).test
     pred = score(model, test).argmax(-1).tolist()
     return sum(p == e.label for p, e in zip(pred, test)) / len(test)
 
@@ -130,7 +178,7 @@ def dev_curve(run_dir: Path) -> tuple[float, float, int]:
     return lines[0]["dev_accuracy"], best["dev_accuracy"], best["step"]
 
 
-def render(made: dict, diag: list[dict], summary: dict, runs: list[dict], machine: str) -> str:
+def render(made: dict, diag: list[dict], zero: list[dict], summary: dict, runs: list[dict], machine: str) -> str:
     lines = [f"Short reviews built from MR and CR (`python benchmarks/bench_demonstrations.py`): {made['examples']} "
              f"sentences of at most {MAX_WORDS} words, {made['by_class']}. K = 16, packaged BERT-tiny, prompt-ft's "
              f"budget. {machine}.", "",
@@ -150,6 +198,13 @@ def render(made: dict, diag: list[dict], summary: dict, runs: list[dict], machin
         one = f"{100 * r['one_set']:.1f}" if r.get("one_set") is not None else "–"
         lines.append(f"| {r['row']} | {r['seed']} | {100 * r['test']:.1f} | {one} | "
                      f"{r['dev_start']:.3f} → {r['dev_best']:.3f} (step {r['best_step']}) |")
+    lines += ["", "**The untrained prompt with random demonstrations** (zero-shot; test accuracy % / share of test "
+              "inputs called negative), by the class order of each demonstration set:", "",
+              "| seed | " + " | ".join(("no demonstrations", *ORDERS)) + " |", "| ---: |" + " ---: |" * (len(ORDERS) + 1)]
+    for s in SEEDS:
+        cells = [next(z for z in zero if z["seed"] == s and z["order"] == o) for o in ("none", *ORDERS)]
+        lines.append(f"| {s} | " + " | ".join(f"{100 * z['accuracy']:.1f} / {100 * z['negative_share']:.0f} %"
+                                              for z in cells) + " |")
     lines += ["", "| row | mean test accuracy (%) | std |", "| --- | ---: | ---: |"]
     for row in summary["table"]:
         lines.append(f"| {row['method']} | {100 * row['mean']:.1f} | {100 * row['std']:.1f} |")
@@ -170,6 +225,7 @@ def main() -> None:
     made = build_set()
     encoder, (_, tokenizer) = SentenceEncoder(), load_backbone(None)
     diag = [diagnostics(s, encoder, tokenizer) for s in SEEDS]
+    zero = [zero_shot_with_demonstrations(s, o) for s in SEEDS for o in ("none", *ORDERS)]
     summary = compare()
     runs = []
     for row in ROWS:
@@ -178,14 +234,14 @@ def main() -> None:
             res = json.loads((folder / "results.json").read_text())
             start, best, step = dev_curve(folder)
             runs.append({"row": row, "seed": s, "test": res["test_accuracy"], "dev_start": start, "dev_best": best,
-                         "best_step": step, "one_set": one_set_accuracy(folder) if "demos" in row else None})
+                         "best_step": step, "one_set": one_set_accuracy(folder, res["test_accuracy"]) if "demos" in row else None})
     from sweep_prompting_budgets import machine
 
     machine = f"Machine: {machine()}"
-    out = {"set": made, "diagnostics": diag, "runs": runs, "compare": summary["table"], "machine": machine,
+    out = {"set": made, "diagnostics": diag, "zero_shot_orders": zero, "runs": runs, "compare": summary["table"], "machine": machine,
            "seconds": round(time.time() - t0, 1)}
     (RESULTS / "prompting_demos_short.json").write_text(json.dumps(out, indent=2))
-    text = render(made, diag, summary, runs, machine)
+    text = render(made, diag, zero, summary, runs, machine)
     (RESULTS / "prompting_demos_short.md").write_text(text)
     print(text)
 
