@@ -228,7 +228,7 @@ def _add_compare(g) -> None:
                                  "compare.json, compare.md (mean (std) over seeds, majority-class row), compare.png (bars with\n"
                                  "error bars), and learning_curve.{json,png} (accuracy vs K for --curve-datasets).\n"
                                  "Finished cells in OUT are reused, so an interrupted comparison resumes.\n\n"
-                                 f"Default budgets (learning rates tuned on the MR dev split): {budgets}.\n\n"
+                                 f"Default budgets (chosen on dev splits; docs/prompting.md): {budgets}.\n\n"
                                  "example:\n" + COMPARE_EXAMPLE))
     p.add_argument("--datasets", default=",".join(COMPARE.datasets), help="comma-separated: mr, cr, subj, trec, or files")
     p.add_argument("--rows", default=",".join(COMPARE.rows),
