@@ -33,13 +33,19 @@ def checkpoints(run: Path, every: int) -> list[tuple[int, Path]]:
 
 
 def minutes_at(lines: list[dict], step: int) -> float:
-    """The minutes of training that reached `step`, from metrics.jsonl's lines' time stamps (the start is
-    extrapolated back from the first two lines, the step forward or back from the nearest line)."""
-    first = lines[0]
-    per_step = (lines[1]["time"] - first["time"]) / (lines[1]["step"] - first["step"])
-    start = first["time"] - first["step"] * per_step
-    after = next((m for m in lines if m["step"] >= step), lines[-1])
-    return (after["time"] - (after["step"] - step) * per_step - start) / 60
+    """The minutes of training that reached `step`, from metrics.jsonl's lines' time stamps: the sum of
+    the intervals between lines, where an interval far longer than its steps take elsewhere (the run
+    was stopped and resumed: `--resume`) counts as those steps at the run's median pace; the time
+    before the first line and after the last one before `step` at the same pace."""
+    paces = sorted((b["time"] - a["time"]) / (b["step"] - a["step"]) for a, b in zip(lines, lines[1:]))
+    pace = paces[len(paces) // 2]  # seconds per step
+    seconds, at = lines[0]["step"] * pace, lines[0]["step"]
+    for a, b in zip(lines, lines[1:]):
+        if b["step"] > step:
+            break
+        seconds += min(b["time"] - a["time"], 5 * pace * (b["step"] - a["step"]))
+        at = b["step"]
+    return (seconds + (step - at) * pace) / 60
 
 
 def score(run: Path, step: int, path: Path, dataset: str, lines: list[dict], args) -> dict:
