@@ -6,13 +6,14 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.diffprompt-setup
 
-.PHONY: setup demo test bench clean help
+.PHONY: setup demo test bench mutate clean help
 
 help:
 	@echo "make demo   - set up .venv, then run the demo (writes runs/demo/)"
 	@echo "make test   - set up .venv, then run the test suite"
 	@echo "make setup  - set up .venv only (idempotent; quick when done)"
 	@echo "make bench  - install diffusers (the [bench] extra) and run the two speed benchmarks"
+	@echo "make mutate - mutation testing of the key modules (mutmut, the [dev] extra); resumes; scores per module"
 
 $(STAMP): pyproject.toml requirements-assets.txt Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,5 +36,10 @@ bench: setup
 	$(PY) benchmarks/bench_diffusion_speed.py
 	$(PY) benchmarks/bench_prompting_speed.py
 
+mutate: setup
+	$(PY) -m pip install -q -e ".[dev]"
+	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children 2
+	$(PY) benchmarks/mutation_scores.py
+
 clean:
-	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
+	rm -rf $(VENV) runs build mutants *.egg-info src/*.egg-info

@@ -1,0 +1,64 @@
+"""Mutation scores per module from the last `mutmut run` (`make mutate`; configuration: pyproject.toml's
+[tool.mutmut]): killed / (killed + survived + no tests), the mutants listed as equivalent in
+EQUIVALENT left out of the denominator, every survivor named.
+
+    .venv/bin/python benchmarks/mutation_scores.py     # after `make mutate`
+
+Writes benchmarks/results/mutation_scores.md.
+"""
+
+from __future__ import annotations
+
+import collections
+import subprocess
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+EQUIVALENT: dict[str, str] = {  # mutant name -> why no test can tell it from the original
+    "diffprompt.prompting.models.embedding_logreg.x_fit_logistic_regression__mutmut_1":
+        "max_iter 500 -> 501: L-BFGS converges (tolerance_grad) long before either cap",
+}
+
+
+def statuses() -> dict[str, str]:
+    """{mutant name: status} from `mutmut results --all true`."""
+    out = subprocess.run([str(Path(sys.executable).parent / "mutmut"), "results", "--all", "true"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = [line.strip().split(": ", 1) for line in out.splitlines() if ": " in line]
+    return {name.strip(): status.strip() for name, status in rows}
+
+
+def module_of(mutant: str) -> str:
+    return mutant.split(".x_")[0].split(".xǁ")[0]
+
+
+def render(found: dict[str, str]) -> str:
+    per = collections.defaultdict(collections.Counter)
+    for name, status in found.items():
+        per[module_of(name)]["equivalent" if name in EQUIVALENT else status] += 1
+    lines = ["Mutation scores (`make mutate`): killed / (killed + survived + no tests), a timeout counting as "
+             "killed; \"no tests\": no selected test runs the mutated function; equivalent mutants and those not "
+             "run yet (an interrupted run resumes) are left out.", "",
+             "| module | mutants | killed | survived | no tests | equivalent | not run yet | score |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for module, c in sorted(per.items()):
+        killed = c["killed"] + c["timeout"]
+        counted = killed + c["survived"] + c["no tests"]
+        score = f"{100 * killed / counted:.1f} %" if counted else "–"
+        lines.append(f"| `{module}` | {sum(c.values())} | {killed} | {c['survived']} | {c['no tests']} | "
+                     f"{c['equivalent']} | {c['not checked']} | {score} |")
+    lines += ["", "Survivors and mutants no test reaches:", ""]
+    lines += [f"- `{n}`: {s}" for n, s in sorted(found.items()) if s in ("survived", "no tests") and n not in EQUIVALENT]
+    lines += ["", "Equivalent:", ""] + [f"- `{n}`: {why}" for n, why in EQUIVALENT.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    text = render(statuses())
+    (RESULTS / "mutation_scores.md").write_text(text)
+    print(text.split("\n\nSurvivors")[0])
+
+
+if __name__ == "__main__":
+    main()
