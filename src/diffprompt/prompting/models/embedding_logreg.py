@@ -52,6 +52,11 @@ def fit_logistic_regression(x: torch.Tensor, y: torch.Tensor, num_labels: int, c
     return w.detach(), b.detach()
 
 
+def refuse_pairs(texts_b) -> None:
+    if texts_b is not None:
+        raise UserError("the embedding-logreg reference embeds one text per example; pair tasks need a prompt method")
+
+
 class EmbeddingLogReg(TextClassifier):
     FORMAT = FORMAT
     score_kind = "logistic-regression logit on the sentence embedding"
@@ -67,9 +72,8 @@ class EmbeddingLogReg(TextClassifier):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    def fit(self, texts, labels, c: float) -> "EmbeddingLogReg":
-        """Fit the head on these texts' embeddings with inverse regularisation strength c."""
-        w, b = fit_logistic_regression(self.embed(texts), torch.as_tensor(labels), self.num_labels, c)
+    def set_head(self, w: torch.Tensor, b: torch.Tensor, c: float) -> "EmbeddingLogReg":
+        """Take a fit of `fit_logistic_regression` (made with inverse regularisation strength c) as the head."""
         with torch.no_grad():
             self.head.weight.copy_(w)
             self.head.bias.copy_(b)
@@ -81,16 +85,14 @@ class EmbeddingLogReg(TextClassifier):
 
     def encode(self, texts, texts_b=None) -> dict[str, torch.Tensor]:
         """The sentence encoder's tokens of each input (what it embeds; pairs are not supported)."""
-        if texts_b is not None:
-            raise UserError("the embedding-logreg reference embeds one text per example; pair tasks need a prompt method")
+        refuse_pairs(texts_b)
         enc = self.tokenizer(check_texts(texts, "texts"), padding=True, truncation=True, max_length=MAX_TOKENS,
                              return_tensors="pt")
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     def scores(self, texts, texts_b=None) -> torch.Tensor:
         """[B, num_labels] logits W e(x) + b of the inputs' embeddings e(x)."""
-        if texts_b is not None:
-            self.encode(texts, texts_b)  # the one-line refusal
+        refuse_pairs(texts_b)
         return self.head(self.embed(texts).to(self.head.weight.device))
 
     def trainable_parameters(self) -> list[nn.Parameter]:

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+
+import torch
 from pathlib import Path
 
 from ...errors import UserError
 from ...progress import log
-from ..models.embedding_logreg import C_GRID, EmbeddingLogReg
+from ..models.embedding_logreg import C_GRID, EmbeddingLogReg, fit_logistic_regression
 from ..models.sentence_encoder import SentenceEncoder
 from .config import RunConfig
 from .data import prepare_data, texts_of
 from .folder import run_results, start_run_folder, write_outputs
-from .scoring import dev_accuracy, score
+from .metrics import accuracy
+from .scoring import score
 
 
 @dataclass
@@ -45,15 +48,17 @@ def train_embedding_logreg(cfg: RunConfig, out: str | Path | None, ds=None, back
     model = EmbeddingLogReg(encoder, len(data.class_names))
     run = start_run_folder(out, cfg, data, encoder.model, extra_config)
     train, dev = data.few_shot.train, data.few_shot.dev
-    texts, labels = texts_of(train)[0], [ex.label for ex in train]
-    best = None
+    x, y = model.embed(texts_of(train)[0]), torch.tensor([ex.label for ex in train])
+    x_dev = model.embed(texts_of(dev)[0]).double() if dev else None  # each text embedded once, for every C
+    best, head = None, None
     for i, c in enumerate(C_GRID):
-        acc = dev_accuracy(model.fit(texts, labels, c), dev, cfg.eval_batch_size) if dev else float("nan")
+        w, b = fit_logistic_regression(x, y, len(data.class_names), c)
+        acc = accuracy((x_dev @ w.T + b).argmax(-1).tolist(), [ex.label for ex in dev]) if dev else float("nan")
         if run is not None:
             run.log_metrics(i, c=c, dev_accuracy=acc)
         if best is None or acc > best.accuracy:
-            best = ChosenC(acc, i, c)
-    model.fit(texts, labels, best.c)
+            best, head = ChosenC(acc, i, c), (w, b)
+    model.set_head(*head, c=best.c)
     extra = {"trainable_parameters": sum(p.numel() for p in model.trainable_parameters()), "c": best.c,
              "train_seconds": round(time.time() - t0, 2), "calibrate": cfg.calibrate}
     t1 = time.time()
