@@ -74,11 +74,15 @@ class DeepPromptClassifier(PromptClassifier):
         if theirs != mine:
             raise UserError(f"deep prompt {path} was trained on backbone {theirs!r}, not on {mine!r}; load it with the "
                             "backbone it was trained on")
-        prefixes, want = tensors[WEIGHTS_KEY], tuple(self.deep_prompt.prefixes().shape)
+        if self.deep_prompt.config.mlp_hidden_size is not None:
+            raise UserError(f"deep prompt {path} holds its prefixes folded (no MLP); build the model without "
+                            "mlp_hidden_size to load it")
+        prefixes, want = tensors[WEIGHTS_KEY], tuple(self.deep_prompt.prefix.shape)
         if tuple(prefixes.shape) != want:
             raise UserError(f"deep prompt {path} has prefixes of shape {tuple(prefixes.shape)}, this model {want}; build "
                             f"it with prefix_length {meta.get('prefix_length')}")
-        self.deep_prompt = DeepPrompt.from_prefixes(self.backbone, prefixes)  # a file holds plain prefixes (any MLP folded)
+        with torch.no_grad():
+            self.deep_prompt.prefix.copy_(prefixes.to(self.deep_prompt.prefix))
         return self
 
     @classmethod

@@ -83,6 +83,7 @@ def load_run_model(run_dir: str | Path, device: str = "cpu") -> tuple[TextClassi
     conf = read_run_config(run_dir, RUN_KIND, "pass a folder written by `diffprompt prompting train --out DIR`")
     conf["class_names"] = saved_class_names(conf)
     cfg = RunConfig(**{k: conf[k] for k in RunConfig.__dataclass_fields__ if k in conf})
+    cfg.prefix_mlp = None  # a saved deep prompt holds its prefixes folded: the model is rebuilt without the MLP
     if cfg.verbalizer == AUTO:
         cfg.verbalizer = chosen_label_words(run_dir)
     # the embedding reference has its own encoder and no masked LM
