@@ -272,21 +272,31 @@ def import_run(adapter, out, dataset: str | None = None, template: str | None = 
     if (Path(adapter) / CONFIG_FILE).is_file() and _read_json(Path(adapter) / CONFIG_FILE).get("peft_type") == "PREFIX_TUNING":
         return import_prefix_run(adapter, out, dataset, template, verbalizer, backbone)
     prompt, config, side = read_adapter(adapter)
-    name = backbone or side.get("backbone") or config.get("base_model_name_or_path")
-    name = None if name == DEFAULT_BACKBONE else name
-    bb, tok = fresh_backbone(name)
-    dataset = dataset or side.get("dataset") or RunConfig.dataset
-    class_names = saved_class_names(side) if dataset == side.get("dataset") else class_names_of(load_data(dataset))
+    name, (bb, tok), dataset, class_names = adapter_target(config, side, dataset, backbone)
     n = prompt.shape[0] - leading_specials(prompt, bb, tok)
     template = template or (None if side else f"{{soft*{n}}} " + default_template(dataset, "hard"))
     cfg = RunConfig(dataset=dataset, method="soft", train="prompt", shots=0, backbone=name,
                     template=template or side.get("template"), max_length=side.get("max_length", RunConfig.max_length),
                     verbalizer=verbalizer or side.get("verbalizer", {}).get("spec"))
     model = import_peft(adapter, bb, tok, template, build_verbalizer(cfg, class_names), cfg.max_length)
-    run = RunDir(out)
-    run.save_config({**asdict(cfg), "class_names": class_names, "imported_from": str(adapter),
-                     "backbone_id": backbone_id(bb), "description": f"PEFT prompt-tuning adapter {adapter} as {n} soft tokens"})
-    model.save(model_file(out, "soft"))
+    return write_imported_run(out, model, cfg, class_names, adapter, f"PEFT prompt-tuning adapter {adapter} as {n} soft tokens")
+
+
+def adapter_target(config: dict, side: dict, dataset: str | None, backbone: str | None) -> tuple:
+    """(backbone name or None for the packaged one, a fresh (model, tokenizer), data set, class names) of an
+    adapter being imported: the options given, else its diffprompt.json, else its config and the run defaults."""
+    name = backbone or side.get("backbone") or config.get("base_model_name_or_path")
+    name = None if name in (DEFAULT_BACKBONE, str(default_backbone_dir())) else name
+    dataset = dataset or side.get("dataset") or RunConfig.dataset
+    class_names = saved_class_names(side) if dataset == side.get("dataset") else class_names_of(load_data(dataset))
+    return name, fresh_backbone(name), dataset, class_names
+
+
+def write_imported_run(out, model, cfg: RunConfig, class_names: list[str], adapter, description: str) -> Path:
+    """The run folder of an imported adapter: its config.json and the model file its method keeps."""
+    RunDir(out).save_config({**asdict(cfg), "class_names": class_names, "imported_from": str(adapter),
+                             "backbone_id": backbone_id(model.backbone), "description": description})
+    model.save(model_file(out, cfg.method))
     return Path(out)
 
 
@@ -353,14 +363,9 @@ def import_prefix_run(adapter, out, dataset: str | None = None, template: str | 
     Unset options come from the adapter's diffprompt.json, then from the data set's bare template
     and label words."""
     folder = Path(adapter)
-    config = _read_json(folder / CONFIG_FILE)
     side = _read_json(folder / SIDECAR) if (folder / SIDECAR).is_file() else {}
-    name = backbone or side.get("backbone") or config.get("base_model_name_or_path")
-    name = None if name in (DEFAULT_BACKBONE, str(default_backbone_dir())) else name
-    bb, tok = fresh_backbone(name)
+    name, (bb, tok), dataset, class_names = adapter_target(_read_json(folder / CONFIG_FILE), side, dataset, backbone)
     prompt = import_peft_prefix(folder, bb)
-    dataset = dataset or side.get("dataset") or RunConfig.dataset
-    class_names = saved_class_names(side) if dataset == side.get("dataset") else class_names_of(load_data(dataset))
     template = template or side.get("template") or default_template(dataset, "bare")
     method = "p-tuning-v2" if any(p.kind == "text" for p in Template(template).pieces) else "prefix-tuning"
     cfg = RunConfig(dataset=dataset, method=method, train="prompt", shots=0, backbone=name, template=template,
@@ -369,10 +374,5 @@ def import_prefix_run(adapter, out, dataset: str | None = None, template: str | 
     model = DeepPromptClassifier(bb, tok, Template(template), build_verbalizer(cfg, class_names),
                                  prefix_length=prompt.num_virtual_tokens, max_length=cfg.max_length)
     model.deep_prompt = prompt
-    run = RunDir(out)
-    run.save_config({**asdict(cfg), "class_names": class_names, "imported_from": str(adapter),
-                     "backbone_id": backbone_id(bb),
-                     "description": f"PEFT prefix-tuning adapter {adapter} as {prompt.num_virtual_tokens} prefix tokens "
-                                    f"per layer ({method})"})
-    model.save(model_file(out, method))
-    return Path(out)
+    return write_imported_run(out, model, cfg, class_names, adapter, f"PEFT prefix-tuning adapter {adapter} as "
+                              f"{prompt.num_virtual_tokens} prefix tokens per layer ({method})")
