@@ -21,7 +21,8 @@ from diffprompt.training_setup import get_accelerator
 from diffprompt.prompting.run.scoring import score
 from diffprompt.prompting.methods.defaults import PET_PATTERNS, TEMPLATES, pet_patterns
 from diffprompt.prompting.comparison.rows import parse_row
-from diffprompt.prompting.run.data import load_data, prepare_data
+from diffprompt.prompting.run.data import RunData, load_data, prepare_data
+from diffprompt.prompting.run.fewshot import FewShotSplit
 from diffprompt.prompting.run.folder import load_run_model
 from diffprompt.prompting.run.training import train_run
 from test_prompting_core import _roberta_tokenizer, _tiny
@@ -46,7 +47,7 @@ def test_soft_labels_are_the_softmax_of_the_mean_pattern_scores_over_t():
 def test_distillation_loss_is_t_squared_cross_entropy_of_the_tempered_student():
     z = torch.tensor([[2.0, -1.0, 0.5], [0.0, 0.3, -0.4]])
     q = torch.tensor([[0.7, 0.1, 0.2], [0.25, 0.5, 0.25]])
-    t = 2.0
+    t = 3.0  # T = 2 would not tell T^2 from 2T
     total = 0.0
     for i in range(2):
         norm = sum(math.exp(v / t) for v in z[i].tolist())
@@ -57,6 +58,42 @@ def test_distillation_loss_is_t_squared_cross_entropy_of_the_tempered_student():
     examples = [pet.SoftExample("a", None, q[0]), pet.SoftExample("b", None, q[1])]
     assert float(pet.soft_label_loss(model, examples, t)) == pytest.approx(t * t * total / 2, abs=1e-6)
     assert [ex.label for ex in examples] == [0, 1]
+
+
+def test_distillation_loss_normalises_over_the_classes_whatever_the_leading_axes():
+    """One example [C] is a batch of one; a [2, N, C] stack is the mean of its two batches."""
+    z = torch.tensor([[2.0, -1.0, 0.5], [0.0, 0.3, -0.4]])
+    q = torch.tensor([[0.7, 0.1, 0.2], [0.25, 0.5, 0.25]])
+    for i in range(2):
+        assert float(pet.distillation_loss(z[i], q[i], 3.0)) == pytest.approx(
+            float(pet.distillation_loss(z[i:i + 1], q[i:i + 1], 3.0)), abs=1e-6)
+    z2, q2 = z.flip(0) * 2, q.flip(0)
+    both = (float(pet.distillation_loss(z, q, 3.0)) + float(pet.distillation_loss(z2, q2, 3.0))) / 2
+    assert float(pet.distillation_loss(torch.stack([z, z2]), torch.stack([q, q2]), 3.0)) == pytest.approx(both, abs=1e-6)
+    # one input's pattern scores [C]: the soft label of a batch of one
+    a, b = torch.tensor([-1.0, -3.0]), torch.tensor([-2.0, 0.5])
+    assert torch.allclose(pet.soft_labels([a, b], 2.0), pet.soft_labels([a[None], b[None]], 2.0)[0], atol=1e-7)
+
+
+def test_distillation_loss_keeps_the_students_device_and_dtype():
+    """float64 soft labels do not promote a float32 loss, and CPU soft labels follow logits on
+    another device (the meta device stands in for a GPU here)."""
+    z = torch.tensor([[2.0, -1.0, 0.5]])
+    q = torch.tensor([[0.7, 0.1, 0.2]], dtype=torch.float64)
+    assert pet.distillation_loss(z, q, 2.0).dtype == torch.float32
+    on_meta = pet.distillation_loss(z.to("meta"), q, 2.0)
+    assert on_meta.device.type == "meta" and on_meta.shape == ()
+
+
+def test_the_soft_label_loss_gives_the_student_both_texts_of_a_pair():
+    seen = []
+
+    def scores(texts, texts_b):
+        seen.append((texts, texts_b))
+        return torch.zeros(len(texts), 2)
+    examples = [pet.SoftExample("a", "b", torch.tensor([0.5, 0.5])), pet.SoftExample("c", "d", torch.tensor([0.5, 0.5]))]
+    assert float(pet.soft_label_loss(SimpleNamespace(scores=scores), examples, 2.0)) == pytest.approx(4 * math.log(2))
+    assert seen == [(["a", "c"], ["b", "d"])]
 
 
 def test_patterns_start_with_the_hard_template_and_are_four_per_data_set():
@@ -81,21 +118,28 @@ def test_unlabeled_texts_come_from_the_train_split_only_never_dev_test_or_the_fe
     assert not keys & {(ex.text, "") for ex in data.few_shot.train + data.few_shot.dev}
 
 
-def test_a_train_text_that_is_also_in_test_is_left_out():
+def test_a_train_text_that_is_also_in_dev_or_test_is_left_out():
     train = [Example(f"train text {i}", i % 2) for i in range(12)]
-    test = [Example("train text 7", 1), Example("only test", 0)]
-    ds = fake_dataset(train, test)
+    dev, test = [Example("train text 6", 0), Example("only dev", 1)], [Example("train text 3", 1), Example("only test", 0)]
+    ds = fake_dataset(train, test, dev)
     data = prepare_data(RunConfig(dataset="mr", shots=2, seed=13), ds)
-    texts = {ex.text for ex in pet.unlabeled_examples(ds, data, 100)}
     few = {ex.text for ex in data.few_shot.train + data.few_shot.dev}
-    assert texts == {ex.text for ex in train} - few - {"train text 7"}
+    assert not few & {"train text 3", "train text 6"}  # left out for being in test and dev, not for being few-shot
+    texts = {ex.text for ex in pet.unlabeled_examples(ds, data, 100)}
+    assert texts == {ex.text for ex in train} - few - {"train text 3", "train text 6"} and len(texts) == 2
+
+
+def test_a_data_set_without_a_train_split_has_no_unlabeled_texts():
+    test = [Example("a test text", 0), Example("another", 1)]
+    data = RunData(FewShotSplit(1, 13, [Example("x", 0), Example("y", 1)], []), test, ["negative", "positive"], False)
+    assert pet.unlabeled_examples(fake_dataset(None, test), data, 10) == []
 
 
 # ----------------------------------------------------------------------------------- runs
 
 
-def fake_dataset(train, test):
-    splits = {"train": train, "test": test}
+def fake_dataset(train, test, dev=None):
+    splits = {name: part for name, part in (("train", train), ("dev", dev), ("test", test)) if part is not None}
 
     def split(name):
         if name not in splits:
