@@ -158,6 +158,18 @@ def test_normal_kl_matches_torch_distributions_and_is_nonnegative():
     assert normal_kl(m1, lv1, m1, lv1).abs().max() < 1e-15
 
 
+def test_normal_kl_takes_scalar_log_variances_in_the_dtype_and_device_of_its_tensors():
+    """Python-float log-variances are computed in float64 with float64 means (not float32), and a
+    log-variance tensor is moved to the first tensor's device ("meta" stands in for a GPU)."""
+    m1 = torch.tensor([0.0, 0.3, -1.7], dtype=torch.float64)
+    kl = normal_kl(m1, 0.3, 0.1, -0.2)
+    want = [0.5 * (-0.2 - 0.3 + (math.exp(0.3) + (m - 0.1) ** 2) / math.exp(-0.2) - 1) for m in m1.tolist()]
+    assert kl.dtype == torch.float64
+    assert torch.allclose(kl, torch.tensor(want, dtype=torch.float64), rtol=1e-13, atol=0)
+    on_meta = normal_kl(torch.zeros(3, device="meta"), torch.tensor([0.1, 0.2, 0.3]), 0.0, 0.0)
+    assert on_meta.device.type == "meta" and on_meta.shape == (3,)
+
+
 def test_normal_cdfs():
     x = torch.linspace(-6, 6, 2001, dtype=torch.float64)
     exact = torch.tensor([0.5 * (1 + math.erf(v / math.sqrt(2))) for v in x.tolist()], dtype=torch.float64)
@@ -181,6 +193,29 @@ def test_log_cdf_difference_is_accurate_in_both_tails():
     got = log_normal_cdf_difference(torch.tensor(-40.01, dtype=torch.float64), torch.tensor(-40.0, dtype=torch.float64))
     approx = -0.5 * 40.005**2 - 0.5 * math.log(2 * math.pi) + math.log(0.01)
     assert got.item() == pytest.approx(approx, abs=0.05)
+
+
+def test_log_cdf_difference_of_an_empty_interval_is_a_finite_floor():
+    """Phi(a) - Phi(a) = 0: the CDF ratio is clamped to 1 - 1e-30, giving log(min(Phi(a), 1 - Phi(a))) + log(1e-30)
+    (an interval above zero is reflected first), a finite floor rather than NaN or -inf."""
+    for a in (-3.0, 0.0, 0.5, 4.0):
+        got = log_normal_cdf_difference(torch.tensor(a, dtype=torch.float64), torch.tensor(a, dtype=torch.float64))
+        phi = 0.5 * math.erfc(abs(a) / math.sqrt(2))  # the smaller tail
+        assert got.item() == pytest.approx(math.log(phi) + math.log(1e-30), rel=1e-12)
+
+
+def test_discretized_gaussian_on_a_coarse_grid_opens_only_the_end_bins():
+    """half_bin = 1/2: levels -1, 0, 1 own (-inf, -1/2], [-1/2, 1/2], [1/2, inf); a value exactly halfway,
+    +-1/2, is scored as an interior bin of width 1, not as an open end bin."""
+    phi = lambda z: 0.5 * (1 + math.erf(z / math.sqrt(2)))  # noqa: E731
+    mean, std = 0.2, 0.7
+    x = torch.tensor([-1.0, 0.0, 1.0, -0.5, 0.5], dtype=torch.float64)
+    logp = discretized_gaussian_log_likelihood(x, torch.tensor(mean, dtype=torch.float64),
+                                               torch.tensor(math.log(std), dtype=torch.float64), half_bin=0.5)
+    want = [phi((-0.5 - mean) / std), phi((0.5 - mean) / std) - phi((-0.5 - mean) / std), 1 - phi((0.5 - mean) / std),
+            phi((0.0 - mean) / std) - phi((-1.0 - mean) / std), phi((1.0 - mean) / std) - phi((0.0 - mean) / std)]
+    assert torch.allclose(logp.exp(), torch.tensor(want, dtype=torch.float64), rtol=1e-12, atol=0)
+    assert logp[:3].exp().sum().item() == pytest.approx(1.0, abs=1e-14)
 
 
 @pytest.mark.parametrize("mean,std", [(0.0, 0.05), (0.31, 0.003), (-0.98, 0.2), (0.999, 1e-3), (0.2, 3.0)])
