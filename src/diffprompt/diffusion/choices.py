@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SAMPLER_NAMES = ("ddpm", "ddim", "dpm++2m")
+SAMPLER_NAMES = ("ddpm", "ddim", "dpm++2m", "dpm++3m", "dpm++2m-sde")
 SPACINGS = ("linspace", "leading", "trailing")  # diffusers' `timestep_spacing` names
-DEFAULT_STEPS = {"ddpm": None, "ddim": 50, "dpm++2m": 20}  # None: all T steps
+DEFAULT_STEPS = {"ddpm": None, "ddim": 50, "dpm++2m": 20, "dpm++3m": 20, "dpm++2m-sde": 20}  # None: all T steps
 DEFAULT_EVAL_SAMPLERS = "ddpm,ddim:20,ddim:50,dpm++2m:10,dpm++2m:20"  # what `evaluate` compares unless told
 UNET_PRESETS = ("tiny", "cifar10")  # the names of unet.PRESETS (`UNetConfig.preset`)
 MIXED_PRECISION = ("no", "fp16", "bf16")

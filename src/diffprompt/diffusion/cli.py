@@ -37,7 +37,8 @@ SAMPLE_HELP = """\
 Draw samples from a trained model (EMA weights) as a PNG grid or an .npz of uint8 images.
 
 Samplers: ddpm (ancestral, all T steps), ddim (Song et al. 2021; --eta 0 is deterministic) and
-dpm++2m (DPM-Solver++(2M), Lu et al. 2022: about as good in 20 network calls as DDPM in 1000).
+DPM-Solver++ (Lu et al. 2022) in 20-50 network calls: dpm++2m (second order), dpm++3m (third
+order) and dpm++2m-sde (the SDE variant: fresh noise at every step, like DDPM's).
 --spacing picks the visited timesteps as diffusers names them (linspace, leading, trailing).
 
 A model trained with --conditional takes --class (an index, a class name, or `all`: --n samples
@@ -61,7 +62,7 @@ class histograms, and sampling time per image; bits/dim (the full bound) on a st
 of test images. FID needs n >= 1000 to be trusted (below it is marked biased: read KID).
 Writes eval.json and eval.md into the run folder.
 
-Sampler specs: ddpm, ddim:STEPS[:ETA][:SPACING], dpm++2m:STEPS[:SPACING].
+Sampler specs: ddpm, ddim:STEPS[:ETA][:SPACING], dpm++2m|dpm++3m|dpm++2m-sde:STEPS[:SPACING].
 
 A model trained with --conditional is sampled with the classes requested evenly at each
 --guidance scale w (default 0); each row adds the conditional accuracy (the share of samples the
@@ -171,7 +172,7 @@ def _add_evaluate(group) -> None:
     p = add_command(group, "evaluate", "FID/KID, confident share, bits/dim, sampling time", EVALUATE_HELP)
     p.add_argument("path", metavar="RUN_DIR_OR_CKPT")
     p.add_argument("--samplers", default=DEFAULT_EVAL_SAMPLERS,
-                   help="comma-separated specs: ddpm, ddim:STEPS[:ETA][:SPACING], dpm++2m:STEPS[:SPACING]")
+                   help="comma-separated specs: ddpm, ddim:STEPS[:ETA][:SPACING], dpm++2m|dpm++3m|dpm++2m-sde:STEPS[:SPACING]")
     p.add_argument("--n-samples", type=int, default=1000, help="samples per sampler")
     p.add_argument("--nll-images", type=int, default=100, help="test images for bits/dim (0 skips it; T model calls each)")
     p.add_argument("--nll-timesteps", type=int, default=0,
@@ -232,7 +233,7 @@ def _sampler_arguments(p, default: str) -> None:
     p.add_argument("--sampler", choices=SAMPLER_NAMES, default=default, help="the reverse-process loop")
     p.add_argument("--steps", type=int, default=None, help=f"network calls per image (default: {steps})")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 DDPM-like")
-    p.add_argument("--spacing", choices=SPACINGS, default="linspace", help="which timesteps ddim and dpm++2m visit")
+    p.add_argument("--spacing", choices=SPACINGS, default="linspace", help="which timesteps the samplers other than ddpm visit")
 
 
 def cmd_train(args) -> int:

@@ -5,8 +5,8 @@
     samples, seconds = generate(model, diffusion, 64, (1, 28, 28), spec["sampler"], spec["steps"], spec["eta"],
                                 seed=0, batch_size=64, device="cpu")
 
-A spec is `ddpm` (ancestral, all T steps), `ddim:STEPS[:ETA][:SPACING]` or `dpm++2m:STEPS[:SPACING]`
-(see `parse_sampler_spec`). The loops themselves
+A spec is `ddpm` (ancestral, all T steps), `ddim:STEPS[:ETA][:SPACING]` or a DPM-Solver++ variant
+`dpm++2m|dpm++3m|dpm++2m-sde:STEPS[:SPACING]` (see `parse_sampler_spec`). The loops themselves
 are in samplers.py; this is the layer the CLI, evaluation, training and the demo share.
 
 A class-conditional model takes `class_labels` (one per sample) and a guidance scale
@@ -39,13 +39,14 @@ from .visualize import save_grid
 def parse_sampler_spec(spec: str) -> dict[str, Any]:
     """`NAME[:STEPS][:ETA][:SPACING]` -> dict(sampler, steps, eta, spacing, spec).
 
-    NAME is ddpm (all T steps), ddim or dpm++2m (both need STEPS); ETA (a number) is DDIM's
-    stochasticity; SPACING is linspace (the default), leading or trailing. Examples: `ddpm`,
-    `ddim:50`, `ddim:50:0.5`, `dpm++2m:20`, `dpm++2m:10:trailing`.
+    NAME is ddpm (all T steps), ddim, dpm++2m, dpm++3m or dpm++2m-sde (all but ddpm need STEPS); ETA
+    (a number) is DDIM's stochasticity; SPACING is linspace (the default), leading or trailing.
+    Examples: `ddpm`, `ddim:50`, `ddim:50:0.5`, `dpm++2m:20`, `dpm++3m:10:trailing`, `dpm++2m-sde:20`.
     """
     name, *rest = [p.strip() for p in spec.strip().split(":")]
     name = name.lower()
-    usage = "use ddpm, ddim:STEPS[:ETA][:SPACING] or dpm++2m:STEPS[:SPACING] (e.g. ddim:50, dpm++2m:20:trailing)"
+    usage = ("use ddpm, ddim:STEPS[:ETA][:SPACING] or dpm++2m|dpm++3m|dpm++2m-sde:STEPS[:SPACING] "
+             "(e.g. ddim:50, dpm++2m:20:trailing)")
     if name not in SAMPLERS or len(rest) > 3:
         raise UserError(f"unknown sampler spec {spec!r}; {usage}")
     out = {"sampler": name, "steps": None, "eta": 0.0, "spacing": "linspace", "spec": spec.strip()}

@@ -1,7 +1,7 @@
 """Sampling loops for `GaussianDiffusion`, separate and swappable (diffusers-style).
 
 A `Sampler` says which timesteps it visits (`timesteps(T)`, high to low) and how to take one step
-(`step(...)` -> (x_prev, pred_x0)); `sample_loop` runs any sampler. Three are built in:
+(`step(...)` -> (x_prev, pred_x0)); `sample_loop` runs any sampler. Built in:
 
 - `DDPMSampler` ("ddpm"): Ho et al.'s ancestral sampler over all T steps,
   x_{t-1} = mu_theta(x_t, t) + Sigma_t^{1/2} z, with no noise at t = 0.
@@ -10,11 +10,15 @@ A `Sampler` says which timesteps it visits (`timesteps(T)`, high to low) and how
   x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - s^2) eps_hat + s z,
   s = eta * sqrt((1 - ab_prev) / (1 - ab_t)) * sqrt(1 - ab_t / ab_prev).
   eta = 0 is deterministic; eta = 1 with steps = T is the DDPM sampler with fixed_small variance.
-- `DPMSolverPPSampler` ("dpm++2m", Lu et al. 2022, DPM-Solver++(2M)): the multistep second-order
-  solver of the diffusion ODE in data-prediction form, with a first-order first and last step.
-  With half log-SNR lambda = log(alpha / sigma), h = lambda_t - lambda_s and r = h_prev / h:
-  x_t = (sigma_t / sigma_s) x_s + alpha_t (1 - e^{-h}) (x0_s + (x0_s - x0_prev) / (2 r)).
-  Its first-order form (no history term) is DDIM with eta = 0.
+- `DPMSolverPPSampler` (Lu et al. 2022, DPM-Solver++, multistep, data-prediction form), with a
+  first-order first and last step. With half log-SNR lambda = log(alpha / sigma), h = lambda_t -
+  lambda_s, r_k = h_k / h (h_k the earlier steps' h) and D0 = x0_s, D1 = (x0_s - x0_prev) / r_0:
+  "dpm++2m":     x_t = (sigma_t / sigma_s) x_s + alpha_t (1 - e^{-h}) (D0 + D1 / 2);
+  "dpm++3m":     the third-order multistep update (diffusers' `multistep_dpm_solver_third_order_update`),
+                 second order at the second-to-last step when there are fewer than 15 steps;
+  "dpm++2m-sde": x_t = (sigma_t / sigma_s) e^{-h} x_s + alpha_t (1 - e^{-2h}) (D0 + D1 / 2)
+                 + sigma_t sqrt(1 - e^{-2h}) z, the SDE variant (fresh noise z at every step but the last).
+  The first-order ODE update (no history term) is DDIM with eta = 0.
 
 Timestep spacings follow diffusers' names: "linspace", "leading", "trailing". Coefficients are
 computed in float64 from the schedule. All randomness comes from the `generator` when one is given.
@@ -121,47 +125,75 @@ class DDIMSampler(Sampler):
 
 
 class DPMSolverPPSampler(Sampler):
-    """DPM-Solver++(2M): multistep, data prediction, first order at the first and the last step.
+    """DPM-Solver++ of order 1, 2 or 3 (multistep, data prediction), the ODE or (`stochastic`,
+    order <= 2) the SDE variant; first order at the first and the last step.
 
     The timesteps are diffusers' `DPMSolverMultistepScheduler`'s for the same spacing: `steps`
     indices above 0, then one last step to sigma = 0, which returns the model's x0 estimate.
-    `order=1` drops the history term (= DDIM, eta = 0). The sampler remembers the previous step's
-    (lambda, x0); a step whose t is not the previous step's t_prev starts a new chain.
+    The sampler remembers the x0 estimates of its chain; a step whose t is not the previous step's
+    t_prev starts a new chain.
     """
 
-    name = "dpm++2m"
-
-    def __init__(self, steps: int = 20, spacing: str = "linspace", order: int = 2):
-        if order not in (1, 2):
-            raise UserError(f"DPM-Solver++ order must be 1 or 2, got {order!r}")
-        self.steps, self.spacing, self.order = steps, _check_spacing(spacing), order
-        self._history: tuple[int, float, torch.Tensor] | None = None  # (next t, lambda, x0)
+    def __init__(self, steps: int = 20, spacing: str = "linspace", order: int = 2, stochastic: bool = False):
+        if order not in (1, 2, 3) or (stochastic and order == 3):
+            raise UserError(f"DPM-Solver++ order must be 1, 2 or 3 (1 or 2 for the SDE variant), got {order!r}")
+        self.steps, self.spacing, self.order, self.stochastic = steps, _check_spacing(spacing), order, stochastic
+        self.name = f"dpm++{order}m" + ("-sde" if stochastic else "")
+        self._history: list[tuple[float, torch.Tensor]] = []  # (lambda, x0) of this chain's steps, oldest first
+        self._next_t: int | None = None
 
     def timesteps(self, num_timesteps: int) -> list[int]:
-        steps = _check_steps(num_timesteps if self.steps is None else self.steps, num_timesteps, "dpm++2m")
+        steps = _check_steps(num_timesteps if self.steps is None else self.steps, num_timesteps, self.name)
         if self.spacing == "trailing":
             ts = spaced_timesteps(num_timesteps, steps, "trailing")
         else:  # steps + 1 points, the last (t = 0) replaced by the final step to sigma = 0
             ts = spaced_timesteps(num_timesteps, steps + 1, self.spacing)[:-1]
-        return _distinct(ts, "dpm++2m", steps, self.spacing)
+        return _distinct(ts, self.name, steps, self.spacing)
 
     def step(self, diffusion, model, x_t, t, t_prev, generator=None, clip_denoised=True, model_kwargs=None):
         t_vec = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
         x0 = diffusion.predict_x0(model, x_t, t_vec, clip_denoised, model_kwargs)
-        history, self._history = self._history, None
+        history = self._history if self._next_t == t else []
+        self._history, self._next_t = [], None
         if t_prev < 0:  # sigma = 0: the first-order update is x0 itself
             return x0, x0
         ab = diffusion.schedule.alphas_cumprod  # float64
         (_, sigma_s, lam_s), (alpha_t, sigma_t, lam_t) = _half_log_snr(ab[t]), _half_log_snr(ab[t_prev])
         h = lam_t - lam_s
-        d = x0
-        if self.order == 2 and history is not None and history[0] == t:
-            _, lam_prev, x0_prev = history
-            r = (lam_s - lam_prev) / h
-            d = x0 + (x0 - x0_prev) / (2.0 * r)
-        self._history = (t_prev, lam_s, x0)
-        x_prev = (sigma_t / sigma_s) * x_t + alpha_t * (-math.expm1(-h)) * d
+        ts = self.timesteps(diffusion.num_timesteps)
+        order = min(self.order, len(history) + 1, 2 if len(ts) < 15 and t_prev == ts[-1] else 3)
+        lams = [lam for lam, _ in history[-(order - 1):]] if order > 1 else []
+        x0s = [x for _, x in history[-(order - 1):]] if order > 1 else []
+        self._history, self._next_t = (history + [(lam_s, x0)])[-2:], t_prev
+        if self.stochastic:
+            d = _dpm_pp_data_term(h, [*lams, lam_s], [*x0s, x0], 1.0 - math.exp(-2.0 * h))
+            noise = diffusion.randn(x_t.shape, generator, x_t.device, x_t.dtype)
+            x_prev = (sigma_t / sigma_s * math.exp(-h)) * x_t + alpha_t * d + sigma_t * math.sqrt(-math.expm1(-2.0 * h)) * noise
+        else:
+            x_prev = (sigma_t / sigma_s) * x_t + alpha_t * _dpm_pp_data_term(h, [*lams, lam_s], [*x0s, x0], -math.expm1(-h))
         return x_prev, x0
+
+
+def _dpm_pp_data_term(h: float, lams: list[float], x0s: list[torch.Tensor], phi1: float) -> torch.Tensor:
+    """The x0 part of a DPM-Solver++ step of order len(x0s) (the newest last), divided by alpha_t.
+
+    phi1 = 1 - e^{-h} (ODE) or 1 - e^{-2h} (SDE): order 1 gives phi1 D0, order 2 phi1 (D0 + D1 / 2)
+    (the midpoint form); order 3 (ODE only) adds the curvature term D2, as in Lu et al.'s Algorithm 2
+    written out by diffusers.
+    """
+    d0 = x0s[-1]
+    if len(x0s) == 1:
+        return phi1 * d0
+    r0 = (lams[-1] - lams[-2]) / h
+    d1_0 = (x0s[-1] - x0s[-2]) / r0
+    if len(x0s) == 2:
+        return phi1 * (d0 + 0.5 * d1_0)
+    r1 = (lams[-2] - lams[-3]) / h
+    d1_1 = (x0s[-2] - x0s[-3]) / r1
+    d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
+    d2 = (d1_0 - d1_1) / (r0 + r1)
+    em1 = math.expm1(-h)  # e^{-h} - 1
+    return phi1 * d0 + (em1 / h + 1.0) * d1 - ((em1 + h) / h**2 - 0.5) * d2
 
 
 def _half_log_snr(alpha_bar) -> tuple[float, float, float]:
@@ -206,25 +238,28 @@ def _check_spacing(spacing: str) -> str:
     return spacing
 
 
-SAMPLERS = dict(zip(SAMPLER_NAMES, (DDPMSampler, DDIMSampler, DPMSolverPPSampler), strict=True))
+SAMPLERS = {  # name -> how to build it from (steps, eta, spacing); eta is DDIM's only
+    "ddpm": lambda steps, eta, spacing: DDPMSampler(steps),
+    "ddim": lambda steps, eta, spacing: DDIMSampler(steps, eta, spacing),
+    "dpm++2m": lambda steps, eta, spacing: DPMSolverPPSampler(steps, spacing, order=2),
+    "dpm++3m": lambda steps, eta, spacing: DPMSolverPPSampler(steps, spacing, order=3),
+    "dpm++2m-sde": lambda steps, eta, spacing: DPMSolverPPSampler(steps, spacing, order=2, stochastic=True),
+}
+assert tuple(SAMPLERS) == SAMPLER_NAMES
 
 
 def make_sampler(sampler="ddpm", steps: int | None = None, eta: float = 0.0, spacing: str = "linspace") -> Sampler:
-    """A `Sampler` from its name ("ddpm", "ddim" or "dpm++2m"); an instance is returned as is.
+    """A `Sampler` from its name (one of `SAMPLER_NAMES`); an instance is returned as is.
 
-    eta is checked (>= 0) for all and used by ddim only; spacing is used by ddim and dpm++2m.
+    eta is checked (>= 0) for all and used by ddim only; spacing is used by all but ddpm.
     """
     if isinstance(sampler, Sampler):
         return sampler
     eta = _check_eta(eta)
     key = str(sampler).lower()
-    if key == "ddpm":
-        return DDPMSampler(steps)
-    if key == "ddim":
-        return DDIMSampler(steps, eta, spacing)
-    if key == "dpm++2m":
-        return DPMSolverPPSampler(steps, spacing)
-    raise UserError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+    if key not in SAMPLERS:
+        raise UserError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+    return SAMPLERS[key](steps, eta, spacing)
 
 
 @torch.no_grad()
