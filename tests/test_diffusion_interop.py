@@ -1,6 +1,9 @@
 """diffusers in and out, with diffusers as the oracle: our U-Net computes what the exported UNet2DModel
 computes, diffusers' DDPM and DDIM pipelines sample what ours sample from the same noise, a round trip
-keeps every weight bit, and a UNet2DModel made by diffusers samples and gets its bound here."""
+keeps every weight bit, and a UNet2DModel made by diffusers samples and gets its bound here.
+
+diffusers is the `test` extra: only the tests that call it, or load a diffusers folder (which imports
+it), skip without it; export refusals and the errors said without diffusers or offline run anyway."""
 
 from __future__ import annotations
 
@@ -26,7 +29,6 @@ from diffprompt.diffusion.interop.diffusers_scheduler import diffusion_from_sche
 from diffprompt.diffusion.interop.diffusers_unet import diffusers_unet_config, to_diffusers_state_dict, unet_config_from_diffusers
 from diffprompt.errors import UserError
 
-diffusers = pytest.importorskip("diffusers")
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-5  # float32 arithmetic in a different order; the networks and steps are the same maths
 
@@ -46,9 +48,20 @@ GOOGLE_LIKE = dict(sample_size=8, in_channels=1, out_channels=1, block_out_chann
                    downsample_padding=0, norm_eps=1e-6)
 
 
+@pytest.fixture
+def diffusers():
+    """The diffusers package, for the tests that need it: only they skip without it."""
+    return pytest.importorskip("diffusers")
+
+
 @pytest.fixture(autouse=True)
 def quiet_one_thread(monkeypatch, one_thread):
     monkeypatch.setenv("DIFFPROMPT_QUIET", "1")
+    try:
+        import diffusers
+    except ImportError:  # the tests that need it skip; the others run without it
+        yield
+        return
     diffusers.utils.logging.disable_progress_bar()
     yield
     diffusers.utils.logging.enable_progress_bar()
@@ -77,6 +90,8 @@ def as_images(x: torch.Tensor) -> np.ndarray:
 
 
 def google_like_pipeline(folder: Path, num_timesteps: int = 10):
+    """A DDPMPipeline folder diffusers writes (skips the test without diffusers)."""
+    diffusers = pytest.importorskip("diffusers")
     torch.manual_seed(1)
     unet = diffusers.UNet2DModel(**GOOGLE_LIKE)
     scheduler = diffusers.DDPMScheduler(num_train_timesteps=num_timesteps, beta_schedule="linear", beta_start=1e-3, beta_end=0.2)
@@ -88,7 +103,7 @@ def google_like_pipeline(folder: Path, num_timesteps: int = 10):
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_exported_unet_computes_what_ours_computes(name):
+def test_exported_unet_computes_what_ours_computes(name, diffusers):
     config = UNetConfig(**CONFIGS[name])
     ours = random_unet(CONFIGS[name])
     theirs = diffusers.UNet2DModel(**{k: v for k, v in diffusers_unet_config(config).items() if k != "_class_name"})
@@ -102,7 +117,7 @@ def test_exported_unet_computes_what_ours_computes(name):
     assert unet_config_from_diffusers(dict(theirs.config)) == config
 
 
-def test_a_unet2dmodel_ours_cannot_express_is_recognised():
+def test_a_unet2dmodel_ours_cannot_express_is_recognised(diffusers):
     assert unet_config_from_diffusers(dict(diffusers.UNet2DModel(**GOOGLE_LIKE).config)) is None
 
 
@@ -110,7 +125,7 @@ def test_a_unet2dmodel_ours_cannot_express_is_recognised():
 
 
 @pytest.mark.parametrize("prediction, variance", [("eps", "fixed_small"), ("v", "fixed_large"), ("x0", "learned_range")])
-def test_ddpm_pipeline_samples_what_ours_samples(tmp_path, prediction, variance):
+def test_ddpm_pipeline_samples_what_ours_samples(tmp_path, prediction, variance, diffusers):
     channels = dict(out_channels=2) if variance == "learned_range" else {}
     model = random_unet(dict(SMALL, **channels))
     diffusion = GaussianDiffusion(NoiseSchedule.linear(10, 1e-3, 0.2), prediction=prediction, variance=variance)
@@ -122,7 +137,7 @@ def test_ddpm_pipeline_samples_what_ours_samples(tmp_path, prediction, variance)
 
 
 @pytest.mark.parametrize("eta", [0.0, 1.0])
-def test_ddim_pipeline_samples_what_ours_samples(tmp_path, eta):
+def test_ddim_pipeline_samples_what_ours_samples(tmp_path, eta, diffusers):
     model = random_unet(SMALL)
     diffusion = GaussianDiffusion(NoiseSchedule.cosine(20), prediction="eps")
     out = export_diffusers(save_ours(tmp_path, model, diffusion), tmp_path / "pipe")
@@ -135,6 +150,7 @@ def test_ddim_pipeline_samples_what_ours_samples(tmp_path, eta):
     assert np.abs(theirs.images - as_images(ours)).max() < TOL
 
 
+@pytest.mark.usefixtures("diffusers")  # loading the export back imports diffusers
 def test_round_trip_keeps_every_weight_bit_and_the_process(tmp_path):
     model = random_unet(CONFIGS["rgb-learned-variance"])
     diffusion = GaussianDiffusion(NoiseSchedule.cosine(30), prediction="v", variance="learned_range", loss_type="hybrid")
@@ -161,7 +177,7 @@ def test_export_refuses_what_unet2dmodel_cannot_express(tmp_path, capsys):
 # --- in: a model diffusers made -----------------------------------------------------------------
 
 
-def test_a_diffusers_pipeline_samples_and_gets_its_bound_here(tmp_path):
+def test_a_diffusers_pipeline_samples_and_gets_its_bound_here(tmp_path, diffusers):
     folder = google_like_pipeline(tmp_path / "pipe")
     model, diffusion, meta = load_model(folder)
     assert isinstance(model, DiffusersUNet) and meta["unet"]["image_size"] == 8 and meta.get("dataset") is None
@@ -184,7 +200,7 @@ def test_a_diffusers_pipeline_samples_and_gets_its_bound_here(tmp_path):
     assert bool((stderr < 0.05 * full.mean(0)).all())  # tight enough to see a stratum weighed wrong
 
 
-def test_flat_and_unet_only_folders_load(tmp_path):
+def test_flat_and_unet_only_folders_load(tmp_path, diffusers):
     pipeline = google_like_pipeline(tmp_path / "pipe")
     flat = tmp_path / "flat"  # the hub layout of google/ddpm-cifar10-32
     diffusers.UNet2DModel.from_pretrained(pipeline / "unet").save_pretrained(flat)
@@ -198,7 +214,7 @@ def test_flat_and_unet_only_folders_load(tmp_path):
 
 
 @pytest.mark.parametrize("schedule", ["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"])
-def test_scheduler_betas_are_diffusers_betas(schedule):
+def test_scheduler_betas_are_diffusers_betas(schedule, diffusers):
     scheduler = diffusers.DDPMScheduler(num_train_timesteps=50, beta_schedule=schedule, beta_start=1e-4, beta_end=0.02)
     ours = diffusion_from_scheduler(dict(scheduler.config)).schedule
     torch.testing.assert_close(ours.betas.float(), scheduler.betas, rtol=1e-6, atol=0)  # theirs are float32
@@ -210,12 +226,12 @@ def test_scheduler_betas_are_diffusers_betas(schedule):
     (dict(rescale_betas_zero_snr=True), "rescale_betas_zero_snr"),
     (dict(beta_schedule="laplace"), "beta_schedule 'laplace'"),
 ])
-def test_scheduler_settings_without_a_counterpart_are_refused(change, needle):
+def test_scheduler_settings_without_a_counterpart_are_refused(change, needle, diffusers):
     with pytest.raises(UserError, match=needle):
         diffusion_from_scheduler({**dict(diffusers.DDPMScheduler().config), **change})
 
 
-def test_pickled_weights_are_never_opened(tmp_path):
+def test_pickled_weights_are_never_opened(tmp_path, diffusers):
     unet = diffusers.UNet2DModel(**GOOGLE_LIKE)
     unet.save_pretrained(tmp_path / "bin", safe_serialization=False)
     with pytest.raises(UserError, match="only safetensors weights load here"):
@@ -223,7 +239,8 @@ def test_pickled_weights_are_never_opened(tmp_path):
 
 
 def test_without_diffusers_the_error_names_the_install(tmp_path, monkeypatch):
-    folder = google_like_pipeline(tmp_path / "pipe")
+    folder = export_diffusers(save_ours(tmp_path, random_unet(SMALL), GaussianDiffusion(NoiseSchedule.linear(10))),
+                              tmp_path / "pipe")  # a pipeline folder, written without diffusers
     monkeypatch.setitem(sys.modules, "diffusers", None)
     for source in (folder, "google/ddpm-cifar10-32"):  # said before any download
         with pytest.raises(UserError, match="pip install diffusers"):
@@ -233,6 +250,7 @@ def test_without_diffusers_the_error_names_the_install(tmp_path, monkeypatch):
 # --- the commands ------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("diffusers")  # sampling a diffusers folder imports diffusers
 def test_commands_read_diffusers_folders(tmp_path, monkeypatch):
     monkeypatch.setenv("DIFFPROMPT_CACHE", str(tmp_path / "cache"))
     model = random_unet(SMALL)
@@ -254,6 +272,7 @@ def test_commands_read_diffusers_folders(tmp_path, monkeypatch):
     assert {"forward.png", "reverse.png", "reverse.gif", "pred_x0.png"} <= {p.name for p in theirs.iterdir()}
 
 
+@pytest.mark.usefixtures("diffusers")  # without it the command stops at "pip install diffusers", before the hub
 def test_a_hub_id_offline_is_one_line_without_a_traceback(tmp_path):
     assert output_folder("google/ddpm-cifar10-32") == Path("runs/google--ddpm-cifar10-32")
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path), OMP_NUM_THREADS="1", DIFFPROMPT_QUIET="1")

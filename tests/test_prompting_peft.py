@@ -1,5 +1,8 @@
 """PEFT interop: an exported soft prompt gives our mask logits through peft.PeftModel; adapters come
-back bit for bit; templates PEFT cannot express are refused with the reason (exit 2 from the CLI)."""
+back bit for bit; templates PEFT cannot express are refused with the reason (exit 2 from the CLI).
+
+peft is the `test` extra: the tests that run PEFT's own model skip without it; export, import and the
+refusals are ours alone (peft_io never imports peft) and run anyway."""
 
 from __future__ import annotations
 
@@ -9,17 +12,21 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-peft = pytest.importorskip("peft")
-
-from diffprompt.cli import main  # noqa: E402
-from diffprompt.errors import UserError  # noqa: E402
-from diffprompt.prompting import FineTuneClassifier, PromptClassifier, full_vocab_label_logits  # noqa: E402
-from diffprompt.prompting.models.backbone import fresh_backbone  # noqa: E402
-from diffprompt.prompting.peft_io import export_peft, import_peft, read_adapter  # noqa: E402
+from diffprompt.cli import main
+from diffprompt.errors import UserError
+from diffprompt.prompting import FineTuneClassifier, PromptClassifier, full_vocab_label_logits
+from diffprompt.prompting.models.backbone import fresh_backbone
+from diffprompt.prompting.peft_io import export_peft, import_peft, read_adapter
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),  # peft asks transformers a deprecated question:
               pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")]
 TEXTS = ["a gorgeous , witty , seductive movie .", "dull", "the plot is thin but the actors carry every scene"]
+
+
+@pytest.fixture
+def peft():
+    """The peft package, for the tests that run PEFT itself: only they skip without it."""
+    return pytest.importorskip("peft")
 
 
 def trained_looking(template: str, prompt_encoder: str | None = None) -> PromptClassifier:
@@ -32,7 +39,7 @@ def trained_looking(template: str, prompt_encoder: str | None = None) -> PromptC
     return clf.eval()
 
 
-def peft_mask_logits(folder, batch: dict, drop: int) -> torch.Tensor:
+def peft_mask_logits(peft, folder, batch: dict, drop: int) -> torch.Tensor:
     """Mask logits of PEFT's model on a fresh backbone, fed our ids without their first `drop` columns."""
     bb, _ = fresh_backbone()
     model = peft.PeftModel.from_pretrained(bb, str(folder)).eval()
@@ -45,14 +52,14 @@ def peft_mask_logits(folder, batch: dict, drop: int) -> torch.Tensor:
 @pytest.mark.parametrize("template,encoder", [("{soft*3} {x} It was {mask}.", None),
                                               ("{soft=question about} {mask} : {x}", None),
                                               ("{soft*4} {x} {mask}", "mlp")])
-def test_peft_gives_our_mask_logits_for_the_exported_prompt(tmp_path, template, encoder):
+def test_peft_gives_our_mask_logits_for_the_exported_prompt(tmp_path, template, encoder, peft):
     clf = trained_looking(template, encoder)
     export_peft(clf, tmp_path / "adapter")
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     n = clf.template.num_soft
     assert config["peft_type"] == "PROMPT_TUNING" and config["num_virtual_tokens"] == 1 + n  # [CLS], then the soft tokens
     batch = clf.encode(TEXTS)  # [CLS] soft... input ...: PEFT gets what follows the soft tokens
-    theirs = peft_mask_logits(tmp_path / "adapter", batch, drop=1 + n)
+    theirs = peft_mask_logits(peft, tmp_path / "adapter", batch, drop=1 + n)
     with torch.no_grad():
         ours = clf.mask_logits(batch)
         reference = full_vocab_label_logits(clf, batch)
@@ -61,7 +68,7 @@ def test_peft_gives_our_mask_logits_for_the_exported_prompt(tmp_path, template, 
     # our full-vocabulary reference path computes exactly what PEFT computes
     assert torch.equal(reference, clf.label_scores(theirs))
     # the layout matters: PEFT fed the whole input (its [CLS] after the prompt) is another model
-    assert (peft_mask_logits(tmp_path / "adapter", batch, drop=n) - ours).abs().max() > 0.1
+    assert (peft_mask_logits(peft, tmp_path / "adapter", batch, drop=n) - ours).abs().max() > 0.1
 
 
 def test_import_brings_an_exported_prompt_back_bit_for_bit(tmp_path):
@@ -81,7 +88,7 @@ def test_import_brings_an_exported_prompt_back_bit_for_bit(tmp_path):
         import_peft(tmp_path / "a", bb, tok)
 
 
-def test_a_peft_trained_adapter_imports_its_embeddings(tmp_path, capsys):
+def test_a_peft_trained_adapter_imports_its_embeddings(tmp_path, capsys, peft):
     bb, tok = fresh_backbone()
     config = peft.PromptTuningConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=5)
     model = peft.get_peft_model(bb, config)
