@@ -120,6 +120,53 @@ def test_cosine_schedule_meets_its_definition(num_timesteps):
         assert ab[i] == pytest.approx(f(i + 1) / f(0), rel=1e-9, abs=1e-15)  # index i is the paper's t = i+1
 
 
+def test_cosine_alpha_bar_takes_floats_and_tensors_alike():
+    """f(u) = cos^2(pi/2 (u + s) / (1 + s)), by hand, for a Python float and a tensor; s defaults to 0.008."""
+    from diffprompt.diffusion.schedule import cosine_alpha_bar, cosine_betas
+
+    for u, s_off in [(0.0, 0.008), (0.37, 0.008), (0.9, 0.1), (1.0, 0.0)]:
+        want = math.cos((u + s_off) / (1 + s_off) * math.pi / 2) ** 2
+        assert cosine_alpha_bar(u, s_off) == pytest.approx(want, rel=1e-14, abs=1e-30)
+        assert cosine_alpha_bar(torch.tensor(u, dtype=torch.float64), s_off).item() == pytest.approx(want, rel=1e-14, abs=1e-30)
+    assert cosine_alpha_bar(0.37) == pytest.approx(math.cos(0.378 / 1.008 * math.pi / 2) ** 2, rel=1e-14)
+    assert torch.equal(cosine_betas(12), cosine_betas(12, 0.008))
+
+
+def test_cosine_schedule_uses_its_offset_s_and_accepts_zero():
+    """alpha-bar_t = f(t/T) / f(0) for the s asked for; s = 0 is allowed (f(0) = 1), s < 0 refused."""
+    T = 10
+    for s_off in (0.0, 0.05):
+        ab = NoiseSchedule.cosine(T, s=s_off).alphas_cumprod.tolist()
+        f = [math.cos((t / T + s_off) / (1 + s_off) * math.pi / 2) ** 2 for t in range(T + 1)]
+        for i in range(T - 1):  # the last beta is clipped at 0.999
+            assert ab[i] == pytest.approx(f[i + 1] / f[0], rel=1e-12)
+    assert NoiseSchedule.cosine(T, s=0.05).to_dict() == {"name": "cosine", "num_timesteps": T, "s": 0.05}
+    with pytest.raises(UserError, match=r"^cosine schedule offset s must be >= 0, got -0\.01; the paper uses 0\.008$"):
+        NoiseSchedule.cosine(T, s=-0.01)
+
+
+def test_schedules_default_to_1000_steps():
+    for make in (NoiseSchedule.linear, NoiseSchedule.cosine, NoiseSchedule.linear_scaled):
+        assert make().num_timesteps == 1000
+    assert NoiseSchedule.linear_scaled(20).params == {"num_timesteps": 20}
+
+
+def test_schedule_repr_names_the_recipe():
+    assert repr(NoiseSchedule.linear(20)) == "NoiseSchedule.linear(num_timesteps=20, beta_start=0.0001, beta_end=0.02)"
+    assert repr(NoiseSchedule.cosine(30, s=0.01)) == "NoiseSchedule.cosine(num_timesteps=30, s=0.01)"
+    assert repr(NoiseSchedule.linear_scaled(20)) == "NoiseSchedule.linear_scaled(num_timesteps=20)"
+    assert repr(NoiseSchedule(torch.tensor([0.1, 0.2, 0.3]))) == "NoiseSchedule.custom(num_timesteps=3)"
+
+
+def test_schedule_from_dict_keeps_options_and_reads_old_configs():
+    s = NoiseSchedule.from_dict({"name": "linear", "num_timesteps": 20, "beta_start": 2e-4, "beta_end": 0.05})
+    assert torch.equal(s.betas, NoiseSchedule.linear(20, 2e-4, 0.05).betas)
+    assert NoiseSchedule.from_dict({"name": "cosine", "T": 15}).num_timesteps == 15  # the key before the rename
+    assert NoiseSchedule.from_dict({"name": "cosine"}).num_timesteps == 1000
+    with pytest.raises(UserError, match=r"^a schedule config needs a 'name' field \(linear, linear_scaled or cosine\)$"):
+        NoiseSchedule.from_dict({"num_timesteps": 20})
+
+
 def test_prior_term_is_negligible_for_the_linear_schedule():
     d = GaussianDiffusion(NoiseSchedule.linear(1000))
     worst = torch.ones(2, 3, 4, 4)  # |x0| = 1 maximises the prior KL
