@@ -15,10 +15,10 @@ import torch
 from diffprompt.data import Example
 from diffprompt.errors import UserError
 from diffprompt.prompting.run import pet
-from diffprompt.prompting.models.backbone import load_backbone
+from diffprompt.prompting.models.backbone import backbone_id, default_backbone_dir, load_backbone
 from diffprompt.prompting.run.config import RunConfig
 from diffprompt.training_setup import get_accelerator
-from diffprompt.prompting.run.scoring import score
+from diffprompt.prompting.run.scoring import dev_accuracy, score
 from diffprompt.prompting.methods.defaults import PET_PATTERNS, TEMPLATES, pet_patterns
 from diffprompt.prompting.comparison.rows import parse_row
 from diffprompt.prompting.run.data import RunData, load_data, prepare_data
@@ -194,43 +194,128 @@ def _family(name):
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "electra", "albert", "deberta-v2"])
-def test_pet_runs_on_every_mlm_family(family, one_thread, tmp_path, monkeypatch):
+def test_pet_runs_on_every_mlm_family(family, one_thread, tmp_path, monkeypatch, capsys):
     """A PET run on each backbone family; the patterns' and the ensemble's accuracies are recounted
     here from the patterns' own test scores (the ensemble: the argmax of their mean)."""
     model, tok = _family(family)
-    seen = []  # each pattern's test scores, as its model gave them
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    seen, fresh = [], []  # each pattern's test scores, as its model gave them; whether its backbone was untrained
 
     def spy(*args, **kwargs):
+        fresh.append(all(torch.equal(v, start[k]) for k, v in args[3].state_dict().items()))
         out = real_train_pattern(*args, **kwargs)
         seen.append(out["test_scores"].clone())
         return out
 
     real_train_pattern = pet.train_pattern
     monkeypatch.setattr(pet, "train_pattern", spy)
-    res = train_run(small(), tmp_path / "run", ds=toy_sentiment(), backbone=(model, tok), quiet=True)
-    info = json.loads((tmp_path / "run" / "pet.json").read_text())
+    monkeypatch.setenv("DIFFPROMPT_PROGRESS", "1")  # bars on: a quiet run must still print none
+    monkeypatch.delenv("DIFFPROMPT_QUIET", raising=False)
+    run = tmp_path / "run"
+    res = train_run(small(pet_distill_steps=3), run, ds=toy_sentiment(), backbone=(model, tok), quiet=True,
+                    extra_config={"row": "pet"})
+    assert "pet" not in capsys.readouterr().err  # neither the distillation's progress bar nor the summary line
+    assert fresh == [True] * 4  # every pattern model starts from the backbone as given
+    info = json.loads((run / "pet.json").read_text())
     assert [p["template"] for p in info["patterns"]] == list(PET_PATTERNS["mr"])
+    assert all(set(p) == {"template", "label_words", "dev_accuracy", "best_step", "test_accuracy", "seconds"}
+               for p in info["patterns"])
     gold = torch.tensor([ex.label for ex in toy_sentiment().split("test").examples])
     recounted = [float((s.argmax(-1) == gold).double().mean()) for s in seen]
     assert res["pattern_test_accuracy"] == pytest.approx(recounted, abs=1e-12) and len(seen) == 4
     assert [p["test_accuracy"] for p in info["patterns"]] == res["pattern_test_accuracy"]
     ensemble = torch.stack([s.double() for s in seen]).mean(0).argmax(-1)
     assert res["ensemble_test_accuracy"] == pytest.approx(float((ensemble == gold).double().mean()), abs=1e-12)
-    assert info["ensemble"]["test_accuracy"] == res["ensemble_test_accuracy"]
-    assert info["distilled"]["test_accuracy"] == res["test_accuracy"] and res["num_unlabeled"] == 6
-    assert info["temperature"] == 2.0 and (tmp_path / "run" / "DONE").exists()
-    assert (tmp_path / "run" / "model.safetensors").exists()  # the run folder's model is the distilled one
-    if family == "bert":  # evaluate/predict rebuild it: the same test scores
-        again, _ = load_run_model(tmp_path / "run")
-        preds = [json.loads(line)["scores"] for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    assert info["ensemble"] == {"test_accuracy": res["ensemble_test_accuracy"]}
+    # the distilled model: 3 steps (not the patterns' 2), chosen on the 8 few-shot dev examples
+    assert info["distilled"] == {"test_accuracy": res["test_accuracy"], "dev_accuracy": res["dev_accuracy"],
+                                 "best_step": res["best_step"], "steps": 3}
+    assert (8 * res["dev_accuracy"]).is_integer() and res["num_unlabeled"] == 6
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [0, 2, 3]
+    assert info["unlabeled"] == {"n": 6, "from": "train split, without labels"}
+    assert info["temperature"] == 2.0 and info["formulas"] == pet.FORMULAS and (run / "DONE").exists()
+    assert json.loads((run / "results.json").read_text()) == json.loads(json.dumps(res))
+    conf = json.loads((run / "config.json").read_text())
+    assert conf["backbone_id"] == backbone_id(model) and conf["row"] == "pet"
+    assert (run / "model.safetensors").exists()  # the run folder's model is the distilled one
+    if family == "bert":  # evaluate/predict rebuild it: the same test scores, and the dev accuracy it was chosen on
+        again, _ = load_run_model(run)
+        preds = [json.loads(line)["scores"] for line in (run / "predictions.jsonl").read_text().splitlines()]
         assert torch.allclose(score(again, toy_sentiment().split("test").examples), torch.tensor(preds), atol=1e-4)
+        dev = prepare_data(small(), toy_sentiment()).few_shot.dev
+        assert dev_accuracy(again, dev) == res["dev_accuracy"]
 
 
-def test_pet_refusals():
-    for kw, says in (({"template": "{x} {mask}"}, "does not apply"), ({"calibrate": "domain"}, "--calibrate"),
-                     ({"shots": 0}, "--shots K"), ({"pet_unlabeled": 0}, "--pet-unlabeled")):
-        with pytest.raises(UserError, match=says):
-            small(**kw).resolved()
+def test_pet_on_a_pair_file_named_in_the_config(one_thread, tmp_path, monkeypatch, capsys):
+    """train_pet as the CLI calls it: the data set and the backbone loaded from the config's names,
+    the summary line printed by default. A pair file gets the pair patterns and the student sees
+    both texts of its unlabeled pairs; every model goes to the accelerator's device, is scored
+    with --eval-batch-size and timed (each model here takes 1.23456 s to build on a fake clock)."""
+    path = tmp_path / "pairs.csv"
+    path.write_text("text,text_b,label\n" + "".join(
+        f"{WORDS[i % 10]} claim {i},{WORDS[(3 * i) % 10]} reply {i},{('bad', 'good')[i % 2]}\n" for i in range(50)))
+    folder = str(default_backbone_dir())
+    cfg = small(dataset=str(path), backbone=folder, eval_batch_size=3, pet_temperature=3.0, pet_distill_steps=3)
+    clock, builds, batch_sizes, soft_batches = [100.0], [], [], []
+
+    def build(cfg, backbone, *args):
+        model = real_build(cfg, backbone, *args)
+        clock[0] += 1.23456
+        real_to = model.to
+        model.to = lambda device: (builds.append((cfg.template, backbone_id(backbone), device)), real_to(device))[1]
+        return model
+
+    def scoring(model, examples, batch_size=64, desc=None):
+        batch_sizes.append(batch_size)
+        return real_score(model, examples, batch_size, desc)
+
+    def soft_loss(model, examples, temperature):
+        soft_batches.append((examples, temperature))
+        return real_loss(model, examples, temperature)
+
+    real_build, real_score, real_loss = pet.build_model, pet.score, pet.soft_label_loss
+    monkeypatch.setattr(pet, "build_model", build)
+    monkeypatch.setattr(pet, "score", scoring)
+    monkeypatch.setattr(pet, "soft_label_loss", soft_loss)
+    monkeypatch.setattr(pet, "time", SimpleNamespace(time=lambda: clock[0]))
+    monkeypatch.setenv("DIFFPROMPT_PROGRESS", "1")
+    monkeypatch.delenv("DIFFPROMPT_QUIET", raising=False)
+    res = pet.train_pet(cfg, tmp_path / "run")
+
+    patterns = pet_patterns(str(path), pair=True)
+    assert patterns != pet_patterns(str(path))
+    assert builds == [(t, folder, torch.device("cpu")) for t in patterns] + [(None, folder, torch.device("cpu"))]
+    assert batch_sizes == [3] * (2 * len(patterns) + 1)  # each pattern: test and U; the student: test
+    ds = load_data(str(path))
+    unlabeled = pet.unlabeled_examples(ds, prepare_data(cfg, ds), 6)
+    assert all(ex.text_b for ex in unlabeled) and len(unlabeled) == 6
+    assert {(ex.text, ex.text_b) for batch, _ in soft_batches for ex in batch} == {(ex.text, ex.text_b) for ex in unlabeled}
+    assert {t for _, t in soft_batches} == {3.0}
+    info = json.loads((tmp_path / "run" / "pet.json").read_text())
+    assert [p["template"] for p in info["patterns"]] == patterns and info["temperature"] == 3.0
+    assert [p["seconds"] for p in info["patterns"]] == [1.23] * len(patterns)
+    assert res["train_seconds"] == round(1.23456 * (len(patterns) + 1), 2) == 4.94
+    err = capsys.readouterr().err
+    assert "K=4 s=13" in err  # the distillation's progress bar (not quiet)
+    line = (f"pet on {path} (K=4, seed 13): patterns " + ", ".join(f"{100 * a:.1f}" for a in res["pattern_test_accuracy"])
+            + f" %, ensemble {100 * res['ensemble_test_accuracy']:.1f} %, distilled {100 * res['test_accuracy']:.1f} %")
+    assert line in err.splitlines(), (res["pattern_test_accuracy"], res["ensemble_test_accuracy"], res["test_accuracy"])
+
+
+def test_pet_refuses_a_data_set_whose_train_split_is_all_few_shot_examples():
+    train = [Example(f"train text {i}", i % 2) for i in range(8)]  # K=2: 2 train + 2 dev per class take them all
+    ds = fake_dataset(train, [Example("a test text", 0)])
+    with pytest.raises(UserError, match="pet needs unlabeled train-split texts beyond the few-shot examples; 'mr' has none"):
+        pet.train_pet(small(shots=2), None, ds=ds, backbone=(None, None), quiet=True)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal needs a machine without a CUDA GPU")
+def test_pet_runs_on_the_configs_device():
+    """--device cuda on a machine without one is refused, not replaced by the CPU."""
+    train = [Example(f"train text {i}", i % 2) for i in range(8)]
+    with pytest.raises(UserError, match="no CUDA GPU"):
+        pet.train_pet(small(shots=2, device="cuda"), None, ds=fake_dataset(train, [Example("t", 0)]),
+                      backbone=(None, None), quiet=True)
 
 
 # ----------------------------------------------------------------------------------- rows
