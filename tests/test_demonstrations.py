@@ -6,8 +6,10 @@ encoder when it is installed."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import random
 from types import SimpleNamespace
 
 import pytest
@@ -16,7 +18,7 @@ import torch
 from diffprompt.cli import main
 from diffprompt.errors import UserError
 from diffprompt.prompting import PromptClassifier, Template, load_backbone
-from diffprompt.prompting.prompts.demonstrations import Demonstrations
+from diffprompt.prompting.prompts.demonstrations import Demonstrations, make_demonstrations
 from diffprompt.prompting.models.sentence_encoder import SentenceEncoder, default_encoder_dir, mean_pool
 from diffprompt.prompting.prompts.template import fair_lengths, special_wrap, truncated_lengths
 from test_prompting_core import _tiny, roberta  # noqa: F401 (roberta: a fixture)
@@ -268,3 +270,103 @@ def test_train_with_similar_demos_then_evaluate(bert, tmp_path, capsys):
     capsys.readouterr()
     assert main(["prompting", "evaluate", str(out), "--limit", "8"]) == 0
     assert f"accuracy {100 * res['test_accuracy']:.2f} %" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------- checks, defaults, seeds, pairs
+def test_demonstrations_refuse_bad_modes_sets_and_classes_in_one_line():
+    for mode in ("none", "bogus"):
+        with pytest.raises(UserError, match=f"demonstrations are 'random' or 'similar', got '{mode}'"):
+            Demonstrations(POOL, 2, mode)
+    with pytest.raises(UserError, match="demonstration sets must be at least 1, got 0"):
+        Demonstrations(POOL, 2, "random", sets=0)
+    assert len(Demonstrations(POOL, 2, "random", sets=1).test_sets("new")) == 1
+    with pytest.raises(UserError, match=r"classes \[0\] have fewer: give --shots 2 or more"):
+        Demonstrations(POOL[:1] + POOL[4:], 2, "random")
+    two = Demonstrations(POOL[:2] + POOL[4:], 2, "random")  # two of class 0 are enough: one is left for itself
+    assert [x.text for x in two.draw(POOL[0].text, None, random.Random(0))][0] == POOL[1].text
+    with pytest.raises(UserError, match=r"^--demos similar needs a sentence encoder \(sentence_encoder\.SentenceEncoder\)$"):
+        Demonstrations(POOL, 2, "similar")
+
+
+def _by_hand(pool, text, rng, text_b=None):
+    """One set drawn as documented: per class, rng.choice among the class's pool indices, the input left out."""
+    key = (text, text_b or "")
+    per_class = [[i for i, e in enumerate(pool) if e.label == c and (e.text, e.text_b or "") != key] for c in (0, 1)]
+    return [pool[rng.choice(idx)].text for idx in per_class]
+
+
+def test_draws_follow_the_documented_seeds_and_defaults():
+    """Defaults: random, 16 test sets, seed 0. Training draws come from Random("demos-train-<seed>"),
+    an input's test sets from Random(sha256("<seed>\\t<text>\\t<text_b or ''>")), so runs reproduce."""
+    d = Demonstrations(POOL, 2)
+    texts = [e.text for e in POOL[:3]] + ["new"]
+    rng = random.Random("demos-train-0")
+    want = [[_by_hand(POOL, t, rng) for t in texts] for _ in range(3)]
+    assert [[[x.text for x in s] for s in d.training_sets(texts, None)] for _ in range(3)] == want
+    for seed, text, text_b in [(0, "new", None), (0, "new", ""), (0, POOL[0].text, None), (7, "new", "second")]:
+        dd = d if seed == 0 else Demonstrations(POOL, 2, "random", seed=seed)
+        rng = random.Random(hashlib.sha256(f"{seed}\t{text}\t{text_b or ''}".encode()).hexdigest())
+        want = [_by_hand(POOL, text, rng, text_b) for _ in range(16)]
+        assert [[x.text for x in s] for s in dd.test_sets(text, text_b)] == want
+
+
+class PairToyEncoder:
+    """A text of words "t<angle>" embeds as the unit vector at the sum of the angles (degrees);
+    it records each call's texts and batch size."""
+
+    def __init__(self):
+        self.calls = []
+
+    def embed(self, texts, batch_size=None):
+        self.calls.append((list(texts), batch_size))
+        ang = torch.tensor([math.radians(sum(float(w[1:]) for w in t.split())) for t in texts])
+        return torch.stack([ang.cos(), ang.sin()], 1)
+
+
+PAIRS = [ex("t0", 0, "t90"), ex("t80", 0, "t0"), ex("t50", 0, "t-50"), ex("t100", 0, "t100"),
+         ex("t0", 1, "t0"), ex("t90", 1, "t60"), ex("t30", 1, "t60"), ex("t-90", 1, "t0")]
+
+
+def test_similar_pairs_compare_both_texts_and_leave_the_input_itself_out():
+    """Pairs: the encoder sees "text text_b" for inputs and pool examples alike (angles add up);
+    an input equal to a pool pair (both texts) is left out of its own demonstrations."""
+    enc = PairToyEncoder()
+    d = Demonstrations(PAIRS, 2, "similar", sets=4, seed=0, encoder=enc)
+    d.prepare(["t40"], ["t50"])
+    assert enc.calls == [(["t40 t50", "t0 t90", "t80 t0", "t50 t-50", "t100 t100", "t0 t0", "t90 t60",
+                           "t30 t60", "t-90 t0"], 64)]
+    d.prepare(["t40", "t5"], ["t50", "t5"], batch_size=3)  # only the new text, in batches of 3
+    assert enc.calls[1:] == [(["t5 t5"], 3)]
+    texts = lambda idx: [[PAIRS[i].text + " " + PAIRS[i].text_b for i in c] for c in idx]  # noqa: E731
+    assert texts(d.candidates("t40", "t50")) == [["t0 t90", "t80 t0"], ["t30 t60", "t90 t60"]]  # 90 degrees
+    own = texts(d.candidates("t0", "t90"))  # a pool pair: left out; the rest ranked by cosine to 90 degrees
+    assert own == [["t80 t0", "t50 t-50"], ["t30 t60", "t90 t60"]]
+    assert len(enc.calls) == 2  # every text was embedded by `prepare`
+    for sets in (d.test_sets("t0", "t90"), d.training_sets(["t0"], ["t90"])):
+        for s in sets:
+            assert s[0].text + " " + s[0].text_b in own[0] and s[1].text + " " + s[1].text_b in own[1]
+    alone = texts(d.candidates("t0"))  # the text without a second text is another input: ("t0", "t0") stays
+    assert alone[0] == ["t50 t-50", "t80 t0"] and alone[1][0] == "t0 t0"  # by cosine to 0 degrees
+
+
+def test_similar_keeps_one_of_two_and_takes_examples_without_a_second_text():
+    pool = [SimpleNamespace(text=f"t{a}", label=0) for a in (0, 60)] + \
+           [SimpleNamespace(text=f"t{a}", label=1) for a in (20, 90, 170)]
+    d = Demonstrations(pool, 2, "similar", encoder=PairToyEncoder())
+    assert [[pool[i].text for i in c] for c in d.candidates("t50")] == [["t60"], ["t20", "t90"]]
+    assert [[pool[i].text for i in c] for c in d.candidates("t90")] == [["t60"], ["t20"]]  # itself left out
+
+
+def test_make_demonstrations_loads_the_named_encoder_only_for_similar(bert, tmp_path):
+    from transformers import BertConfig, BertModel
+
+    assert make_demonstrations("none", POOL, 2, 16, 0) is None
+    rnd = make_demonstrations("random", POOL, 2, 3, 5)
+    assert rnd.encoder is None and (rnd.mode, rnd.sets, rnd.seed) == ("random", 3, 5)
+    tok = bert[1]
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(tok), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=16)).save_pretrained(tmp_path / "enc")
+    tok.save_pretrained(tmp_path / "enc")
+    sim = make_demonstrations("similar", POOL, 2, 2, 0, encoder_name=str(tmp_path / "enc"))
+    assert isinstance(sim.encoder, SentenceEncoder) and sim.encoder.name == str(tmp_path / "enc")

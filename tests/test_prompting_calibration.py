@@ -11,6 +11,7 @@ import torch
 
 from diffprompt.cli import main
 from diffprompt.data import load_text
+from diffprompt.data.text import Example
 from diffprompt.prompting import PromptClassifier, load_backbone
 from diffprompt.prompting.prompts.calibration import (
     apply_calibration, content_free_batches, domain_examples, fit_calibration, reference_log_probs,
@@ -18,8 +19,13 @@ from diffprompt.prompting.prompts.calibration import (
 
 
 @pytest.fixture(scope="module")
-def clf():
-    model, tok = load_backbone()
+def backbone():
+    return load_backbone()
+
+
+@pytest.fixture(scope="module")
+def clf(backbone):
+    model, tok = backbone
     return PromptClassifier(model, tok, "{x} It was {mask}.", "0:bad;1:good")
 
 
@@ -112,3 +118,68 @@ def test_calibration_refusals_are_one_line_and_exit_2(args, says, tmp_path, caps
     assert main(["prompting", *args, "--dataset", "mr", "--limit-test", "8", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and says in err[0]
+
+
+def test_calibration_keeps_the_scores_dtype_and_device_and_takes_one_row():
+    """The reference is cast to the scores' dtype and moved to their device (a float64 reference
+    does not turn float32 scores into float64); a single score vector [C] is calibrated like a row."""
+    scores = torch.tensor([[2.0, 0.5, -1.0], [0.0, 0.3, 0.1]])
+    log_ref = reference_log_probs(torch.tensor([[1.0, 0.0, 0.2]])).double()
+    q = apply_calibration(scores, log_ref)
+    assert q.dtype == torch.float32
+    assert torch.allclose(q, torch.log_softmax(scores - log_ref.float(), -1), atol=1e-6)
+    one = apply_calibration(scores[0], log_ref)
+    assert one.shape == (3,) and torch.allclose(one, q[0], atol=1e-6)
+    half = apply_calibration(scores.to(torch.bfloat16), log_ref.float())
+    assert half.dtype == torch.bfloat16
+    elsewhere = apply_calibration(torch.zeros(2, 3, device="meta"), log_ref)  # a CPU reference follows the scores
+    assert elsewhere.device.type == "meta" and elsewhere.shape == (2, 3)
+
+
+def test_domain_examples_keep_at_least_one_and_exactly_n():
+    train = [Example(f"text number {i}", i % 2) for i in range(6)]
+    assert len(domain_examples(train, 0)) == 1 and len(domain_examples(train, 1)) == 1
+    assert domain_examples(train, 1) == domain_examples(train, 3)[:1]
+    assert len(domain_examples(train, 2)) == 2 and len(domain_examples(train, 10)) == 6
+
+
+def _tokens(tok, batch):
+    return tok.convert_ids_to_tokens(batch["input_ids"][0].tolist())
+
+
+@pytest.mark.parametrize("template, na, masked, mask_at", [
+    ("{x} ? {mask} , {x2}", "[CLS] n / a ? [MASK] , n / a [SEP]", "[CLS] [MASK] ? [MASK] , [MASK] [SEP]", 3),
+    ("{x2} ? {mask} , {x}", "[CLS] n / a ? [MASK] , n / a [SEP]", "[CLS] [MASK] ? [MASK] , [MASK] [SEP]", 3),
+    ("{x} and {x2} : {mask} .", "[CLS] n / a and n / a : [MASK] . [SEP]", "[CLS] [MASK] and [MASK] : [MASK] . [SEP]", 5),
+])
+def test_pair_content_free_inputs_fill_both_slots(backbone, template, na, masked, mask_at):
+    """Pair tasks: "N/A", "" and the mask token go in {x} and in {x2}, whichever comes first."""
+    model, tok = backbone
+    clf = PromptClassifier(model, tok, template, "0:no;1:yes", check_head=False)
+    b_na, b_empty, b_mask = content_free_batches(clf, pair=True)
+    assert " ".join(_tokens(tok, b_na)) == na
+    assert " ".join(_tokens(tok, b_empty)) == na.replace("n / a ", "")
+    assert " ".join(_tokens(tok, b_mask)) == masked
+    assert int(b_mask["mask_positions"][0]) == mask_at
+
+
+@pytest.mark.parametrize("template, masked, soft, mask_at", [
+    ("{x} {soft*2} It was {mask}.", "[CLS] [MASK] [UNK] [UNK] it was [MASK] . [SEP]", [2, 3], 6),
+    ("{soft} {x} {mask}.", "[CLS] [UNK] [MASK] [MASK] . [SEP]", [1], 3),
+    ("{x} It was {mask}.", "[CLS] [MASK] it was [MASK] . [SEP]", [], 4),
+])
+def test_mask_token_input_shifts_the_soft_tokens_and_the_template_mask(backbone, template, masked, soft, mask_at):
+    """The inserted mask moves the soft tokens and the template's mask that come at or after the
+    input's place (the template's own mask stays the one predicted, also right after the input);
+    the batch has the keys, shapes and dtypes of an encoded batch."""
+    model, tok = backbone
+    clf = PromptClassifier(model, tok, template, "0:bad;1:good", check_head=False)
+    b_mask = content_free_batches(clf, pair=False)[2]
+    assert " ".join(_tokens(tok, b_mask)) == masked
+    assert b_mask["soft_positions"].tolist() == [soft] and int(b_mask["mask_positions"][0]) == mask_at
+    ref = clf.encode(["a b"])
+    assert set(b_mask) == set(ref)
+    for key in ref:
+        assert b_mask[key].dtype == ref[key].dtype, key
+        assert b_mask[key].dim() == ref[key].dim() and b_mask[key].shape[0] == 1, key
+    assert b_mask["attention_mask"].tolist() == [[1] * b_mask["input_ids"].shape[1]]
