@@ -339,6 +339,27 @@ def test_q_sample_and_q_step_are_the_stated_formulas():
     assert torch.allclose(d.q_step(x0, t, noise), ((1 - b).sqrt() * x0 + b.sqrt() * noise).float(), atol=1e-6)
 
 
+def test_forward_noise_is_drawn_from_the_generator_in_the_images_dtype():
+    """Without `noise`, q_sample and q_step draw it as torch.randn(x.shape, generator, dtype=x.dtype)."""
+    d = GaussianDiffusion(NoiseSchedule.cosine(30))
+    x0, t = grid_image((2, 1, 3, 3)).double(), torch.tensor([4, 20])
+    noise = torch.randn(2, 1, 3, 3, generator=gen(5), dtype=torch.float64)
+    drawn = d.q_sample(x0, t, generator=gen(5))
+    assert drawn.dtype == torch.float64 and torch.equal(drawn, d.q_sample(x0, t, noise))
+    assert torch.equal(d.q_step(x0, t, generator=gen(5)), d.q_step(x0, t, noise))
+
+
+def test_q_mean_variance_is_the_closed_form():
+    d = GaussianDiffusion(NoiseSchedule.linear_scaled(25))
+    x0, t = grid_image((3, 2, 2, 2), seed=6), torch.tensor([0, 11, 24])
+    ab = torch.tensor(alpha_bar_by_hand(d.schedule), dtype=torch.float64)[t].view(-1, 1, 1, 1)
+    mean, var, logvar = d.q_mean_variance(x0, t)
+    assert var.shape == logvar.shape == mean.shape == x0.shape
+    assert torch.allclose(mean.double(), ab.sqrt() * x0.double(), rtol=1e-6, atol=1e-7)
+    assert torch.allclose(var.double(), (1 - ab).expand_as(var), rtol=1e-6)
+    assert torch.allclose(logvar.double(), (1 - ab).log().expand_as(logvar), rtol=1e-6, atol=1e-7)
+
+
 def test_q_posterior_is_bayes_rule():
     """q(x_{t-1} | x_t, x0) ∝ q(x_t | x_{t-1}) q(x_{t-1} | x0): complete the square independently."""
     sched = NoiseSchedule.linear_scaled(40)
@@ -454,6 +475,50 @@ def test_stratified_bound_estimate_is_exact_with_one_t_per_stratum_and_unbiased_
     assert torch.all(se > 0) and torch.all((mean - exact).abs() < 4 * se), (mean, exact, se)
 
 
+def test_nll_bpd_is_the_total_of_nll_terms_with_the_same_options(monkeypatch, capsys):
+    """Defaults: clipped x0, one t per model call, no progress bar; every option is passed through."""
+    monkeypatch.setenv("DIFFPROMPT_PROGRESS", "1")  # a bar, if one were made, would show off a terminal
+    d = GaussianDiffusion(NoiseSchedule.linear_scaled(12))
+    x0 = grid_image((2, 1, 2, 2), seed=31)
+    model = smooth_model(scale=3.0)  # eps this large puts x0 estimates outside [-1, 1]: the clip matters
+
+    def terms(**kw):
+        return d.nll_terms(model, x0, generator=gen(32), **kw)["total_bpd"]
+
+    assert torch.equal(d.nll_bpd(model, x0, generator=gen(32)), terms(clip_denoised=True, t_batch=1))
+    assert capsys.readouterr().err == ""
+    unclipped = d.nll_bpd(model, x0, clip_denoised=False, generator=gen(32), t_batch=3, progress=True)
+    assert "bits/dim" in capsys.readouterr().err
+    assert torch.equal(unclipped, terms(clip_denoised=False, t_batch=3))
+    # the options do change the result (the noise is drawn per call, so t_batch changes the draws)
+    assert not torch.equal(unclipped, terms(clip_denoised=False, t_batch=1))
+    assert not torch.equal(terms(clip_denoised=True, t_batch=3), unclipped)
+    centers = torch.tensor([-0.5, 0.5])
+    by_class = d.nll_bpd(lambda x, t, y: centers[y].repeat(x.shape[0] // 2).view(-1, 1, 1, 1).expand_as(x),
+                         x0, generator=gen(32), model_kwargs={"y": torch.tensor([0, 1])})
+    assert by_class.shape == (2,)
+
+
+def test_t_batch_repeats_only_the_batch_shaped_model_kwargs():
+    """With t_batch = k the model sees k * B images: [B, ...] tensors are tiled k times along dim 0,
+    anything else (a shorter tensor, a 0-dim tensor, a Python number) is passed as is."""
+    d = GaussianDiffusion(NoiseSchedule.linear_scaled(6), prediction="x0")
+    centers, y = torch.tensor([-0.5, 0.5]), torch.tensor([0, 1, 1])
+    emb = torch.stack([centers[y], torch.zeros(3)], dim=1)  # [B, 2]: each image's value in column 0
+    seen = []
+
+    def model(x_t, t, y, emb, centers, scale, gain):
+        seen.append((tuple(y.shape), tuple(emb.shape), tuple(centers.shape), scale.ndim, gain))
+        assert torch.equal(centers[y], emb[:, 0])
+        return (emb[:, 0] * scale * gain).view(-1, 1, 1, 1).expand_as(x_t)  # the exact x0: an oracle
+
+    x0 = centers[y].view(-1, 1, 1, 1).expand(3, 1, 2, 2).contiguous()
+    kwargs = {"y": y, "emb": emb, "centers": centers, "scale": torch.tensor(1.0), "gain": 1.0}
+    terms = d.nll_terms(model, x0, model_kwargs=kwargs, t_batch=4, generator=gen(33))
+    assert terms["vb_bpd"][:, 1:].abs().max() < 1e-9
+    assert seen == [((12,), (12, 2), (2,), 0, 1.0), ((6,), (6, 2), (2,), 0, 1.0)]  # t = 5..2, then 1..0
+
+
 @pytest.mark.parametrize("variance", ["fixed_small", "fixed_large", "learned_range"])
 def test_every_kl_term_is_nonnegative_for_a_random_model(variance):
     d = GaussianDiffusion(NoiseSchedule.cosine(40), prediction="eps", variance=variance)
@@ -545,6 +610,52 @@ def test_simple_loss_is_zero_for_the_oracle_and_matches_its_target(prediction):
     assert torch.allclose(out["mse"], mean_flat(target**2), rtol=1e-5)
 
 
+def test_predict_x0_clips_by_default_and_passes_model_kwargs():
+    d = GaussianDiffusion(NoiseSchedule.linear(10), prediction="x0")
+    x_t, t = torch.zeros(2, 1, 2, 2), torch.tensor([3, 7])
+
+    def model(x, tt, gain):
+        return gain * torch.ones_like(x)
+
+    assert torch.equal(d.predict_x0(model, x_t, t, model_kwargs={"gain": 2.5}), torch.ones_like(x_t))
+    assert torch.equal(d.predict_x0(model, x_t, t, clip_denoised=False, model_kwargs={"gain": -2.5}),
+                       torch.full_like(x_t, -2.5))
+
+
+def test_training_loss_draws_t_then_the_noise_from_the_generator():
+    """Given a generator, t = randint(0, T, [B]) and then noise = randn(x0.shape, dtype=x0.dtype) from it."""
+    d = GaussianDiffusion(NoiseSchedule.linear_scaled(20))
+    x0, model = grid_image((3, 1, 2, 2), seed=34).double(), smooth_model()
+    g = gen(35)
+    t = torch.randint(0, 20, (3,), generator=g)
+    noise = torch.randn(3, 1, 2, 2, generator=g, dtype=torch.float64)
+    drawn = d.training_loss(model, x0, generator=gen(35))
+    assert torch.equal(drawn["t"], t)
+    assert torch.equal(drawn["loss"], d.training_loss(model, x0, t=t, noise=noise)["loss"])
+
+
+def test_unweighted_mse_is_a_float_weight_of_one_per_example():
+    d = GaussianDiffusion(NoiseSchedule.linear(10))
+    t = torch.tensor([0, 3, 9])
+    w = d.mse_weight(t)
+    assert w.dtype == torch.float32 and torch.equal(w, torch.ones(3))
+    assert d.mse_weight(t, 4).shape == (3, 1, 1, 1)
+    noise = torch.arange(3.0).view(3, 1, 1, 1).expand(3, 1, 2, 2)  # squared errors 0, 1, 4 per example
+    out = d.training_loss(lambda x, tt: torch.zeros_like(x), torch.zeros(3, 1, 2, 2), t=t, noise=noise)
+    assert torch.equal(out["mse"], torch.tensor([0.0, 1.0, 4.0]))
+
+
+def test_hybrid_loss_with_a_fixed_variance_uses_the_weight_asked_for():
+    d = GaussianDiffusion(NoiseSchedule.cosine(20), variance="fixed_large", loss_type="hybrid", vlb_weight=0.001)
+    x0, t = grid_image((3, 1, 4, 4), seed=36), torch.tensor([0, 5, 19])
+    noise, model = torch.randn(3, 1, 4, 4, generator=gen(37)), smooth_model()
+    vlb = d.training_loss(model, x0, loss_type="vlb", t=t, noise=noise)["loss"]
+    default = d.training_loss(model, x0, t=t, noise=noise)  # the process's own loss type and weight
+    assert torch.allclose(default["vlb"], vlb) and torch.allclose(default["loss"], default["mse"] + 0.001 * vlb)
+    heavy = d.training_loss(model, x0, t=t, noise=noise, vlb_weight=0.5)
+    assert torch.allclose(heavy["loss"], heavy["mse"] + 0.5 * vlb)
+
+
 def test_vlb_loss_is_T_times_the_bound_term():
     sched = NoiseSchedule.cosine(20)
     d = GaussianDiffusion(sched, variance="fixed_large")
@@ -614,6 +725,17 @@ def test_sampling_is_deterministic_given_a_generator_and_returns_chains():
         assert not torch.equal(a, d.sample(model, (2, 1, 4, 4), sampler=sampler, steps=steps, eta=0.5, generator=gen(25)))
 
 
+def test_training_timesteps_are_uniform_draws_on_the_device_asked_for():
+    d = GaussianDiffusion(NoiseSchedule.linear(10))
+    t = d.sample_timesteps(500, generator=gen(38))
+    assert torch.equal(t, torch.randint(0, 10, (500,), generator=gen(38))) and set(t.tolist()) == set(range(10))
+    assert d.sample_timesteps(4).device == d.betas.device and d.sample_timesteps(4).dtype == torch.long
+    # drawn on the generator's device (the CPU), then moved; "meta" stands in for a GPU here
+    assert d.sample_timesteps(4, device="meta", generator=gen(38)).device.type == "meta"
+    assert d.sample_timesteps(4, device="meta").device.type == "meta"
+    assert d.sampling_timesteps() == list(range(9, -1, -1))  # ddpm by default
+
+
 def test_ddim_timesteps_are_evenly_spaced_and_include_both_ends():
     assert spaced_timesteps(1000, 1) == [999]
     assert spaced_timesteps(10, 10) == list(range(9, -1, -1))
@@ -637,7 +759,7 @@ def test_bad_options_raise_user_errors_that_list_the_choices():
         GaussianDiffusion(sched, loss_weighting="p2")
     d = GaussianDiffusion(sched)
     model = smooth_model()
-    with pytest.raises(UserError, match="simple, vlb, hybrid"):
+    with pytest.raises(UserError, match=r"^unknown loss type 'l1'; choose one of: simple, vlb, hybrid$"):
         d.training_loss(model, torch.zeros(1, 1, 2, 2), loss_type="l1")
     for kwargs, pattern in [({"sampler": "ddim", "steps": 11}, "cannot exceed"),
                             ({"sampler": "ddim", "steps": 0}, ">= 1"),
