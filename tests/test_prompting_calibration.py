@@ -183,3 +183,12 @@ def test_mask_token_input_shifts_the_soft_tokens_and_the_template_mask(backbone,
         assert b_mask[key].dtype == ref[key].dtype, key
         assert b_mask[key].dim() == ref[key].dim() and b_mask[key].shape[0] == 1, key
     assert b_mask["attention_mask"].tolist() == [[1] * b_mask["input_ids"].shape[1]]
+
+
+def test_the_mask_input_goes_in_the_slot_when_the_template_text_after_it_starts_like_the_probe(backbone):
+    """Text after {x} that begins with "N/A" made a search with that probe alone find the slot late."""
+    model, tok = backbone
+    clf = PromptClassifier(model, tok, "{x} N/A: it was {mask}.", "0:bad;1:good", check_head=False)
+    b_mask = content_free_batches(clf, pair=False)[2]
+    assert " ".join(_tokens(tok, b_mask)) == "[CLS] [MASK] n / a : it was [MASK] . [SEP]"
+    assert int(b_mask["mask_positions"][0]) == 8

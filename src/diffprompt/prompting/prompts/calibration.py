@@ -71,16 +71,20 @@ def content_free_batches(model, pair: bool) -> list[dict[str, torch.Tensor]]:
 def _with_mask_inputs(model, pair: bool) -> dict[str, torch.Tensor]:
     """The template with the mask token as each input. `encode` turns a mask spelled inside an input
     into ordinary tokens, so the mask id is inserted where the inputs go, found as the first token
-    at which the template filled with "N/A" differs from the template filled with ""."""
+    at which the template filled with a probe text differs from the template filled with "". Two
+    probes with different first tokens, so text after the slot that starts like one cannot hide it."""
     empty = model.encode([""], [""] if pair else None)
     ids = empty["input_ids"][0].tolist()
     mask_pos = int(empty["mask_positions"][0])
     soft = empty["soft_positions"][0].tolist()
     slots = []
     for which in ((0, 1) if pair else (0,)):
-        a, b = ("N/A", "") if which == 0 else ("", "N/A")
-        probe = model.encode([a], [b] if pair else None)["input_ids"][0].tolist()
-        slots.append(next(i for i, (p, e) in enumerate(zip(probe, ids + [None])) if p != e))
+        first_differences = []
+        for text in ("N/A", "#"):
+            a, b = (text, "") if which == 0 else ("", text)
+            probe = model.encode([a], [b] if pair else None)["input_ids"][0].tolist()
+            first_differences.append(next(i for i, (p, e) in enumerate(zip(probe, ids + [None])) if p != e))
+        slots.append(min(first_differences))
     for s in sorted(slots, reverse=True):  # from the right, so earlier slots keep their index
         ids.insert(s, model.tokenizer.mask_token_id)
         mask_pos += s <= mask_pos
