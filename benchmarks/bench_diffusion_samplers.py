@@ -1,7 +1,7 @@
 """Samplers on one checkpoint, all at n = 1000: quality against network calls, and speed against diffusers.
 
 For each sampler (by default DDPM-1000, DDIM 10/20/50/100 and 100 with eta = 1, DPM-Solver++(2M)
-5/10/15/20/50 and 20 with trailing spacing): FID, KID x 10^3, improved precision/recall, confident
+5/10/15/20/50 and 20 with trailing spacing, DPM-Solver++(3M) 10/20, DPM-Solver++(2M) SDE 10/20/50/100): FID, KID x 10^3, improved precision/recall, confident
 share and seconds per image, each on n samples
 against the full test split, beside the real-data floor (n stratified train images, same n).
 Bits/dim on a stratified sample of test images: the unbiased 50-timestep estimate on --nll-images
@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_SAMPLERS = ("dpm++2m:5,dpm++2m:10,dpm++2m:15,dpm++2m:20,dpm++2m:50,"
                     "ddim:10,ddim:20,ddim:50,ddim:100,ddpm,"
-                    "dpm++2m:20:trailing,ddim:100:1.0")  # the last two: does spacing or noise close the ODE's gap?
+                    "dpm++2m:20:trailing,ddim:100:1.0,"  # does spacing or noise close the ODE's gap?
+                    "dpm++3m:10,dpm++3m:20,dpm++2m-sde:10,dpm++2m-sde:20,dpm++2m-sde:50,dpm++2m-sde:100")  # a higher order; the SDE
 SHIPPED = resources.files("diffprompt") / "assets" / "ddpm-tiny-mnist5k.safetensors"
 
 
@@ -178,7 +179,7 @@ def markdown(r: dict) -> str:
         f"| sampler | network calls | FID (n = {n}) | KID × 10³ | precision | recall | confident share | s / image |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for s in sorted(r["samplers"], key=lambda s: (s["sampler"].split("-")[0], s["model_calls_per_image"])):
+    for s in sorted(r["samplers"], key=lambda s: (s["sampler"].split(" ")[0].rsplit("-", 1)[0], s["model_calls_per_image"])):
         lines.append(_row(s["sampler"], s["model_calls_per_image"], s, s["seconds_per_image"]))
     lines.append(_row(f"real-data floor ({floor['what']})", "—", floor, None))
     ddpm, dpm20, ddim50 = by.get("DDPM-1000"), by.get("DPM++2M-20"), by.get("DDIM-50")
@@ -186,6 +187,8 @@ def markdown(r: dict) -> str:
         lines += ["", f"Targets: DPM++2M-20 FID / DDPM-1000 FID = **{dpm20['fid'] / ddpm['fid']:.2f}** (target ≤ 1.1) "
                   f"with {ddpm['model_calls_per_image'] / dpm20['model_calls_per_image']:.0f}× fewer network calls; "
                   f"DDIM-50 / DDPM-1000 = **{ddim50['fid'] / ddpm['fid']:.2f}** (target ≤ 1.25)."]
+        lines += [f"{name} FID / DDPM-1000 FID = **{by[name]['fid'] / ddpm['fid']:.2f}**."
+                  for name in ("DPM++3M-20", "DPM++2M-SDE-20", "DPM++2M-SDE-50") if name in by]
     for key, what in (("nll", "unbiased estimate from {t} stratified timesteps per image"), ("nll_exact", "all {t} terms")):
         if key in r:
             b = r[key]

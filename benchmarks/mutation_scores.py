@@ -3,6 +3,7 @@
 EQUIVALENT left out of the denominator, every survivor named.
 
     .venv/bin/python benchmarks/mutation_scores.py     # after `make mutate`
+    .venv/bin/python benchmarks/mutation_scores.py --forget-survivors   # after adding tests: re-check survivors
 
 Writes benchmarks/results/mutation_scores.md.
 """
@@ -10,11 +11,13 @@ Writes benchmarks/results/mutation_scores.md.
 from __future__ import annotations
 
 import collections
+import json
 import subprocess
 import sys
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
 EQUIVALENT: dict[str, str] = {  # mutant name -> why no test can tell it from the original
     "diffprompt.prompting.models.embedding_logreg.x_fit_logistic_regression__mutmut_1":
         "max_iter 500 -> 501: L-BFGS converges (tolerance_grad) long before either cap",
@@ -54,7 +57,27 @@ def render(found: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def forget_survivors(mutants: Path = ROOT / "mutants") -> int:
+    """Clear the results of mutants that survived, reached no test or timed out, and the test-coverage
+    stats, so the next `make mutate` re-checks them with the tests as they are now (mutmut itself
+    re-runs a mutant only when its function changes). Returns how many were cleared."""
+    cleared = 0
+    for meta in mutants.rglob("*.meta"):
+        data = json.loads(meta.read_text())
+        codes = data["exit_code_by_key"]
+        for name, code in codes.items():
+            if code is not None and code != 1:  # 1: a test failed, the mutant was killed
+                codes[name] = None
+                cleared += 1
+        meta.write_text(json.dumps(data, indent=4))
+    (mutants / "mutmut-stats.json").unlink(missing_ok=True)
+    return cleared
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--forget-survivors"]:
+        print(f"cleared {forget_survivors()} results; run `make mutate` to re-check them")
+        return
     text = render(statuses())
     (RESULTS / "mutation_scores.md").write_text(text)
     print(text.split("\n\nSurvivors")[0])
