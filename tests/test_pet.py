@@ -302,6 +302,26 @@ def test_pet_on_a_pair_file_named_in_the_config(one_thread, tmp_path, monkeypatc
     assert line in err.splitlines(), (res["pattern_test_accuracy"], res["ensemble_test_accuracy"], res["test_accuracy"])
 
 
+def test_a_process_other_than_the_main_one_trains_but_writes_no_run_folder(one_thread, tmp_path, monkeypatch):
+    class Worker:  # this process's accelerator, as a non-main process of a multi-process run sees it
+        is_main_process = False
+
+        def __init__(self, acc):
+            self.acc = acc
+
+        def __getattr__(self, name):
+            return getattr(self.acc, name)
+
+    real_accelerator = pet.get_accelerator
+    monkeypatch.setattr(pet, "get_accelerator", lambda device: Worker(real_accelerator(device)))
+    cfg = small(steps=1, eval_every=1, pet_distill_steps=1, pet_unlabeled=2)
+    # the examples are plain objects with a text and a label only, as a caller passing ds= may give them
+    plain = [SimpleNamespace(text=ex.text, label=ex.label) for ex in toy_sentiment().split("train").examples]
+    ds = fake_dataset(plain, toy_sentiment().split("test").examples)
+    res = pet.train_pet(cfg, tmp_path / "run", ds=ds, backbone=_family("distilbert"), quiet=True)
+    assert not (tmp_path / "run").exists() and len(res["pattern_test_accuracy"]) == 4 and res["num_unlabeled"] == 2
+
+
 def test_pet_refuses_a_data_set_whose_train_split_is_all_few_shot_examples():
     train = [Example(f"train text {i}", i % 2) for i in range(8)]  # K=2: 2 train + 2 dev per class take them all
     ds = fake_dataset(train, [Example("a test text", 0)])
