@@ -192,6 +192,39 @@ def test_schedule_names_and_round_trip():
         NoiseSchedule.linear(10, beta_start=0.5, beta_end=0.1)
 
 
+def test_schedule_validation_boundaries_and_messages():
+    """T >= 2 (an integer), every beta in the open interval (0, 1), and 0 < beta_start <= beta_end < 1."""
+    from diffprompt.diffusion.schedule import linear_betas
+
+    assert torch.equal(linear_betas(5), torch.linspace(1e-4, 0.02, 5, dtype=torch.float64))  # the paper's ends
+    assert NoiseSchedule.linear(2).num_timesteps == 2 and NoiseSchedule(torch.tensor([0.1, 0.2])).num_timesteps == 2
+    for bad in (1, 2.5):
+        with pytest.raises(UserError, match=rf"^the number of diffusion steps T must be an integer >= 2, got {bad!r}$"):
+            NoiseSchedule.linear(bad)
+    with pytest.raises(UserError, match=r"^a noise schedule needs at least 2 steps, got T=1; use T >= 2$"):
+        NoiseSchedule(torch.tensor([0.1]))
+    # whatever comes in is stored as float64 on the CPU
+    for given in (torch.tensor([0.1, 0.2], dtype=torch.float32), [0.1, 0.2]):
+        assert NoiseSchedule(given).betas.dtype == torch.float64
+    for bad in ([0.0, 0.5], [0.5, 1.0], [0.5, 1.5], [-0.1, 0.5]):
+        with pytest.raises(UserError, match=r"^every beta of a noise schedule must lie in \(0, 1\); check beta_start/beta_end$"):
+            NoiseSchedule(torch.tensor(bad, dtype=torch.float64))
+    assert torch.all(NoiseSchedule.linear(3, 0.01, 0.01).betas == 0.01)  # equal ends: a constant schedule
+    for start, end in [(0.0, 0.02), (0.01, 1.0), (0.01, 1.5), (0.02, 0.01)]:
+        with pytest.raises(UserError, match=rf"^linear schedule needs 0 < beta_start <= beta_end < 1, got {start}, {end}; "
+                                            r"the paper uses 1e-4 and 0\.02$"):
+            NoiseSchedule.linear(10, start, end)
+
+
+def test_schedule_names_are_forgiving_and_refusals_list_the_choices():
+    assert NoiseSchedule.from_name("linear").num_timesteps == 1000
+    assert NoiseSchedule.from_name("Linear-Scaled", 20).name == "linear_scaled"
+    with pytest.raises(UserError, match=r"^unknown noise schedule 'quadratic'; choose one of: linear, linear_scaled, cosine$"):
+        NoiseSchedule.from_name("quadratic", 100)
+    with pytest.raises(UserError, match=r"^bad options for the cosine schedule: .*beta_start"):
+        NoiseSchedule.from_name("cosine", 10, beta_start=0.1)
+
+
 # --- Gaussian helpers ---------------------------------------------------------------------------
 def test_normal_kl_matches_torch_distributions_and_is_nonnegative():
     g = gen(1)
