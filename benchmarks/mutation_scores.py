@@ -1,6 +1,6 @@
 """Mutation scores per module from the last `mutmut run` (`make mutate`; configuration: pyproject.toml's
 [tool.mutmut]): killed / (killed + survived + no tests), the mutants listed as equivalent in
-EQUIVALENT left out of the denominator, every survivor named.
+benchmarks/mutation_equivalent.tsv left out of the denominator, every survivor named.
 
     .venv/bin/python benchmarks/mutation_scores.py     # after `make mutate`
     .venv/bin/python benchmarks/mutation_scores.py --forget-survivors   # after adding tests: re-check survivors
@@ -18,10 +18,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-EQUIVALENT: dict[str, str] = {  # mutant name -> why no test can tell it from the original
-    "diffprompt.prompting.models.embedding_logreg.x_fit_logistic_regression__mutmut_1":
-        "max_iter 500 -> 501: L-BFGS converges (tolerance_grad) long before either cap",
-}
+EQUIVALENT_FILE = ROOT / "benchmarks" / "mutation_equivalent.tsv"  # mutant name <TAB> why no test can tell it apart
+
+
+def equivalent() -> dict[str, str]:
+    """{mutant name: why it is equivalent} from EQUIVALENT_FILE (one per line; # starts a comment)."""
+    rows = [line.split("\t", 1) for line in EQUIVALENT_FILE.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith("#")]
+    return {name.strip(): why.strip() for name, why in rows}
+
+
+EQUIVALENT = equivalent()
 
 
 def statuses() -> dict[str, str]:

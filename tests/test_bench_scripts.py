@@ -52,3 +52,41 @@ def test_the_curve_scores_every_kept_checkpoint_and_the_final_model(tmp_path):
     assert sorted(p.name for p in (run / "curve").iterdir()) == ["2", "4", "5"]  # ckpt 2, ckpt 4, the final model
     for step, ev in scored.items():
         assert f"| {step} | {step * 8} |" in done.stdout and f"{ev['samplers'][0]['fid']:.2f}" in done.stdout
+
+
+def _mutation_scores():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import mutation_scores
+    finally:
+        sys.path.pop(0)
+    return mutation_scores
+
+
+def test_mutation_scores_count_timeouts_as_killed_and_leave_equivalents_out(monkeypatch):
+    ms = _mutation_scores()
+    monkeypatch.setattr(ms, "EQUIVALENT", {"pkg.mod.x_f__mutmut_4": "a default every caller overrides"})
+    found = {"pkg.mod.x_f__mutmut_1": "killed", "pkg.mod.x_f__mutmut_2": "timeout", "pkg.mod.x_f__mutmut_3": "survived",
+             "pkg.mod.x_f__mutmut_4": "survived", "pkg.mod.x_f__mutmut_5": "no tests", "pkg.mod.x_f__mutmut_6": "not checked"}
+    text = ms.render(found)
+    assert "| `pkg.mod` | 6 | 2 | 1 | 1 | 1 | 1 | 50.0 % |" in text  # 2 killed of 4 counted
+    assert "- `pkg.mod.x_f__mutmut_3`: survived" in text and "- `pkg.mod.x_f__mutmut_5`: no tests" in text
+    assert "- `pkg.mod.x_f__mutmut_4`: a default every caller overrides" in text
+
+
+def test_forgetting_survivors_clears_all_but_the_killed_and_the_coverage_stats(tmp_path):
+    ms = _mutation_scores()
+    meta = tmp_path / "src" / "m.py.meta"
+    meta.parent.mkdir()
+    codes = {"a": 1, "b": 0, "c": 33, "d": -24, "e": None}
+    meta.write_text(json.dumps({"exit_code_by_key": codes, "durations_by_key": {"a": 0.5}}))
+    (tmp_path / "mutmut-stats.json").write_text("{}")
+    assert ms.forget_survivors(tmp_path) == 3
+    data = json.loads(meta.read_text())
+    assert data["exit_code_by_key"] == {"a": 1, "b": None, "c": None, "d": None, "e": None}
+    assert data["durations_by_key"] == {"a": 0.5} and not (tmp_path / "mutmut-stats.json").exists()
+
+
+def test_every_listed_equivalent_mutant_has_a_reason():
+    ms = _mutation_scores()
+    assert ms.EQUIVALENT and all(name.startswith("diffprompt.") and len(why) > 20 for name, why in ms.EQUIVALENT.items())
