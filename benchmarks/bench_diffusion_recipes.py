@@ -72,7 +72,8 @@ def score(path: Path, out: Path) -> dict:
     r = json.loads((out / "eval.json").read_text())
     row = r["samplers"][0]
     keep = ("fid", "kid", "precision", "recall", "confident_share")
-    return {**{k: row[k] for k in keep}, "floor_fid": r["real_floor"]["fid"], "eval_load": r["load_average_1m"]}
+    return {**{k: row[k] for k in keep}, "floor_fid": r["real_floor"]["fid"], "eval_load": r["load_average_1m"],
+            "classifier": r["classifier"]}
 
 
 def train_ours(name: str, sets: list[str], points: list[int], work: Path) -> list[dict]:
@@ -170,12 +171,15 @@ def cumulative_seconds(rows: list[dict]) -> list[dict]:
 
 
 def render(rows: list[dict], args, machine: dict) -> str:
+    from diffprompt.diffusion.evaluation.markdown import feature_network_text
+
     final = [r for r in rows if r["images"] == args.images]
     base = next((r for r in final if r["arm"] == "base"), None)
     lines = [f"Training recipes on MNIST 5k at a budget of {args.images} training images each, seed 0; scored at "
              f"n = 1000 with DPM-Solver++(2M) 20 steps against the full test split (real-data floor FID "
              f"{final[0]['floor_fid']:.2f} at the same n). Machine: {machine.get('cpu_model')}, "
-             f"{machine.get('cpu_count')} cores, torch {machine.get('torch')}, {args.threads} thread(s).", "",
+             f"{machine.get('cpu_count')} cores, torch {machine.get('torch')}, {args.threads} thread(s). "
+             f"{feature_network_text(final[0]['classifier'])}", "",
              "| arm | change | FID | KID x10^3 | precision | recall | confident share | train s | threads | images/s | load before/after |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in final:
