@@ -3,7 +3,7 @@
 benchmarks/mutation_equivalent.tsv left out of the denominator, every survivor named.
 
     .venv/bin/python benchmarks/mutation_scores.py     # after `make mutate`
-    .venv/bin/python benchmarks/mutation_scores.py --forget-survivors   # after adding tests: re-check survivors
+    .venv/bin/python benchmarks/mutation_scores.py --forget-survivors [MODULE]   # after adding tests: re-check survivors
 
 Writes benchmarks/results/mutation_scores.md.
 """
@@ -64,16 +64,17 @@ def render(found: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def forget_survivors(mutants: Path = ROOT / "mutants") -> int:
-    """Clear the results of mutants that survived, reached no test or timed out, and the test-coverage
-    stats, so the next `make mutate` re-checks them with the tests as they are now (mutmut itself
-    re-runs a mutant only when its function changes). Returns how many were cleared."""
+def forget_survivors(mutants: Path = ROOT / "mutants", prefix: str = "") -> int:
+    """Clear the results of mutants (whose names start with `prefix`) that survived, reached no test
+    or timed out, and the test-coverage stats, so the next `make mutate` re-checks them with the tests
+    as they are now (mutmut itself re-runs a mutant only when its function changes). Returns how many
+    were cleared."""
     cleared = 0
     for meta in mutants.rglob("*.meta"):
         data = json.loads(meta.read_text())
         codes = data["exit_code_by_key"]
         for name, code in codes.items():
-            if code is not None and code != 1:  # 1: a test failed, the mutant was killed
+            if code is not None and code != 1 and name.startswith(prefix):  # 1: a test failed: killed
                 codes[name] = None
                 cleared += 1
         meta.write_text(json.dumps(data, indent=4))
@@ -82,8 +83,8 @@ def forget_survivors(mutants: Path = ROOT / "mutants") -> int:
 
 
 def main() -> None:
-    if sys.argv[1:] == ["--forget-survivors"]:
-        print(f"cleared {forget_survivors()} results; run `make mutate` to re-check them")
+    if sys.argv[1:2] == ["--forget-survivors"]:  # optionally followed by a module, e.g. diffprompt.diffusion.samplers
+        print(f"cleared {forget_survivors(prefix=''.join(sys.argv[2:3]))} results; run `make mutate` to re-check them")
         return
     text = render(statuses())
     (RESULTS / "mutation_scores.md").write_text(text)

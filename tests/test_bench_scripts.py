@@ -85,6 +85,9 @@ def test_forgetting_survivors_clears_all_but_the_killed_and_the_coverage_stats(t
     data = json.loads(meta.read_text())
     assert data["exit_code_by_key"] == {"a": 1, "b": None, "c": None, "d": None, "e": None}
     assert data["durations_by_key"] == {"a": 0.5} and not (tmp_path / "mutmut-stats.json").exists()
+    meta.write_text(json.dumps({"exit_code_by_key": {"pkg.a.x_f__mutmut_1": 0, "pkg.b.x_f__mutmut_1": 0}}))
+    assert ms.forget_survivors(tmp_path, prefix="pkg.a.") == 1  # one module only
+    assert json.loads(meta.read_text())["exit_code_by_key"] == {"pkg.a.x_f__mutmut_1": None, "pkg.b.x_f__mutmut_1": 0}
 
 
 def test_every_listed_equivalent_mutant_has_a_reason():
