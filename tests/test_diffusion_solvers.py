@@ -11,6 +11,7 @@ import torch
 from diffprompt.diffusion.process import GaussianDiffusion
 from diffprompt.diffusion.samplers import (
     DDIMSampler,
+    DDPMSampler,
     DPMSolverPPSampler,
     make_sampler,
     sample_loop,
@@ -181,9 +182,10 @@ def dpm_oracle_chain(schedule, prediction, spacing, steps, x_T, order=2, sde_noi
 
 
 @pytest.mark.parametrize("prediction", ["eps", "v"])
-@pytest.mark.parametrize("spacing,steps", [("linspace", 20), ("trailing", 8), ("leading", 5)])
+@pytest.mark.parametrize("spacing,steps", [("linspace", 20), ("trailing", 15), ("trailing", 8), ("leading", 5)])
 def test_dpm_solver_pp_3m_equals_diffusers_step_for_step(prediction, spacing, steps):
-    """Third order from the third step on; below 15 steps the second-to-last step is second order."""
+    """Third order from the third step on; below 15 steps the second-to-last step is second order
+    (15 steps: third order up to the last step)."""
     schedule = NoiseSchedule.linear(1000)
     diffusion = GaussianDiffusion(schedule, prediction=prediction)
     x_T = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(4))
@@ -241,3 +243,120 @@ def test_dpm_solver_pp_2m_sde_samples_the_gaussian_data_distribution():
     bias = 0.75 / steps
     assert abs(float(x.mean()) - MU) < 4 * S / math.sqrt(n) + bias
     assert abs(float(x.std()) - S) < 4 * S / math.sqrt(2 * n) + bias
+
+
+def test_samplers_carry_their_documented_names_and_defaults():
+    """The name labels progress bars and reports; the defaults are the documented ones."""
+    assert DPMSolverPPSampler().name == "dpm++2m"
+    assert [make_sampler(n).name for n in ("dpm++2m", "dpm++3m", "dpm++2m-sde")] == ["dpm++2m", "dpm++3m", "dpm++2m-sde"]
+    assert DPMSolverPPSampler(order=1).name == "dpm++1m"
+    assert DPMSolverPPSampler().timesteps(1000) == spaced_timesteps(1000, 21)[:-1]  # 20 steps by default
+    assert DPMSolverPPSampler(None, "trailing").timesteps(10) == list(range(9, -1, -1))  # None: all T steps
+    assert DDIMSampler().spacing == "linspace" and DDIMSampler(4).timesteps(1000) == [999, 666, 333, 0]
+    assert DDPMSampler(10).timesteps(10) == list(range(9, -1, -1))
+
+
+def test_step_count_errors_name_the_sampler_its_steps_and_spacing():
+    with pytest.raises(UserError, match=r"^ddim steps \(20\) cannot exceed the number of diffusion steps T=10"):
+        DDIMSampler(20).timesteps(10)
+    with pytest.raises(UserError, match=r"^ddpm steps must be >= 1, got 0"):
+        DDPMSampler(0).timesteps(10)
+    with pytest.raises(UserError, match=r"runs all T=10 steps, got steps=5; use sampler='ddim' \(eta=1"):
+        DDPMSampler(5).timesteps(10)
+    with pytest.raises(UserError, match=r"^dpm\+\+2m-sde steps must be >= 1, got 0"):
+        make_sampler("dpm++2m-sde", steps=0).timesteps(10)
+    with pytest.raises(UserError, match=r"^dpm\+\+3m with 10 steps and 'leading' spacing repeats a timestep"):
+        DPMSolverPPSampler(10, "leading", order=3).timesteps(10)
+    # diffusers' trailing grid (np.arange with a float step) gets an extra index -1 for T=17, 7 steps
+    with pytest.raises(UserError, match=r"^ddim with 7 steps and 'trailing' spacing repeats a timestep"):
+        DDIMSampler(7, spacing="trailing").timesteps(17)
+
+
+def shifted_toy_model(x_t, t, shift=0.0):
+    return toy_model(x_t, t) + shift
+
+
+def test_one_step_clips_the_x0_estimate_by_default_and_passes_model_kwargs():
+    """At t = 999 the eps-model's x0 estimate is far outside [-1, 1]: a step clips it unless told not to,
+    and `model_kwargs` reach the model."""
+    diffusion = GaussianDiffusion(NoiseSchedule.linear(1000))
+    x = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(8))
+    raw = diffusion.predict_x0(toy_model, x, torch.full((2,), 999), clip_denoised=False)
+    assert raw.abs().max() > 5
+    makers = [DDPMSampler, lambda: DDIMSampler(10, eta=1.0), DPMSolverPPSampler]
+    for make in makers:
+        default = make().step(diffusion, toy_model, x, 999, 500, torch.Generator().manual_seed(9))
+        clipped = make().step(diffusion, toy_model, x, 999, 500, torch.Generator().manual_seed(9), clip_denoised=True)
+        for a, b in zip(default, clipped, strict=True):
+            assert torch.equal(a, b)
+        torch.testing.assert_close(clipped[1], raw.clamp(-1, 1), atol=1e-6, rtol=0)
+        kw = make().step(diffusion, shifted_toy_model, x, 999, 500, torch.Generator().manual_seed(9), False,
+                         {"shift": 0.3})
+        closure = make().step(diffusion, lambda x_t, t: toy_model(x_t, t) + 0.3, x, 999, 500,
+                              torch.Generator().manual_seed(9), False)
+        assert not torch.equal(kw[1], raw)
+        for a, b in zip(kw, closure, strict=True):
+            assert torch.equal(a, b)
+
+
+def test_stochastic_steps_draw_their_noise_in_the_dtype_of_x():
+    """A float64 chain gets float64 noise: each step equals its closed form (module docstring) with the
+    noise drawn in float64 from a twin generator."""
+    diffusion = GaussianDiffusion(NoiseSchedule.linear(1000))
+    x = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
+    t, t_prev = 600, 300
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    tv = torch.full((2,), t)
+    out = diffusion.p_mean_variance(toy_model, x, tv, False)
+    ab_t, ab_p = float(diffusion.schedule.alphas_cumprod[t]), float(diffusion.schedule.alphas_cumprod[t_prev])
+
+    ddpm, _ = DDPMSampler().step(diffusion, toy_model, x, t, t - 1, torch.Generator().manual_seed(11), False)
+    torch.testing.assert_close(ddpm, out["mean"] + torch.exp(0.5 * out["log_variance"]) * z, atol=1e-12, rtol=0)
+
+    ddim, _ = DDIMSampler(eta=1.0).step(diffusion, toy_model, x, t, t_prev, torch.Generator().manual_seed(11), False)
+    s = math.sqrt((1 - ab_p) / (1 - ab_t)) * math.sqrt(1 - ab_t / ab_p)
+    expected = math.sqrt(ab_p) * out["pred_x0"] + math.sqrt(1 - ab_p - s**2) * out["pred_eps"] + s * z
+    torch.testing.assert_close(ddim, expected, atol=1e-12, rtol=0)
+
+    sde, _ = make_sampler("dpm++2m-sde", 20).step(diffusion, toy_model, x, t, t_prev, torch.Generator().manual_seed(11), False)
+    a_t, sig_s, sig_t = math.sqrt(ab_p), math.sqrt(1 - ab_t), math.sqrt(1 - ab_p)
+    h = math.log(a_t / sig_t) - math.log(math.sqrt(ab_t) / sig_s)
+    expected = (sig_t / sig_s * math.exp(-h)) * x + a_t * (1 - math.exp(-2 * h)) * out["pred_x0"] \
+        + sig_t * math.sqrt(1 - math.exp(-2 * h)) * z
+    torch.testing.assert_close(sde, expected, atol=1e-12, rtol=0)
+
+
+def test_deterministic_ddim_leaves_the_generator_untouched():
+    """eta = 0 draws no noise, so the caller's later draws do not depend on it."""
+    diffusion = GaussianDiffusion(NoiseSchedule.linear(1000))
+    x = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(12))
+    g = torch.Generator().manual_seed(13)
+    DDIMSampler(eta=0.0).step(diffusion, toy_model, x, 600, 300, g)
+    assert torch.equal(g.get_state(), torch.Generator().manual_seed(13).get_state())
+
+
+def test_a_step_that_does_not_continue_the_chain_starts_a_new_one():
+    """An interrupted chain (restarted at its first timestep) forgets the old x0 estimates: its first
+    step is the first-order one of a fresh sampler."""
+    diffusion = GaussianDiffusion(NoiseSchedule.linear(1000))
+    x = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(14))
+    sampler = DPMSolverPPSampler(6)
+    ts = sampler.timesteps(1000)
+    x1, _ = sampler.step(diffusion, toy_model, x, ts[0], ts[1])
+    sampler.step(diffusion, toy_model, x1, ts[1], ts[2])  # history: two x0 estimates, next t = ts[2]
+    again, _ = sampler.step(diffusion, toy_model, x, ts[0], ts[1])
+    assert torch.equal(again, x1)
+
+
+def test_first_order_dpm_solver_pp_steps_onto_index_0_as_ddim():
+    """With trailing spacing and steps = T the grid ends at index 0: the step onto it is a real step,
+    only the one after it lands on x0."""
+    diffusion = GaussianDiffusion(NoiseSchedule.cosine(10), prediction="v")
+    x_T = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(15))
+    sampler = DPMSolverPPSampler(10, "trailing", order=1)
+    assert sampler.timesteps(10)[-1] == 0
+    _, ours, _ = sample_loop(diffusion, toy_model, sampler, x_T.shape, x_T=x_T, keep_chain=True)
+    _, ddim, _ = sample_loop(diffusion, toy_model, DDIMSampler(10, spacing="trailing"), x_T.shape, x_T=x_T,
+                             keep_chain=True)
+    for a, b in zip(ours, ddim, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
