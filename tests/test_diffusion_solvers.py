@@ -268,8 +268,17 @@ def test_step_count_errors_name_the_sampler_its_steps_and_spacing():
     with pytest.raises(UserError, match=r"^dpm\+\+3m with 10 steps and 'leading' spacing repeats a timestep"):
         DPMSolverPPSampler(10, "leading", order=3).timesteps(10)
     # diffusers' trailing grid (np.arange with a float step) gets an extra index -1 for T=17, 7 steps
-    with pytest.raises(UserError, match=r"^ddim with 7 steps and 'trailing' spacing repeats a timestep"):
+    with pytest.raises(UserError, match=r"^ddim with 7 steps and 'trailing' spacing repeats a timestep; use fewer steps or another spacing"):
         DDIMSampler(7, spacing="trailing").timesteps(17)
+    with pytest.raises(UserError, match="repeats a timestep"):  # 11 points over 0..9 round 3.6 and 4.5 both to 4
+        DPMSolverPPSampler(10).timesteps(10)
+    for steps in (2.5, True, "5"):
+        with pytest.raises(UserError, match=rf"^ddim steps must be an integer, got {steps!r}"):
+            DDIMSampler(steps).timesteps(10)
+    assert DDIMSampler(5.0).timesteps(10) == DDIMSampler(5).timesteps(10)
+    with pytest.raises(UserError, match="choose one of: linspace, leading, trailing"):
+        spaced_timesteps(10, 2, "uniform")
+    assert make_sampler().name == "ddpm"
 
 
 def shifted_toy_model(x_t, t, shift=0.0):
