@@ -369,3 +369,10 @@ def test_first_order_dpm_solver_pp_steps_onto_index_0_as_ddim():
                              keep_chain=True)
     for a, b in zip(ours, ddim, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["dpm++2m", "dpm++3m", "dpm++2m-sde"])
+def test_dpm_solver_pp_without_steps_takes_its_default_of_20(name):
+    """DPM-Solver++ needs steps + 1 points, so steps=None (DDPM's and DDIM's "all T") means its default."""
+    assert make_sampler(name).timesteps(1000) == make_sampler(name, steps=20).timesteps(1000)
+    assert len(make_sampler(name).timesteps(1000)) == 20

@@ -34,7 +34,7 @@ import torch
 from diffprompt.errors import UserError
 from diffprompt.progress import progress as progress_bar
 
-from .choices import SAMPLER_NAMES, SPACINGS
+from .choices import SAMPLER_NAMES, SPACINGS, default_steps
 
 
 class Sampler:
@@ -251,7 +251,8 @@ assert tuple(SAMPLERS) == SAMPLER_NAMES
 def make_sampler(sampler="ddpm", steps: int | None = None, eta: float = 0.0, spacing: str = "linspace") -> Sampler:
     """A `Sampler` from its name (one of `SAMPLER_NAMES`); an instance is returned as is.
 
-    eta is checked (>= 0) for all and used by ddim only; spacing is used by all but ddpm.
+    eta is checked (>= 0) for all and used by ddim only; spacing is used by all but ddpm. steps=None
+    is all T steps for ddpm and ddim, and `DEFAULT_STEPS` (20) for the DPM-Solver++ samplers.
     """
     if isinstance(sampler, Sampler):
         return sampler
@@ -259,6 +260,8 @@ def make_sampler(sampler="ddpm", steps: int | None = None, eta: float = 0.0, spa
     key = str(sampler).lower()
     if key not in SAMPLERS:
         raise UserError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+    if key.startswith("dpm++"):  # it needs steps + 1 points, so "all T steps" (None) means its default
+        steps = default_steps(key, steps)
     return SAMPLERS[key](steps, eta, spacing)
 
 
