@@ -322,6 +322,13 @@ def test_a_process_other_than_the_main_one_trains_but_writes_no_run_folder(one_t
     assert not (tmp_path / "run").exists() and len(res["pattern_test_accuracy"]) == 4 and res["num_unlabeled"] == 2
 
 
+def test_pet_refusals():
+    for kw, says in (({"template": "{x} {mask}"}, "does not apply"), ({"calibrate": "domain"}, "--calibrate"),
+                     ({"shots": 0}, "--shots K"), ({"pet_unlabeled": 0}, "--pet-unlabeled")):
+        with pytest.raises(UserError, match=says):
+            small(**kw).resolved()
+
+
 def test_pet_refuses_a_data_set_whose_train_split_is_all_few_shot_examples():
     train = [Example(f"train text {i}", i % 2) for i in range(8)]  # K=2: 2 train + 2 dev per class take them all
     ds = fake_dataset(train, [Example("a test text", 0)])
