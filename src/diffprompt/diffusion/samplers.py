@@ -160,18 +160,19 @@ class DPMSolverPPSampler(Sampler):
         ab = diffusion.schedule.alphas_cumprod  # float64
         (_, sigma_s, lam_s), (alpha_t, sigma_t, lam_t) = _half_log_snr(ab[t]), _half_log_snr(ab[t_prev])
         h = lam_t - lam_s
-        ts = self.timesteps(diffusion.num_timesteps)
-        order = min(self.order, len(history) + 1, 2 if len(ts) < 15 and t_prev == ts[-1] else 3)
-        lams = [lam for lam, _ in history[-(order - 1):]] if order > 1 else []
-        x0s = [x for _, x in history[-(order - 1):]] if order > 1 else []
-        self._history, self._next_t = (history + [(lam_s, x0)])[-2:], t_prev
-        if self.stochastic:
-            d = _dpm_pp_data_term(h, [*lams, lam_s], [*x0s, x0], 1.0 - math.exp(-2.0 * h))
-            noise = diffusion.randn(x_t.shape, generator, x_t.device, x_t.dtype)
-            x_prev = (sigma_t / sigma_s * math.exp(-h)) * x_t + alpha_t * d + sigma_t * math.sqrt(-math.expm1(-2.0 * h)) * noise
-        else:
-            x_prev = (sigma_t / sigma_s) * x_t + alpha_t * _dpm_pp_data_term(h, [*lams, lam_s], [*x0s, x0], -math.expm1(-h))
-        return x_prev, x0
+        order = min(self.order, len(history) + 1)
+        if order == 3:  # diffusers' lower_order_second: below 15 steps the second-to-last step is second order
+            ts = self.timesteps(diffusion.num_timesteps)
+            order = 2 if len(ts) < 15 and t_prev == ts[-1] else 3
+        chain = history[len(history) - (order - 1):] + [(lam_s, x0)]  # the points this step uses, newest last
+        self._history, self._next_t = chain[-2:], t_prev
+        lams, x0s = [lam for lam, _ in chain], [x for _, x in chain]
+        if not self.stochastic:
+            return (sigma_t / sigma_s) * x_t + alpha_t * _dpm_pp_data_term(h, lams, x0s, -math.expm1(-h)), x0
+        phi = -math.expm1(-2.0 * h)  # 1 - e^{-2h}
+        noise = diffusion.randn(x_t.shape, generator, x_t.device, x_t.dtype)
+        x_prev = (sigma_t / sigma_s * math.exp(-h)) * x_t + alpha_t * _dpm_pp_data_term(h, lams, x0s, phi)
+        return x_prev + sigma_t * math.sqrt(phi) * noise, x0
 
 
 def _dpm_pp_data_term(h: float, lams: list[float], x0s: list[torch.Tensor], phi1: float) -> torch.Tensor:
