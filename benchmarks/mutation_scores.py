@@ -45,8 +45,9 @@ def module_of(mutant: str) -> str:
 
 def render(found: dict[str, str]) -> str:
     per = collections.defaultdict(collections.Counter)
-    for name, status in found.items():
-        per[module_of(name)]["equivalent" if name in EQUIVALENT else status] += 1
+    alive = ("survived", "no tests")
+    for name, status in found.items():  # a listed mutant that a test kills counts as killed
+        per[module_of(name)]["equivalent" if name in EQUIVALENT and status in alive else status] += 1
     lines = ["Mutation scores (`make mutate`): killed / (killed + survived + no tests), a timeout counting as "
              "killed; \"no tests\": no selected test runs the mutated function; equivalent mutants and those not "
              "run yet (an interrupted run resumes) are left out.", "",
@@ -59,8 +60,12 @@ def render(found: dict[str, str]) -> str:
         lines.append(f"| `{module}` | {sum(c.values())} | {killed} | {c['survived']} | {c['no tests']} | "
                      f"{c['equivalent']} | {c['not checked']} | {score} |")
     lines += ["", "Survivors and mutants no test reaches:", ""]
-    lines += [f"- `{n}`: {s}" for n, s in sorted(found.items()) if s in ("survived", "no tests") and n not in EQUIVALENT]
-    lines += ["", "Equivalent:", ""] + [f"- `{n}`: {why}" for n, why in EQUIVALENT.items()]
+    lines += [f"- `{n}`: {s}" for n, s in sorted(found.items()) if s in alive and n not in EQUIVALENT]
+    lines += ["", "Equivalent:", ""] + [f"- `{n}`: {why}" for n, why in EQUIVALENT.items() if found.get(n) in alive]
+    stale = [n for n in EQUIVALENT if found.get(n) not in alive]
+    if stale:  # killed now, renumbered or gone: the list needs mending
+        lines += ["", "Listed in mutation_equivalent.tsv but not a live mutant (remove them):", ""]
+        lines += [f"- `{n}`: {found.get(n, 'no such mutant')}" for n in stale]
     return "\n".join(lines) + "\n"
 
 

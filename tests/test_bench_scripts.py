@@ -72,6 +72,10 @@ def test_mutation_scores_count_timeouts_as_killed_and_leave_equivalents_out(monk
     assert "| `pkg.mod` | 6 | 2 | 1 | 1 | 1 | 1 | 50.0 % |" in text  # 2 killed of 4 counted
     assert "- `pkg.mod.x_f__mutmut_3`: survived" in text and "- `pkg.mod.x_f__mutmut_5`: no tests" in text
     assert "- `pkg.mod.x_f__mutmut_4`: a default every caller overrides" in text
+    monkeypatch.setattr(ms, "EQUIVALENT", {"pkg.mod.x_f__mutmut_1": "wrongly listed"})  # a test kills it
+    text = ms.render(found)
+    assert "| `pkg.mod` | 6 | 2 | 2 | 1 | 0 | 1 | 40.0 % |" in text  # still killed, not equivalent
+    assert "not a live mutant (remove them):\n\n- `pkg.mod.x_f__mutmut_1`: killed" in text
 
 
 def test_forgetting_survivors_clears_all_but_the_killed_and_the_coverage_stats(tmp_path):
