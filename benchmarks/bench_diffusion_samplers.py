@@ -1,9 +1,9 @@
 """Samplers on one checkpoint, all at n = 1000: quality against network calls, and speed against diffusers.
 
 For each sampler (by default DDPM-1000, DDIM 10/20/50/100 and 100 with eta = 1, DPM-Solver++(2M)
-5/10/15/20/50 and 20 with trailing spacing, DPM-Solver++(3M) 10/20, DPM-Solver++(2M) SDE 10/20/50/100): FID, KID x 10^3, improved precision/recall, confident
-share and seconds per image, each on n samples
-against the full test split, beside the real-data floor (n stratified train images, same n).
+5/10/15/20/50 and 20 with trailing spacing, DPM-Solver++(3M) 10/20, DPM-Solver++(2M) SDE
+10/20/50/100): FID, KID x 10^3, improved precision/recall, confident share and seconds per image,
+each on n samples against the full test split, beside the real-data floor (n stratified train images, same n).
 Bits/dim on a stratified sample of test images: the unbiased 50-timestep estimate on --nll-images
 images, and the exact T-term bound on --exact-nll-images of them as a cross-check.
 
