@@ -1,18 +1,22 @@
-"""The shipped CPU checkpoints: train the tiny U-Net on MNIST 5k for a wall-clock budget with the
-`ddpm-tiny-mnist` preset, then evaluate it at n = 1000 against the full test split.
+"""The shipped CPU checkpoints: train the tiny U-Net on a named image set (MNIST 5k by default) for a
+wall-clock budget with the `ddpm-tiny-mnist` preset (changed by --set), then evaluate it at n = 1000
+against the full test split.
 
     .venv/bin/python benchmarks/bench_diffusion_quality.py --conditional --minutes 40 --ship
+    .venv/bin/python benchmarks/bench_diffusion_quality.py --dataset fashion-mnist --conditional --minutes 60 \
+        --set batch_size=32 --guidance 0,2 --sampler dpm++2m-sde:20 --ship
 
 With --conditional (the demo's checkpoint): a class embedding trained with label dropout 0.1, then
-DPM-Solver++(2M) 20 steps at classifier-free guidance scales w in --guidance (FID, KID, precision,
+--sampler (DPM-Solver++(2M) 20 steps by default) at classifier-free guidance scales w in --guidance (FID, KID, precision,
 recall, confident share, conditional accuracy), bits/dim given the true label (w = 0), and the fp16
 check: the weights stored in fp16 are scored at w = 0 with the same seed as fp32, beside fp32 with
 another seed; fp16 is shipped when its FID moves less than the seed does.
 Without --conditional: the unconditional run, evaluated by `bench_diffusion_samplers.py` (every sampler).
 
 A finished run in --run is reused; an interrupted one resumes (`--resume`, bitwise). Writes
-benchmarks/results/diffusion_quality_mnist5k[_cond].{json,md,png} and the training loss curve; with
---ship the EMA checkpoint to src/diffprompt/assets/ddpm-tiny-mnist5k[-cond].safetensors (+ .json).
+benchmarks/results/diffusion_quality_<set>[_cond].{json,md,png} and the training loss curve; with
+--ship the EMA checkpoint to src/diffprompt/assets/ddpm-tiny-<set>[-cond].safetensors (+ .json),
+<set> being the data set's name (mnist5k, fashion-mnist, ...).
 """
 
 from __future__ import annotations
@@ -42,8 +46,9 @@ def run_train(args) -> Path:
     if (out / "DONE").exists():
         print(f"reusing finished training run {out}", flush=True)
         return out
-    sets = ["log_every=50", "sample_n=100", "sample_steps=20", "sample_sampler=dpm++2m", "ckpt_every=500"]
-    cfg = resolve_config(PRESET, sets + (["conditional=true"] if args.conditional else []), steps=args.max_steps,
+    sets = ["log_every=50", "sample_n=100", "sample_steps=20", "sample_sampler=dpm++2m", "ckpt_every=500",
+            f"dataset={args.dataset}"] + (["conditional=true"] if args.conditional else []) + args.set
+    cfg = resolve_config(PRESET, sets, steps=args.max_steps,
                          seed=args.seed, device="cpu", time_budget_s=args.minutes * 60.0)
     before, t0 = os.getloadavg()[0], time.perf_counter()
     resume = out if (out / "last.safetensors").exists() else None
@@ -61,7 +66,7 @@ def evaluate_conditional(run: Path, args) -> dict:
         out = run / name
         if not (out / "eval.json").exists():
             before = os.getloadavg()[0]
-            evaluate(path, samplers=[SAMPLER], n_samples=args.n, batch_size=250, device="cpu", out=out, **kw)
+            evaluate(path, samplers=[args.sampler], n_samples=args.n, batch_size=250, device="cpu", out=out, **kw)
             r = json.loads((out / "eval.json").read_text())
             r["load_average_1m"] = {"before": before, "after": os.getloadavg()[0]}
             (out / "eval.json").write_text(json.dumps(r, indent=2))
@@ -94,8 +99,10 @@ def render(results: dict, train: dict, args) -> str:
     from diffprompt.diffusion.evaluation.markdown import render_markdown
 
     c, cfg = results["fp16_check"], json.loads((Path(args.run) / "config.json").read_text())
+    changed = f" with {', '.join(args.set)}" if args.set else ""
     lines = [render_markdown(results).rstrip(), "", "## Training", "",
-             f"`{PRESET}` preset, class-conditional (label dropout {cfg['cond_drop_prob']}), {results['step']} steps of "
+             f"`{PRESET}` preset on `{cfg['dataset']}`{changed}, class-conditional (label dropout {cfg['cond_drop_prob']}), "
+             f"{results['step']} steps of "
              f"batch {cfg['batch_size']} ({results['step'] * cfg['batch_size']} training images) in "
              f"{train['seconds'] / 60:.1f} min of wall clock (this sitting; load average {train['load'][0]:.2f} before, "
              f"{train['load'][1]:.2f} after).", "", "## fp16 storage", "",
@@ -107,7 +114,7 @@ def render(results: dict, train: dict, args) -> str:
 
 
 def ship(run: Path, results: dict, args) -> None:
-    name = "ddpm-tiny-mnist5k-cond" if args.conditional else "ddpm-tiny-mnist5k"
+    name = f"ddpm-tiny-{args.dataset}" + ("-cond" if args.conditional else "")
     use_fp16 = args.conditional and results["fp16_check"]["fp16_within_noise"]
     source = run / "fp16" / "model.safetensors" if use_fp16 else run / "model.safetensors"
     shutil.copy(source, ASSETS / f"{name}.safetensors")
@@ -122,16 +129,20 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=40.0, help="training wall-clock budget")
     ap.add_argument("--max-steps", type=int, default=200000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dataset", default="mnist5k", help="a named image set (mnist5k, fashion-mnist, twemoji, ...)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a change to the preset's recipe, as `diffprompt diffusion train --set` (repeatable)")
+    ap.add_argument("--sampler", default=SAMPLER, help="the conditional evaluation's sampler spec")
     ap.add_argument("--conditional", action="store_true", help="class-conditional, evaluated with guidance")
     ap.add_argument("--guidance", default="0,0.5,1,2,4", help="guidance scales w of the conditional evaluation")
     ap.add_argument("--n", type=int, default=1000, help="samples per evaluated row")
     ap.add_argument("--nll-images", type=int, default=500, help="test images of the bits/dim estimate (50 timesteps)")
-    ap.add_argument("--run", default=None, help="run folder (default runs/bench-ddpm-mnist5k[-cond])")
+    ap.add_argument("--run", default=None, help="run folder (default runs/bench-ddpm-<set>[-cond])")
     ap.add_argument("--ship", action="store_true", help="copy the EMA checkpoint into src/diffprompt/assets/")
     args = ap.parse_args()
     suffix = "-cond" if args.conditional else ""
-    args.run = args.run or str(ROOT / "runs" / f"bench-ddpm-mnist5k{suffix}")
-    args.name = f"diffusion_quality_mnist5k{suffix.replace('-', '_')}"
+    args.run = args.run or str(ROOT / "runs" / f"bench-ddpm-{args.dataset}{suffix}")
+    args.name = f"diffusion_quality_{args.dataset}{suffix}".replace("-", "_")
     import torch
 
     torch.set_num_threads(2)
