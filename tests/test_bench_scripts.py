@@ -1,6 +1,7 @@
 """Benchmark scripts whose whole path runs on a CPU at toy size: the prepared GPU benchmark
 (benchmarks/gpu_paper_preset.py: the paper preset's settings for a short budget, training,
-evaluation, its results file) and the quality-against-time curve (benchmarks/bench_diffusion_curve.py)."""
+evaluation, its results file), the quality-against-time curve (benchmarks/bench_diffusion_curve.py)
+and the horizontal-flip check (benchmarks/bench_hflip_symmetry.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_diffusion_cli import TINY, write_folder
 
@@ -54,13 +56,42 @@ def test_the_curve_scores_every_kept_checkpoint_and_the_final_model(tmp_path):
         assert f"| {step} | {step * 8} |" in done.stdout and f"{ev['samplers'][0]['fid']:.2f}" in done.stdout
 
 
-def _mutation_scores():
+def _bench_module(name: str):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        import mutation_scores
+        return __import__(name)
     finally:
         sys.path.pop(0)
-    return mutation_scores
+
+
+def _mutation_scores():
+    return _bench_module("mutation_scores")
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_mirrored_digits_score_as_another_distribution_and_symmetric_images_do_not(monkeypatch):
+    from diffprompt.data import images as image_data
+
+    hf = _bench_module("bench_hflip_symmetry")
+    digits = hf.check("mnist5k", n=300, seeds=[0])
+    plain, mirrored = digits["rows"]
+    assert plain["accuracy"] > 0.95 and mirrored["accuracy"] < plain["accuracy"] - 0.2  # a mirrored 2 is no 2
+    assert mirrored["fid"] > 2 * plain["fid"]
+    train = image_data.load_images("mnist5k", "train").images.astype(np.float32)
+    gap = np.abs(train - train[:, :, ::-1]).mean(axis=(1, 2, 3))
+    assert digits["self_mirror_share"] == pytest.approx(float((gap <= 10).mean()))
+    assert digits["mean_mirror_gap"] == pytest.approx(float(gap.mean()), rel=1e-6)
+
+    real_load = image_data.load_images
+
+    def symmetrised(name, split=None, **kw):  # every image made its own mirror image
+        ds = real_load(name, split, **kw)
+        ds.images = np.maximum(ds.images, ds.images[:, :, ::-1])
+        return ds
+
+    monkeypatch.setattr(image_data, "load_images", symmetrised)
+    sym = hf.check("mnist5k", n=300, seeds=[0])
+    assert sym["rows"][0] == {**sym["rows"][1], "kind": "plain"} and sym["self_mirror_share"] == 1.0
 
 
 def test_mutation_scores_count_timeouts_as_killed_and_leave_equivalents_out(monkeypatch):
