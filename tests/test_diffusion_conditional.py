@@ -59,6 +59,23 @@ def test_shipped_checkpoint_loads_and_samples_as_when_it_was_shipped():
     assert samples.double().sum().item() == pytest.approx(-1002.1313035734929, abs=1e-2)
 
 
+def test_every_shipped_diffusion_checkpoint_is_small_and_names_how_it_was_made():
+    """Each checkpoint in assets/: under 10 MB, loads, and its sidecar names its data set, the results
+    file that evaluates it (which exists) and the command that reproduces it (a script that exists)."""
+    shipped = sorted(SHIPPED.parent.glob("ddpm-*.safetensors"))
+    assert SHIPPED in shipped
+    for path in shipped:
+        assert path.stat().st_size < 10_000_000, path
+        model, diffusion, meta = load_model(path)
+        side = json.loads(path.with_suffix(".json").read_text())
+        assert (ROOT / side["benchmark"]).is_file() and side["dataset"] == side["config"]["dataset"]
+        script = side["reproduce"].split()[1] if side["reproduce"].startswith(".venv/bin/python") else None
+        assert script is None or (ROOT / script).is_file(), side["reproduce"]
+        assert side["reproduce"].startswith((".venv/bin/python benchmarks/", "diffprompt diffusion train"))
+        assert model.config.num_classes == (len(side["class_names"]) if side["config"]["conditional"] else 0)
+        assert diffusion.num_timesteps == side["config"].get("num_timesteps", side["config"].get("timesteps"))
+
+
 # --- the class embedding -------------------------------------------------------------------------
 
 SMALL = dict(in_channels=1, image_size=8, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
