@@ -3,14 +3,14 @@ wall-clock budget with the `ddpm-tiny-mnist` preset (changed by --set), then eva
 against the full test split.
 
     .venv/bin/python benchmarks/bench_diffusion_quality.py --conditional --minutes 40 --ship
-    .venv/bin/python benchmarks/bench_diffusion_quality.py --dataset fashion-mnist --conditional --minutes 60 \
-        --set batch_size=32 --guidance 0,2 --sampler dpm++2m-sde:20 --ship
+    .venv/bin/python benchmarks/bench_diffusion_quality.py --dataset fashion-mnist --conditional --minutes 55 \
+        --guidance 0,1,2 --sampler dpm++2m-sde:20 --ship
 
 With --conditional (the demo's checkpoint): a class embedding trained with label dropout 0.1, then
---sampler (DPM-Solver++(2M) 20 steps by default) at classifier-free guidance scales w in --guidance (FID, KID, precision,
-recall, confident share, conditional accuracy), bits/dim given the true label (w = 0), and the fp16
-check: the weights stored in fp16 are scored at w = 0 with the same seed as fp32, beside fp32 with
-another seed; fp16 is shipped when its FID moves less than the seed does.
+--sampler (DPM-Solver++(2M) 20 steps by default) at classifier-free guidance scales w in --guidance
+(FID, KID, precision, recall, confident share, conditional accuracy), bits/dim given the true label
+(w = 0), and the fp16 check: the weights stored in fp16 are scored at w = 0 with the same seed as
+fp32, beside fp32 with another seed; fp16 is shipped when its FID moves less than the seed does.
 Without --conditional: the unconditional run, evaluated by `bench_diffusion_samplers.py` (every sampler).
 
 A finished run in --run is reused; an interrupted one resumes (`--resume`, bitwise). Writes
