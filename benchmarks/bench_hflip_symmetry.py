@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -85,8 +84,11 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     before = os.getloadavg()[0]
     results = [check(name, args.n, seeds) for name in args.datasets.split(",")]
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
-               f"load {before:.2f} before, {os.getloadavg()[0]:.2f} after")
+    from diffprompt.diffusion.evaluation.evaluate_model import machine_info
+
+    info = machine_info()
+    machine = (f"{info.get('cpu_model', info['processor'])}, {info['cpu_count']} cores, torch {info['torch']} "
+               f"({info['torch_threads']} threads); load {before:.2f} before, {os.getloadavg()[0]:.2f} after")
     command = ".venv/bin/python benchmarks/bench_hflip_symmetry.py " + " ".join(
         f"--{k} {v}" for k, v in (("datasets", args.datasets), ("n", args.n), ("seeds", args.seeds)))
     (RESULTS / f"{args.name}.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
