@@ -51,14 +51,14 @@ class DemoConfig:
     train_set: dict = field(default_factory=dict)  # TrainConfig overrides
     # stages 3 and 4 (the sampler comparison at n = 1000 is benchmarks/bench_diffusion_samplers.py)
     pretrained: bool = True
-    eval_samplers: tuple = ("dpm++2m-sde:20",)
+    eval_samplers: tuple = ("dpm++2m:20",)
     eval_samples: int = 256
     nll_images: int = 4
     eval_guidance: tuple = (0.0, 2.0)  # a conditional model's guidance scales w (0: the plain conditional model)
     grid_samples: int = 64  # an unconditional model's grid
     grid_per_class: int = 10  # a conditional model's grid: a row per class, this many columns
     grid_guidance: float = 2.0
-    grid_sampler: str = "dpm++2m-sde:20"
+    grid_sampler: str = "dpm++2m:20"
     chain_sampler: str = "ddpm"
     chain_images: int = 8
     classifier_epochs: int = 4
