@@ -25,13 +25,10 @@ RESULTS = ROOT / "benchmarks" / "results"
 SELF_MIRROR_GREY_LEVELS = 10.0
 
 
-def draw(n_total: int, n: int, seed: int) -> np.ndarray:
-    return np.sort(np.random.default_rng(seed).choice(n_total, size=min(n, n_total), replace=False))
-
-
 def check(name: str, n: int, seeds: list[int]) -> dict:
     """Plain and mirrored training draws scored against the test split, one row per seed."""
     from diffprompt.data.images import load_images
+    from diffprompt.data.splits import stratified_sample
     from diffprompt.diffusion.evaluation.feature_networks import feature_network
     from diffprompt.diffusion.evaluation.sample_scores import Reference
 
@@ -40,7 +37,7 @@ def check(name: str, n: int, seeds: list[int]) -> dict:
     ref = Reference.of(feature_network(name), test.images, len(data.class_names), seed=0)
     rows = []
     for seed in seeds:
-        idx = draw(len(train), n, seed)
+        idx = stratified_sample(train.labels, min(n, len(train)), seed=seed)  # the real-data floor's draw
         images, labels = train.images[idx], train.labels[idx]
         mirrored = np.ascontiguousarray(images[:, :, ::-1])
         for kind, x in (("plain", images), ("mirrored", mirrored)):
@@ -55,12 +52,13 @@ def check(name: str, n: int, seeds: list[int]) -> dict:
 
 def render(results: list[dict], machine: str, command: str) -> str:
     lines = ["# Horizontal flips: mirrored training images against the test split", "",
-             "Each row: n training images (a seeded draw) scored against the full test split through the set's "
-             "shipped feature network, as they are and mirrored. Accuracy: the feature network's, on the "
-             "images' own labels. Self-mirror share: images within "
+             "Each row: n training images (the stratified draw of the real-data floor) scored against the full "
+             "test split through the set's shipped feature network, as they are and mirrored. Accuracy: the "
+             "feature network's, on the images' own labels. Self-mirror share: images within "
              f"{SELF_MIRROR_GREY_LEVELS:g} grey levels per pixel (mean) of their mirror image.", "",
              "| set | n | seed | FID plain | FID mirrored | precision plain / mirrored | recall plain / mirrored | "
-             "accuracy plain / mirrored | self-mirror share |", "| --- | ---: | ---: | ---: | ---: | --- | --- | --- | ---: |"]
+             "accuracy plain / mirrored | self-mirror share |",
+             "| --- | ---: | ---: | ---: | ---: | --- | --- | --- | ---: |"]
     for r in results:
         by = {(row["seed"], row["kind"]): row for row in r["rows"]}
         for seed in sorted({row["seed"] for row in r["rows"]}):

@@ -66,8 +66,7 @@ def test_every_shipped_diffusion_checkpoint_is_small_and_names_how_it_was_made()
     assert SHIPPED in shipped
     for path in shipped:
         assert path.stat().st_size < 10_000_000, path
-        model, diffusion, meta = load_model(path)
-        side = json.loads(path.with_suffix(".json").read_text())
+        model, diffusion, side = load_model(path)  # side: the JSON sidecar
         assert (ROOT / side["benchmark"]).is_file() and side["dataset"] == side["config"]["dataset"]
         script = side["reproduce"].split()[1] if side["reproduce"].startswith(".venv/bin/python") else None
         assert script is None or (ROOT / script).is_file(), side["reproduce"]
