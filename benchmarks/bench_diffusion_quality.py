@@ -16,7 +16,10 @@ Without --conditional: the unconditional run, evaluated by `bench_diffusion_samp
 A finished run in --run is reused; an interrupted one resumes (`--resume`, bitwise). Writes
 benchmarks/results/diffusion_quality_<set>[_cond].{json,md,png} and the training loss curve; with
 --ship the EMA checkpoint to src/diffprompt/assets/ddpm-tiny-<set>[-cond].safetensors (+ .json),
-<set> being the data set's name (mnist5k, fashion-mnist, ...).
+<set> being the data set's name (mnist5k, fashion-mnist, ...) and --tag's name for a recipe variant:
+
+    .venv/bin/python benchmarks/bench_diffusion_quality.py --tag hybrid --minutes 60 --set loss_type=hybrid \
+        --set variance=learned_range --set loss_weighting=none
 """
 
 from __future__ import annotations
@@ -95,26 +98,33 @@ def write_fp16(run: Path) -> Path:
     return path
 
 
-def render(results: dict, train: dict, args) -> str:
+def render(results: dict, args) -> str:
     from diffprompt.diffusion.evaluation.markdown import render_markdown
 
-    c, cfg = results["fp16_check"], json.loads((Path(args.run) / "config.json").read_text())
-    changed = f" with {', '.join(args.set)}" if args.set else ""
-    lines = [render_markdown(results).rstrip(), "", "## Training", "",
-             f"`{PRESET}` preset on `{cfg['dataset']}`{changed}, class-conditional (label dropout {cfg['cond_drop_prob']}), "
-             f"{results['step']} steps of "
-             f"batch {cfg['batch_size']} ({results['step'] * cfg['batch_size']} training images) in "
-             f"{train['seconds'] / 60:.1f} min of wall clock (this sitting; load average {train['load'][0]:.2f} before, "
-             f"{train['load'][1]:.2f} after).", "", "## fp16 storage", "",
+    c = results["fp16_check"]
+    lines = [render_markdown(results).rstrip(), "", training_text(results["step"], args), "## fp16 storage", "",
              f"FID at w = 0 (n = {args.n}): fp32 seed 0 {c['fid_fp32_seed0']:.3f}, fp16 seed 0 {c['fid_fp16_seed0']:.3f}, "
              f"fp32 seed 1 {c['fid_fp32_seed1']:.3f}: fp16 is {'within' if c['fp16_within_noise'] else 'outside'} "
-             f"the seed-to-seed noise, so the shipped weights are {'fp16' if c['fp16_within_noise'] else 'fp32'}.", "",
-             f"Command: `.venv/bin/python benchmarks/bench_diffusion_quality.py {' '.join(sys.argv[1:])}`"]
+             f"the seed-to-seed noise, so the shipped weights are {'fp16' if c['fp16_within_noise'] else 'fp32'}.", ""]
     return "\n".join(lines) + "\n"
 
 
+def training_text(step: int, args) -> str:
+    """How the evaluated model was trained, and the command that trains and scores it again."""
+    cfg = json.loads((Path(args.run) / "config.json").read_text())
+    train = json.loads((Path(args.run) / "bench_train.json").read_text())
+    changed = f" with {', '.join(args.set)}" if args.set else ""
+    kind = f"class-conditional (label dropout {cfg['cond_drop_prob']})" if args.conditional else "unconditional"
+    return "\n".join([
+        "## Training", "",
+        f"`{PRESET}` preset on `{cfg['dataset']}`{changed}, {kind}, {step} steps of batch {cfg['batch_size']} "
+        f"({step * cfg['batch_size']} training images) in {train['seconds'] / 60:.1f} min of wall clock (this sitting; "
+        f"load average {train['load'][0]:.2f} before, {train['load'][1]:.2f} after).", "",
+        f"Command: `.venv/bin/python benchmarks/bench_diffusion_quality.py {' '.join(sys.argv[1:])}`", ""])
+
+
 def ship(run: Path, results: dict, args) -> None:
-    name = f"ddpm-tiny-{args.dataset}" + ("-cond" if args.conditional else "")
+    name = f"ddpm-tiny-{args.dataset}{args.suffix}"
     use_fp16 = args.conditional and results["fp16_check"]["fp16_within_noise"]
     source = run / "fp16" / "model.safetensors" if use_fp16 else run / "model.safetensors"
     shutil.copy(source, ASSETS / f"{name}.safetensors")
@@ -133,6 +143,11 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a change to the preset's recipe, as `diffprompt diffusion train --set` (repeatable)")
     ap.add_argument("--sampler", default=SAMPLER, help="the conditional evaluation's sampler spec")
+    ap.add_argument("--samplers", default=None,
+                    help="the unconditional evaluation's sampler specs, comma-separated (default: all of "
+                         "bench_diffusion_samplers.py's); naming them also skips its timing pass")
+    ap.add_argument("--tag", default="", help="a name for a recipe variant (e.g. hybrid): it goes into the run "
+                                               "folder, results and asset names, so the preset's files stay")
     ap.add_argument("--conditional", action="store_true", help="class-conditional, evaluated with guidance")
     ap.add_argument("--guidance", default="0,0.5,1,2,4", help="guidance scales w of the conditional evaluation")
     ap.add_argument("--n", type=int, default=1000, help="samples per evaluated row")
@@ -140,9 +155,9 @@ def main() -> None:
     ap.add_argument("--run", default=None, help="run folder (default runs/bench-ddpm-<set>[-cond])")
     ap.add_argument("--ship", action="store_true", help="copy the EMA checkpoint into src/diffprompt/assets/")
     args = ap.parse_args()
-    suffix = "-cond" if args.conditional else ""
-    args.run = args.run or str(ROOT / "runs" / f"bench-ddpm-{args.dataset}{suffix}")
-    args.name = f"diffusion_quality_{args.dataset}{suffix}".replace("-", "_")
+    args.suffix = ("-cond" if args.conditional else "") + (f"-{args.tag}" if args.tag else "")
+    args.run = args.run or str(ROOT / "runs" / f"bench-ddpm-{args.dataset}{args.suffix}")
+    args.name = f"diffusion_quality_{args.dataset}{args.suffix}".replace("-", "_")
     import torch
 
     torch.set_num_threads(2)
@@ -151,12 +166,16 @@ def main() -> None:
     if not args.conditional:
         if args.ship:
             ship(run, {}, args)
+        chosen = ["--samplers", args.samplers, "--no-timing"] if args.samplers else []
         subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_diffusion_samplers.py"), "--checkpoint", str(run),
-                        "--work", str(run / "bench-samplers"), "--name", args.name], check=True)
+                        "--work", str(run / "bench-samplers"), "--name", args.name, *chosen], check=True)
+        md = RESULTS / f"{args.name}.md"
+        step = json.loads((RESULTS / f"{args.name}.json").read_text())["step"]
+        md.write_text(md.read_text().rstrip() + "\n\n" + training_text(step, args))
         return
     results = evaluate_conditional(run, args)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(results, indent=2))
-    (RESULTS / f"{args.name}.md").write_text(render(results, json.loads((run / "bench_train.json").read_text()), args))
+    (RESULTS / f"{args.name}.md").write_text(render(results, args))
     shutil.copy(run / "eval-guidance" / "eval-guidance.png", RESULTS / f"{args.name}.png")
     if args.ship:
         ship(run, results, args)

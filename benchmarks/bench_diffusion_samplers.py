@@ -14,7 +14,8 @@ images in one batch, and two comparisons, each interleaved over --repeats rounds
   batch 250, same network): the ratio is loop overhead, the network calls being the same;
 - evaluation overhead: features + FID + KID + precision/recall for n samples.
 
-Each sampler's result is kept in --work as it finishes, so a stopped run resumes where it was.
+Each sampler's result is kept in --work as it finishes, so a stopped run resumes where it was. With
+--no-timing the results are written from the quality pass alone (another checkpoint, a few samplers).
 
     .venv/bin/python benchmarks/bench_diffusion_samplers.py --quality-only   # ~90 min on 2 cores, may share them
     .venv/bin/python benchmarks/bench_diffusion_samplers.py                  # the timing pass, ~6 min, idle machine
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from importlib import resources
 from pathlib import Path
@@ -151,7 +153,7 @@ def plot(result: dict, path: Path) -> None:
     from diffprompt.diffusion.visualize import fid_against_calls
 
     fig = fid_against_calls(result["samplers"], result["real_floor"])
-    fig.axes[0].set_title("Sample quality against sampling cost (MNIST 5k, tiny U-Net)")
+    fig.axes[0].set_title(f"Sample quality against sampling cost ({result['dataset']}, tiny U-Net)")
     fig.tight_layout()
     fig.savefig(path)
 
@@ -169,7 +171,7 @@ def markdown(r: dict) -> str:
     n, floor = r["n_samples"], r["real_floor"]
     by = {s["sampler"]: s for s in r["samplers"]}
     lines = [
-        f"# Samplers at n = {n} on the shipped MNIST 5k checkpoint", "",
+        f"# Samplers at n = {n} on `{Path(r['checkpoint']).name}` ({r['dataset']})", "",
         f"Checkpoint `{Path(r['checkpoint']).name}` (step {r['step']}); every row scores {n} samples against the "
         f"{r['reference']}; the floor scores {floor['n']} stratified train images the same way. "
         f"{feature_network_text(r['classifier'])} KID is unbiased; precision/recall use k = 3 neighbours."
@@ -208,12 +210,30 @@ def markdown(r: dict) -> str:
               "| --- |" + " ---: |" * len(hist)]
     lines += [f"| {s['sampler']} | " + " | ".join(map(str, s["class_histogram"])) + " |" for s in r["samplers"]]
     m = r["machine"]
+    timing = (f"Seconds per image come from a separate timing pass ({r['timing_n']} images per sampler in one batch; "
+              f"1-minute load average {r['uptime']['before']} before and {r['uptime']['after']} after it); the timing "
+              f"pass took {r['wall_minutes']:.0f} min." if "timing_n" in r else
+              "Seconds per image were measured while scoring, without a separate timing pass.")
     lines += ["", f"Machine: {m.get('cpu_model')}, {m.get('cpu_count')} cores, torch {m.get('torch')} "
-              f"({m.get('torch_threads')} threads). Seconds per image come from a separate timing pass "
-              f"({r['timing_n']} images per sampler in one batch; 1-minute load average {r['uptime']['before']} before "
-              f"and {r['uptime']['after']} after it); the timing pass took {r['wall_minutes']:.0f} min.",
-              "", "Command:", "", "```", r["command"], "```", ""]
+              f"({m.get('torch_threads')} threads). {timing}", "", "Command:", "", "```", r["command"], "```", ""]
     return "\n".join(lines)
+
+
+def add_timings(result: dict, args, t0: float) -> None:
+    """The quiet pass: seconds per image of each sampler, our loop against diffusers', and scoring time."""
+    before = os.getloadavg()[0]  # run it on an otherwise idle machine
+    quiet = time_samplers(args)
+    for row in result["samplers"]:
+        row["seconds_per_image_while_scoring"] = row["seconds_per_image"]
+        row["seconds_per_image"] = quiet[row["sampler"]]
+    result["timing_n"] = args.timing_n
+    result["loops"] = time_loops(args)
+    result["metrics_time"] = time_metrics(args)
+    result.update(uptime={"before": round(before, 2), "after": round(os.getloadavg()[0], 2)},
+                  wall_minutes=(time.time() - t0) / 60,  # the timing pass (the quality pass is cached in --work)
+                  command="\n".join(f".venv/bin/python benchmarks/bench_diffusion_samplers.py{flag}" + (
+                      "" if args.checkpoint == str(SHIPPED) else f" --checkpoint {args.checkpoint}")
+                      for flag in (" --quality-only", "")))
 
 
 def main() -> None:
@@ -230,9 +250,12 @@ def main() -> None:
     ap.add_argument("--timing-n", type=int, default=50, help="images per sampler in the timing pass")
     ap.add_argument("--quality-only", action="store_true",
                     help="run (or resume) the quality pass and stop; a later run without it reuses it and times")
+    ap.add_argument("--no-timing", action="store_true",
+                    help="write the results from the quality pass alone: seconds per image as measured while scoring")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench-samplers"))
     ap.add_argument("--name", default="diffusion_samplers_mnist5k")
+    ap.add_argument("--results", default=str(RESULTS), help="folder of the results files")
     args = ap.parse_args()
 
     from diffprompt.diffusion.evaluation.evaluate_model import machine_info
@@ -241,24 +264,17 @@ def main() -> None:
     result = evaluate_each(args)
     if args.quality_only:
         return
-    before = os.getloadavg()[0]  # the timing pass: run it on an otherwise idle machine
-    quiet = time_samplers(args)
-    for row in result["samplers"]:
-        row["seconds_per_image_while_scoring"] = row["seconds_per_image"]
-        row["seconds_per_image"] = quiet[row["sampler"]]
-    result["timing_n"] = args.timing_n
-    result["loops"] = time_loops(args)
-    result["metrics_time"] = time_metrics(args)
-    result.update(machine=machine_info(), uptime={"before": round(before, 2), "after": round(os.getloadavg()[0], 2)},
-                  wall_minutes=(time.time() - t0) / 60,  # the timing pass (the quality pass is cached in --work)
-                  command="\n".join(f".venv/bin/python benchmarks/bench_diffusion_samplers.py{flag}" + (
-                      "" if args.checkpoint == str(SHIPPED) else f" --checkpoint {args.checkpoint}")
-                      for flag in (" --quality-only", "")))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2))
-    (RESULTS / f"{args.name}.md").write_text(markdown(result))
-    plot(result, RESULTS / f"{args.name}.png")
-    print((RESULTS / f"{args.name}.md").read_text())
+    result["machine"] = machine_info()
+    if args.no_timing:
+        result["command"] = ".venv/bin/python " + " ".join(["benchmarks/bench_diffusion_samplers.py", *sys.argv[1:]])
+    else:
+        add_timings(result, args, t0)
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{args.name}.json").write_text(json.dumps(result, indent=2))
+    (results / f"{args.name}.md").write_text(markdown(result))
+    plot(result, results / f"{args.name}.png")
+    print((results / f"{args.name}.md").read_text())
 
 
 if __name__ == "__main__":

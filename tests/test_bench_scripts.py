@@ -1,7 +1,8 @@
 """Benchmark scripts whose whole path runs on a CPU at toy size: the prepared GPU benchmark
 (benchmarks/gpu_paper_preset.py: the paper preset's settings for a short budget, training,
-evaluation, its results file), the quality-against-time curve (benchmarks/bench_diffusion_curve.py)
-and the horizontal-flip check (benchmarks/bench_hflip_symmetry.py)."""
+evaluation, its results file), the quality-against-time curve (benchmarks/bench_diffusion_curve.py),
+the sampler table (benchmarks/bench_diffusion_samplers.py) and the horizontal-flip check
+(benchmarks/bench_hflip_symmetry.py)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,28 @@ def test_the_curve_scores_every_kept_checkpoint_and_the_final_model(tmp_path):
     assert sorted(p.name for p in (run / "curve").iterdir()) == ["2", "4", "5"]  # ckpt 2, ckpt 4, the final model
     for step, ev in scored.items():
         assert f"| {step} | {step * 8} |" in done.stdout and f"{ev['samplers'][0]['fid']:.2f}" in done.stdout
+
+
+def test_the_sampler_table_without_a_timing_pass_holds_each_evaluation(tmp_path):
+    folder = write_folder(tmp_path / "bars")
+    run = tmp_path / "run"
+    assert main(["diffusion", "train", "--dataset", str(folder), "--steps", "3", "--batch-size", "8",
+                 "--device", "cpu", "--out", str(run), *TINY]) == 0
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_diffusion_samplers.py"), "--checkpoint",
+                           str(run), "--samplers", "ddim:2,dpm++2m:3", "--n", "8", "--nll-images", "4",
+                           "--nll-timesteps", "2", "--exact-nll-images", "2", "--no-timing", "--work", str(tmp_path / "w"),
+                           "--name", "toy", "--results", str(tmp_path / "results")], capture_output=True, text=True,
+                          timeout=300, env={**ENV, "DIFFPROMPT_CACHE": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads((tmp_path / "results" / "toy.json").read_text())
+    md = (tmp_path / "results" / "toy.md").read_text()
+    for spec, label in (("ddim-2", "DDIM-2"), ("dpmpp2m-3", "DPM++2M-3")):
+        ev = json.loads((tmp_path / "w" / spec / "eval.json").read_text())["samplers"][0]
+        assert ev["sampler"] == label and f"| {label} | {ev['model_calls_per_image']} | {ev['fid']:.2f} |" in md
+    exact = json.loads((tmp_path / "w" / "nll_exact" / "eval.json").read_text())["nll"]
+    assert exact["images"] == 2 and exact["timesteps"] == 20 and res["nll_exact"] == exact
+    assert f"all 20 terms) on 2 stratified test images: **{exact['bpd']:.3f}" in md
+    assert "measured while scoring" in md and "--no-timing" in md and "timing_n" not in res
 
 
 def _bench_module(name: str):

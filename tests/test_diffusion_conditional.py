@@ -387,6 +387,53 @@ def test_conditional_accuracy_of_real_images_is_one_for_the_class_asked_for_and_
     assert got == (1.0 if shift == 0 else 0.0)
 
 
+@pytest.mark.parametrize("n", [1, 7, 10, 25, 1000])
+def test_balanced_classes_are_requested_round_robin(n):
+    from diffprompt.diffusion.evaluation.evaluate_model import classes_in_proportion
+
+    assert classes_in_proportion(np.full(10, 400), n).tolist() == (np.arange(n) % 10).tolist()
+
+
+def test_unbalanced_classes_are_requested_in_the_data_proportions():
+    from diffprompt.diffusion.evaluation.evaluate_model import classes_in_proportion
+
+    twemoji = np.array([135, 1809, 4, 127, 105, 174, 68, 211, 179, 216])  # its training split
+    got = np.bincount(classes_in_proportion(twemoji, 1000).numpy(), minlength=10)
+    share = 1000 * twemoji / twemoji.sum()
+    assert got.sum() == 1000 and np.all(np.abs(got - share) < 1)  # each within one sample of its share
+    assert got.tolist() == [45, 597, 1, 42, 35, 58, 22, 70, 59, 71]  # largest remainders, worked by hand
+    labels = classes_in_proportion(np.array([3, 1]), 4).tolist()
+    assert labels == [0, 1, 0, 0]  # dealt round-robin while a class has quota left
+
+
+def test_evaluate_asks_an_unbalanced_set_for_its_own_mixture_of_classes(tmp_path, monkeypatch):
+    """Two classes of 24 and 8 images: the samples ask for the classes 3 : 1, as the floor's images are."""
+    from diffprompt.diffusion.evaluation import evaluate_model
+
+    monkeypatch.setenv("DIFFPROMPT_CACHE", str(tmp_path / "cache"))
+    folder = write_folder(tmp_path / "bars", per_class=24)
+    for f in sorted((folder / "right").iterdir())[8:]:
+        f.unlink()
+    run = tmp_path / "run"
+    assert main(["diffusion", "train", "--dataset", str(folder), "--conditional", "--steps", "1", "--batch-size", "4",
+                 "--device", "cpu", "--out", str(run), *TINY]) == 0
+    asked = []
+    real = generate
+
+    def recording(*args, class_labels, **kw):
+        asked.append(class_labels.clone())
+        return real(*args, class_labels=class_labels, **kw)
+
+    monkeypatch.setattr(evaluate_model, "generate", recording)
+    res = evaluate_model.evaluate(run, samplers="ddim:2", n_samples=8, nll_images=0, device="cpu", out=tmp_path / "e")
+    train_counts = np.bincount(evaluate_model.load_images(str(folder)).split("train").labels)
+    expected = evaluate_model.classes_in_proportion(train_counts, 8)
+    assert train_counts[0] > 2 * train_counts[1] and asked[0].tolist() == expected.tolist()
+    assert res["conditional"]["requested_counts"] == np.bincount(expected.numpy()).tolist()
+    assert "samples per class: " + ", ".join(map(str, res["conditional"]["requested_counts"])) in (
+        tmp_path / "e" / "eval.md").read_text()
+
+
 # --- diffusers --------------------------------------------------------------------------------------
 
 

@@ -21,8 +21,10 @@ bits/dim, sampling time.
   `nll_timesteps` > 0, its unbiased stratified estimate from that many model calls per image.
 * Sampler specs: see `generate.parse_sampler_spec` (`ddpm`, `ddim:50`, `dpm++2m:20:trailing`, ...).
 * A class-conditional model is evaluated at each guidance scale w of `guidance` (default 0), every
-  sampler at every w (rows labelled `DDIM-50-w2`), with the classes requested evenly (sample i asks
-  for class i mod K); each row adds the conditional accuracy, the share of samples the classifier
+  sampler at every w (rows labelled `DDIM-50-w2`), with the classes requested in the training split's
+  proportions (`classes_in_proportion`; for a balanced set sample i asks for class i mod K), so the
+  samples are scored against the same mixture of classes as the floor and the test split; each row
+  adds the conditional accuracy, the share of samples the classifier
   assigns to the class asked for. `eval-guidance.png` plots FID and conditional accuracy against w:
   Ho & Salimans' fidelity-diversity trade-off. The bound is computed with w = 0 and each test
   image's true label, so it compares with an unconditional model's.
@@ -101,11 +103,12 @@ def evaluate(path: str | Path, samplers: list[str] | str = DEFAULT_EVAL_SAMPLERS
     data = data if data is not None else load_images(dataset)
     shape = _image_shape(meta, data.split("test").images, dataset)
     ref = _reference(data, dataset, dev, classifier_epochs, seed, feature_net)
-    requested = _requested_classes(num_classes(model), ref.num_classes, n_samples, dataset)
+    requested = _requested_classes(num_classes(model), data.split("train").labels, ref.num_classes, n_samples, dataset)
     results = _header(meta, dataset, data, ref, n_samples, dev, seed)
     if requested is not None:
         results["conditional"] = {"num_classes": num_classes(model), "guidance": scales,
-                                  "requested": "evenly: sample i asks for class i mod K"}
+                                  "requested": "in the training split's class proportions",
+                                  "requested_counts": np.bincount(requested.numpy(), minlength=ref.num_classes).tolist()}
     log(f"evaluating {meta.get('path')} on {dataset}: classifier test accuracy {ref.classifier.test_accuracy:.4f}, "
         f"floor FID {results['real_floor']['fid']:.3f}")
     sampling = partial(generate, model, diffusion, n_samples, shape, seed=seed, batch_size=batch_size, device=dev,
@@ -203,14 +206,26 @@ def _guidance_scales(guidance: list[float] | str | None, k: int, path) -> list[f
     return scales
 
 
-def _requested_classes(k_model: int, k_data: int, n: int, dataset: str) -> torch.Tensor | None:
-    """Sample i asks for class i mod K (every class equally often); None for an unconditional model."""
+def _requested_classes(k_model: int, train_labels: np.ndarray, k_data: int, n: int, dataset: str) -> torch.Tensor | None:
+    """The class each of n samples asks for, in the training split's proportions; None for an unconditional model."""
     if not k_model:
         return None
     if k_model != k_data:
         raise UserError(f"the model was trained on {k_model} classes but {dataset} has {k_data}; "
                         "pass the data set it was trained on with --dataset")
-    return torch.arange(n) % k_model
+    return classes_in_proportion(np.bincount(train_labels, minlength=k_model), n)
+
+
+def classes_in_proportion(counts: np.ndarray, n: int) -> torch.Tensor:
+    """n class labels with each class's share of `counts` (largest remainders, ties to the lower class),
+    dealt round-robin: class 0, 1, ..., K-1, 0, 1, ... while each has quota left. Equal counts give
+    sample i the class i mod K."""
+    share = n * np.asarray(counts, dtype=np.float64) / counts.sum()
+    quota = np.floor(share).astype(int)
+    by_remainder = sorted(range(len(counts)), key=lambda c: (-(share[c] - quota[c]), c))
+    quota[by_remainder[:n - quota.sum()]] += 1
+    rounds = np.arange(quota.max())[:, None] < quota[None, :]  # [round, class]: whether class still deals
+    return torch.from_numpy(np.nonzero(rounds)[1].astype(np.int64))
 
 
 def _image_shape(meta: dict[str, Any], images: np.ndarray, dataset: str) -> tuple[int, int, int]:

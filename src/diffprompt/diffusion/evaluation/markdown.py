@@ -25,7 +25,9 @@ def _conditional_note(r: dict[str, Any]) -> list[str]:
     c = r.get("conditional")
     if not c:
         return []
-    return ["", f"Class-conditional model ({c['num_classes']} classes), classes requested evenly, classifier-free "
+    asked = ("classes requested in the training split's proportions (samples per class: "
+             f"{', '.join(map(str, c['requested_counts']))})" if "requested_counts" in c else "classes requested evenly")
+    return ["", f"Class-conditional model ({c['num_classes']} classes), {asked}, classifier-free "
             f"guidance scales w = {', '.join(f'{w:g}' for w in c['guidance'])} (0: the plain conditional model; "
             "eps = (1 + w) eps(x, class) - w eps(x, no class), one network call per step on a doubled batch). "
             "Conditional accuracy: the share of samples the classifier assigns to the class asked for; "
