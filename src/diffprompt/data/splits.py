@@ -104,6 +104,17 @@ def interleaved_order(labels: Sequence[int] | np.ndarray, keys: Sequence[str | b
     return np.lexsort((labels, rank)).astype(np.int64)
 
 
+def class_quotas(counts: Sequence[int] | np.ndarray, n: int) -> np.ndarray:
+    """How many of `n` each class gets, in proportion to `counts`: the floors of the shares, then
+    one more for the largest remainders (ties to the lower class). Sums to n."""
+    counts = np.asarray(counts, dtype=np.int64)
+    share = counts * n / counts.sum() if counts.sum() else counts.astype(np.float64)
+    take = np.floor(share).astype(np.int64)
+    for c in np.argsort(-(share - take), kind="stable")[: n - int(take.sum())]:
+        take[c] += 1
+    return take
+
+
 def stratified_sample(labels: Sequence[int] | np.ndarray, n: int, seed: int = SEED, salt: str = "sample") -> np.ndarray:
     """`n` positions drawn without replacement so that each class gets its share (largest remainder).
 
@@ -114,10 +125,7 @@ def stratified_sample(labels: Sequence[int] | np.ndarray, n: int, seed: int = SE
     if not 0 <= n <= len(labels):
         raise ValueError(f"cannot draw {n} of {len(labels)} examples")
     classes, counts = np.unique(labels, return_counts=True)
-    quota = counts * n / len(labels) if len(labels) else counts
-    take = np.floor(quota).astype(np.int64)
-    for c in np.argsort(-(quota - take), kind="stable")[: n - int(take.sum())]:
-        take[c] += 1
+    take = class_quotas(counts, n)
     rank = hash_order([str(i) for i in range(len(labels))], seed, salt)
     chosen = np.array([i for c, k in zip(classes, take, strict=True) for i in rank[labels[rank] == c][:k]], dtype=np.int64)
     return chosen[interleaved_order(labels[chosen])]

@@ -46,7 +46,7 @@ import torch
 from ...checkpoint import atomic_write_bytes
 from ...data import ImageDataset, load_images
 from ...data.images import stratified_subset
-from ...data.splits import stratified_sample
+from ...data.splits import class_quotas, stratified_sample
 from ...device import choose_device
 from ...errors import UserError
 from ...progress import log
@@ -217,13 +217,10 @@ def _requested_classes(k_model: int, train_labels: np.ndarray, k_data: int, n: i
 
 
 def classes_in_proportion(counts: np.ndarray, n: int) -> torch.Tensor:
-    """n class labels with each class's share of `counts` (largest remainders, ties to the lower class),
+    """n class labels, each class's share of `counts` (`class_quotas`: the floor draws the same shares),
     dealt round-robin: class 0, 1, ..., K-1, 0, 1, ... while each has quota left. Equal counts give
     sample i the class i mod K."""
-    share = n * np.asarray(counts, dtype=np.float64) / counts.sum()
-    quota = np.floor(share).astype(int)
-    by_remainder = sorted(range(len(counts)), key=lambda c: (-(share[c] - quota[c]), c))
-    quota[by_remainder[:n - quota.sum()]] += 1
+    quota = class_quotas(counts, n)
     rounds = np.arange(quota.max())[:, None] < quota[None, :]  # [round, class]: whether class still deals
     return torch.from_numpy(np.nonzero(rounds)[1].astype(np.int64))
 
