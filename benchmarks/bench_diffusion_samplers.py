@@ -60,7 +60,7 @@ def evaluate_each(args) -> dict:
         rows += r["samplers"]
     nll = {}
     for key, images, num_t in (("nll", args.nll_images, args.nll_timesteps), ("nll_exact", args.exact_nll_images, 0)):
-        part = work / key
+        part = work / f"{key}-{images}-images"  # a changed count is computed anew, not read from the cache
         if images and not (part / "eval.json").exists():
             evaluate(args.checkpoint, samplers=[], n_samples=args.n, nll_images=images, nll_timesteps=num_t,
                      batch_size=args.batch_size, seed=args.seed, device="cpu", out=part)

@@ -62,21 +62,30 @@ def test_the_sampler_table_without_a_timing_pass_holds_each_evaluation(tmp_path)
     run = tmp_path / "run"
     assert main(["diffusion", "train", "--dataset", str(folder), "--steps", "3", "--batch-size", "8",
                  "--device", "cpu", "--out", str(run), *TINY]) == 0
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_diffusion_samplers.py"), "--checkpoint",
-                           str(run), "--samplers", "ddim:2,dpm++2m:3", "--n", "8", "--nll-images", "4",
-                           "--nll-timesteps", "2", "--exact-nll-images", "2", "--no-timing", "--work", str(tmp_path / "w"),
-                           "--name", "toy", "--results", str(tmp_path / "results")], capture_output=True, text=True,
-                          timeout=300, env={**ENV, "DIFFPROMPT_CACHE": str(tmp_path / "cache")})
+
+    def bench(exact_images: int) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_diffusion_samplers.py"), "--checkpoint",
+                               str(run), "--samplers", "ddim:2,dpm++2m:3", "--n", "8", "--nll-images", "4",
+                               "--nll-timesteps", "2", "--exact-nll-images", str(exact_images), "--no-timing",
+                               "--work", str(tmp_path / "w"), "--name", "toy", "--results", str(tmp_path / "results")],
+                              capture_output=True, text=True, timeout=300,
+                              env={**ENV, "DIFFPROMPT_CACHE": str(tmp_path / "cache")})
+
+    done = bench(2)
     assert done.returncode == 0, done.stderr[-2000:]
     res = json.loads((tmp_path / "results" / "toy.json").read_text())
     md = (tmp_path / "results" / "toy.md").read_text()
     for spec, label in (("ddim-2", "DDIM-2"), ("dpmpp2m-3", "DPM++2M-3")):
         ev = json.loads((tmp_path / "w" / spec / "eval.json").read_text())["samplers"][0]
         assert ev["sampler"] == label and f"| {label} | {ev['model_calls_per_image']} | {ev['fid']:.2f} |" in md
-    exact = json.loads((tmp_path / "w" / "nll_exact" / "eval.json").read_text())["nll"]
+    exact = json.loads((tmp_path / "w" / "nll_exact-2-images" / "eval.json").read_text())["nll"]
     assert exact["images"] == 2 and exact["timesteps"] == 20 and res["nll_exact"] == exact
     assert f"all 20 terms) on 2 stratified test images: **{exact['bpd']:.3f}" in md
     assert "measured while scoring" in md and "--no-timing" in md and "timing_n" not in res
+    # asked again for another count, the bound is computed anew; the samplers' scores come from the cache
+    assert bench(3).returncode == 0
+    again = json.loads((tmp_path / "results" / "toy.json").read_text())
+    assert again["nll_exact"]["images"] == 3 and again["samplers"] == res["samplers"]
 
 
 def _bench_module(name: str):
