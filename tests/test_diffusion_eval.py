@@ -219,6 +219,13 @@ def test_evaluate_rejects_bad_samplers_before_sampling(tiny_run):
                                                  "spec": "ddim:50:0.5"}
     assert parse_sampler_spec("dpm++2m:20:trailing") == {"sampler": "dpm++2m", "steps": 20, "eta": 0.0,
                                                          "spacing": "trailing", "spec": "dpm++2m:20:trailing"}
+    from diffprompt.diffusion.generate import sampler_label
+
+    labels = {spec: sampler_label(parse_sampler_spec(spec), 1000)
+              for spec in ("ddpm", "ddpm:100", "ddpm:100:trailing", "ddpm:trailing", "ddim:50:0.5", "dpm++2m:20:trailing")}
+    assert labels == {"ddpm": "DDPM-1000", "ddpm:100": "DDPM-100", "ddpm:100:trailing": "DDPM-100 (trailing)",
+                      "ddpm:trailing": "DDPM-1000", "ddim:50:0.5": "DDIM-50 (eta 0.5)",
+                      "dpm++2m:20:trailing": "DPM++2M-20 (trailing)"}
     for bad, msg in (("plms:10", "unknown sampler"), ("ddim", "needs a step count"), ("ddim:10:-1", "eta must be"),
                      ("ddim:x", "cannot read 'x'"), ("dpm++2m:10:0.5", "cannot read '0.5'")):
         with pytest.raises(UserError, match=msg):

@@ -21,7 +21,7 @@ from test_diffusion_cli import _err, write_folder
 
 from diffprompt.checkpoint import save_checkpoint
 from diffprompt.cli import main
-from diffprompt.diffusion import DDIMSampler, GaussianDiffusion, NoiseSchedule, UNet, UNetConfig
+from diffprompt.diffusion import DDIMSampler, DDPMSampler, GaussianDiffusion, NoiseSchedule, UNet, UNetConfig
 from diffprompt.diffusion.checkpoints import load_model, output_folder
 from diffprompt.diffusion.interop.diffusers_export import export_diffusers
 from diffprompt.diffusion.interop.diffusers_import import DiffusersUNet
@@ -134,6 +134,24 @@ def test_ddpm_pipeline_samples_what_ours_samples(tmp_path, prediction, variance,
     theirs = pipe(batch_size=2, generator=torch.Generator().manual_seed(0), num_inference_steps=10, output_type="np")
     ours = diffusion.sample(model, (2, 1, 8, 8), "ddpm", generator=torch.Generator().manual_seed(0))
     assert np.abs(theirs.images - as_images(ours)).max() < TOL
+
+
+@pytest.mark.parametrize("variance", ["fixed_small", "fixed_large", "learned_range"])
+def test_ddpm_pipeline_with_fewer_steps_samples_what_our_respaced_ddpm_samples(tmp_path, variance, diffusers):
+    """DDPMScheduler with num_inference_steps < T steps over the respaced chain, its variances computed
+    from beta'_t = 1 - ab_t / ab_prev (iDDPM sec. 4), as `DDPMSampler(steps)` does."""
+    channels = dict(out_channels=2) if variance == "learned_range" else {}
+    model = random_unet(dict(SMALL, **channels))
+    diffusion = GaussianDiffusion(NoiseSchedule.linear(20, 1e-3, 0.2), variance=variance)
+    out = export_diffusers(save_ours(tmp_path, model, diffusion), tmp_path / "pipe")
+    pipe = diffusers.DDPMPipeline.from_pretrained(out)
+    theirs = pipe(batch_size=2, generator=torch.Generator().manual_seed(0), num_inference_steps=5, output_type="np")
+    ddpm = DDPMSampler(steps=5, spacing="leading")  # DDPMScheduler's default spacing
+    ours = diffusion.sample(model, (2, 1, 8, 8), ddpm, generator=torch.Generator().manual_seed(0))
+    assert pipe.scheduler.timesteps.tolist() == ddpm.timesteps(20)
+    assert np.abs(theirs.images - as_images(ours)).max() < TOL
+    full = diffusion.sample(model, (2, 1, 8, 8), "ddpm", generator=torch.Generator().manual_seed(0))
+    assert np.abs(as_images(full) - as_images(ours)).max() > 0.05  # fewer steps: other samples
 
 
 @pytest.mark.parametrize("eta", [0.0, 1.0])

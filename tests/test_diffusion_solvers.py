@@ -261,8 +261,9 @@ def test_step_count_errors_name_the_sampler_its_steps_and_spacing():
         DDIMSampler(20).timesteps(10)
     with pytest.raises(UserError, match=r"^ddpm steps must be >= 1, got 0"):
         DDPMSampler(0).timesteps(10)
-    with pytest.raises(UserError, match=r"runs all T=10 steps, got steps=5; use sampler='ddim' \(eta=1"):
-        DDPMSampler(5).timesteps(10)
+    with pytest.raises(UserError, match=r"^ddpm with 7 steps and 'trailing' spacing repeats a timestep"):
+        DDPMSampler(7, "trailing").timesteps(17)
+    assert DDPMSampler(5).timesteps(10) == spaced_timesteps(10, 5) and DDPMSampler(5, "trailing").timesteps(10) == [9, 7, 5, 3, 1]
     with pytest.raises(UserError, match=r"^dpm\+\+2m-sde steps must be >= 1, got 0"):
         make_sampler("dpm++2m-sde", steps=0).timesteps(10)
     with pytest.raises(UserError, match=r"^dpm\+\+3m with 10 steps and 'leading' spacing repeats a timestep"):
@@ -376,3 +377,51 @@ def test_dpm_solver_pp_without_steps_takes_its_default_of_20(name):
     """DPM-Solver++ needs steps + 1 points, so steps=None (DDPM's and DDIM's "all T") means its default."""
     assert make_sampler(name).timesteps(1000) == make_sampler(name, steps=20).timesteps(1000)
     assert len(make_sampler(name).timesteps(1000)) == 20
+
+
+# --- DDPM over a respaced chain (Nichol & Dhariwal 2021, sec. 4) -----------------------------
+
+
+def learned_toy_model(x_t, t):
+    """2C channels: the toy prediction and a t-dependent variance value v, partly outside [-1, 1]."""
+    tt = (t.to(x_t.dtype) + 1).view(-1, 1, 1, 1) / 50.0
+    return torch.cat([toy_model(x_t, t), 1.3 * torch.sin(2 * x_t + tt)], dim=1)
+
+
+@pytest.mark.parametrize("variance", ["fixed_small", "fixed_large", "learned_range"])
+def test_a_respaced_step_is_the_step_of_the_process_built_on_the_respaced_betas(variance):
+    """iDDPM's construction: the visited indices S define betas 1 - ab[S_i] / ab[S_{i-1}], a process of
+    len(S) steps, and a model called with the original index. Its `p_mean_variance` at i is our skip step
+    S_i -> S_{i-1} (i >= 1; at i = 0 both clip the log-variance differently, and no noise is drawn there)."""
+    T, visited = 100, [0, 9, 30, 31, 64, 99]
+    diffusion = GaussianDiffusion(NoiseSchedule.linear(T, 1e-3, 0.05), variance=variance)
+    ab = diffusion.schedule.alphas_cumprod[visited]
+    respaced = GaussianDiffusion(NoiseSchedule(1 - ab / torch.cat([torch.ones(1, dtype=ab.dtype), ab[:-1]])),
+                                 variance=variance)
+    model = learned_toy_model if variance == "learned_range" else toy_model
+    on_original = lambda x_t, i: model(x_t, torch.tensor(visited)[i])  # noqa: E731
+    x = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(12), dtype=torch.float64)
+    for i in range(1, len(visited)):
+        ours = diffusion.p_mean_variance_skip(model, x, visited[i], visited[i - 1], clip_denoised=False)
+        theirs = respaced.p_mean_variance(on_original, x, torch.full((3,), i), clip_denoised=False)
+        for key in ("mean", "pred_x0"):
+            torch.testing.assert_close(ours[key], theirs[key].to(x.dtype), atol=2e-6, rtol=2e-6)
+        torch.testing.assert_close(ours["log_variance"].to(x.dtype), theirs["log_variance"].to(x.dtype), atol=2e-6, rtol=2e-6)
+    step = diffusion.p_mean_variance_skip(model, x, 31, 30)  # adjacent indices: the full chain's own step
+    full = diffusion.p_mean_variance(model, x, torch.full((3,), 31))
+    assert all(torch.equal(step[k], full[k]) for k in ("mean", "log_variance", "pred_x0"))
+
+
+def test_respaced_ddpm_with_the_posterior_variance_is_ddim_with_eta_one():
+    """With Sigma = beta-tilde' the respaced ancestral step is DDIM's eta = 1 update (Song et al. 2021,
+    eq. 16): whole chains from the same x_T and noise agree to the rounding of the process's float32
+    buffers (both convert eps to x0 with them), far below the O(0.1) a wrong variance or mean would make."""
+    diffusion = GaussianDiffusion(NoiseSchedule.cosine(200))
+    x_T = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(13), dtype=torch.float64)
+    for spacing in ("linspace", "trailing"):
+        chains = [sample_loop(diffusion, toy_model, sampler, x_T.shape, generator=torch.Generator().manual_seed(14),
+                              x_T=x_T, keep_chain=True)[1]
+                  for sampler in (DDPMSampler(12, spacing), DDIMSampler(12, eta=1.0, spacing=spacing))]
+        assert len(chains[0]) == 13
+        for a, b in zip(*chains, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-7, rtol=0)

@@ -36,7 +36,8 @@ examples:
 SAMPLE_HELP = """\
 Draw samples from a trained model (EMA weights) as a PNG grid or an .npz of uint8 images.
 
-Samplers: ddpm (ancestral, all T steps), ddim (Song et al. 2021; --eta 0 is deterministic) and
+Samplers: ddpm (ancestral: all T steps, or --steps of the respaced chain, where a model trained
+with learned variances keeps its quality), ddim (Song et al. 2021; --eta 0 is deterministic) and
 DPM-Solver++ (Lu et al. 2022) in 20-50 network calls: dpm++2m (second order), dpm++3m (third
 order) and dpm++2m-sde (the SDE variant: fresh noise at every step, like DDPM's).
 --spacing picks the visited timesteps as diffusers names them (linspace, leading, trailing).
@@ -62,10 +63,10 @@ class histograms, and sampling time per image; bits/dim (the full bound) on a st
 of test images. FID needs n >= 1000 to be trusted (below it is marked biased: read KID).
 Writes eval.json and eval.md into the run folder.
 
-Sampler specs: ddpm, ddim:STEPS[:ETA][:SPACING], dpm++2m|dpm++3m|dpm++2m-sde:STEPS[:SPACING].
+Sampler specs: ddpm[:STEPS][:SPACING], ddim:STEPS[:ETA][:SPACING], dpm++2m|dpm++3m|dpm++2m-sde:STEPS[:SPACING].
 
-A model trained with --conditional is sampled with the classes requested evenly at each
---guidance scale w (default 0); each row adds the conditional accuracy (the share of samples the
+A model trained with --conditional is sampled with the classes requested in the training split's
+proportions (evenly on a balanced set) at each --guidance scale w (default 0); each row adds the conditional accuracy (the share of samples the
 classifier assigns to the class asked for), and eval-guidance.png plots FID and conditional
 accuracy against w. Its bits/dim is given each test image's true label (w = 0).
 
@@ -233,7 +234,7 @@ def _sampler_arguments(p, default: str) -> None:
     p.add_argument("--sampler", choices=SAMPLER_NAMES, default=default, help="the reverse-process loop")
     p.add_argument("--steps", type=int, default=None, help=f"network calls per image (default: {steps})")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 DDPM-like")
-    p.add_argument("--spacing", choices=SPACINGS, default="linspace", help="which timesteps the samplers other than ddpm visit")
+    p.add_argument("--spacing", choices=SPACINGS, default="linspace", help="which timesteps the samplers visit (ddpm: when --steps < T)")
 
 
 def cmd_train(args) -> int:

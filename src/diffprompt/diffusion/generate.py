@@ -5,7 +5,7 @@
     samples, seconds = generate(model, diffusion, 64, (1, 28, 28), spec["sampler"], spec["steps"], spec["eta"],
                                 seed=0, batch_size=64, device="cpu")
 
-A spec is `ddpm` (ancestral, all T steps), `ddim:STEPS[:ETA][:SPACING]` or a DPM-Solver++ variant
+A spec is `ddpm[:STEPS][:SPACING]` (ancestral; all T steps unless STEPS), `ddim:STEPS[:ETA][:SPACING]` or a DPM-Solver++ variant
 `dpm++2m|dpm++3m|dpm++2m-sde:STEPS[:SPACING]` (see `parse_sampler_spec`). The loops themselves
 are in samplers.py; this is the layer the CLI, evaluation, training and the demo share.
 
@@ -39,14 +39,15 @@ from .visualize import save_grid
 def parse_sampler_spec(spec: str) -> dict[str, Any]:
     """`NAME[:STEPS][:ETA][:SPACING]` -> dict(sampler, steps, eta, spacing, spec).
 
-    NAME is ddpm (all T steps), ddim, dpm++2m, dpm++3m or dpm++2m-sde (all but ddpm need STEPS); ETA
+    NAME is ddpm (all T steps, or STEPS of the respaced chain), ddim, dpm++2m, dpm++3m or dpm++2m-sde (all but
+    ddpm need STEPS); ETA
     (a number) is DDIM's stochasticity; SPACING is linspace (the default), leading or trailing.
-    Examples: `ddpm`, `ddim:50`, `ddim:50:0.5`, `dpm++2m:20`, `dpm++3m:10:trailing`, `dpm++2m-sde:20`.
+    Examples: `ddpm`, `ddpm:100`, `ddim:50`, `ddim:50:0.5`, `dpm++2m:20`, `dpm++3m:10:trailing`, `dpm++2m-sde:20`.
     """
     name, *rest = [p.strip() for p in spec.strip().split(":")]
     name = name.lower()
-    usage = ("use ddpm, ddim:STEPS[:ETA][:SPACING] or dpm++2m|dpm++3m|dpm++2m-sde:STEPS[:SPACING] "
-             "(e.g. ddim:50, dpm++2m:20:trailing)")
+    usage = ("use ddpm[:STEPS][:SPACING], ddim:STEPS[:ETA][:SPACING] or dpm++2m|dpm++3m|dpm++2m-sde:STEPS[:SPACING] "
+             "(e.g. ddpm:100, ddim:50, dpm++2m:20:trailing)")
     if name not in SAMPLERS or len(rest) > 3:
         raise UserError(f"unknown sampler spec {spec!r}; {usage}")
     out = {"sampler": name, "steps": None, "eta": 0.0, "spacing": "linspace", "spec": spec.strip()}
@@ -75,10 +76,10 @@ def _is_number(text: str) -> bool:
 
 
 def sampler_label(s: dict[str, Any], num_timesteps: int) -> str:
-    """`DDPM-1000`, `DDIM-50`, `DDIM-50 (eta 0.5)`, `DPM++2M-20 (trailing)` for a parsed spec."""
+    """`DDPM-1000`, `DDPM-100`, `DDIM-50`, `DDIM-50 (eta 0.5)`, `DPM++2M-20 (trailing)` for a parsed spec."""
     label = f"{s['sampler'].upper()}-{s['steps'] or num_timesteps}"
     notes = [f"eta {s['eta']:g}"] if s["sampler"] == "ddim" and s["eta"] else []
-    if s.get("spacing", "linspace") != "linspace" and s["sampler"] != "ddpm":
+    if s.get("spacing", "linspace") != "linspace" and (s["steps"] or num_timesteps) < num_timesteps:
         notes.append(s["spacing"])
     return label + (f" ({', '.join(notes)})" if notes else "")
 

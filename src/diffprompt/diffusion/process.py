@@ -313,6 +313,37 @@ class GaussianDiffusion(nn.Module):
         output = model(x_t, t, **(model_kwargs or {}))
         return self.p_mean_variance_from_output(output, x_t, t, clip_denoised)
 
+    def p_mean_variance_skip(self, model, x_t: torch.Tensor, t: int, t_prev: int, clip_denoised: bool = True,
+                             model_kwargs: dict | None = None) -> dict:
+        """p(x_{t_prev} | x_t) of the chain respaced to a subsequence of the indices (Nichol & Dhariwal
+        2021, sec. 4): the step t -> t_prev has beta'_t = 1 - alpha-bar_t / alpha-bar_{t_prev}, and with it
+        the posterior mean given pred_x0 and the variance beta-tilde'_t (fixed_small), beta'_t
+        (fixed_large) or learned_range's interpolation between their logs. t_prev = -1 is x0
+        (alpha-bar = 1); t_prev = t - 1 is `p_mean_variance` itself. Same dict as `p_mean_variance`.
+        """
+        if t_prev == t - 1:
+            return self.p_mean_variance(model, x_t, t, clip_denoised, model_kwargs)
+        t_vec = self._check_t(t, x_t)
+        output = model(x_t, t_vec, **(model_kwargs or {}))
+        pred, var_values = self.split_model_output(output, x_t)
+        pred_x0 = self._x0_estimate(pred, x_t, t_vec, clip_denoised)
+        ab_t = float(self.schedule.alphas_cumprod[t])  # float64 scalars
+        ab_prev = float(self.schedule.alphas_cumprod[t_prev]) if t_prev >= 0 else 1.0
+        beta = 1.0 - ab_t / ab_prev
+        beta_tilde = max(beta * (1.0 - ab_prev) / (1.0 - ab_t), 1e-20)  # 0 only on the last step, which adds no noise
+        mean = (math.sqrt(ab_prev) * beta / (1.0 - ab_t)) * pred_x0 + (
+            math.sqrt(1.0 - beta) * (1.0 - ab_prev) / (1.0 - ab_t)) * x_t
+        log_small, log_large = (torch.full_like(x_t, math.log(v)) for v in (beta_tilde, beta))
+        if self.variance is VarianceType.FIXED_SMALL:
+            log_variance = log_small
+        elif self.variance is VarianceType.FIXED_LARGE:
+            log_variance = log_large
+        else:
+            log_variance = learned_range_log_variance(var_values, log_small, log_large)
+        alpha, sigma = self._scales(t_vec, x_t.ndim)
+        return {"mean": mean, "variance": torch.exp(log_variance), "log_variance": log_variance, "pred_x0": pred_x0,
+                "pred_eps": predict_eps_from_x0(x_t, pred_x0, alpha, sigma), "model_output": output}
+
     # --- 5. the variational bound, in bits per dimension ---------------------------------------
     def prior_bpd(self, x0: torch.Tensor) -> torch.Tensor:
         """L_T = KL(q(x_T | x0) || N(0, I)) in bits/dim, [B]. Not learned; tiny for a good schedule."""
@@ -468,7 +499,8 @@ class GaussianDiffusion(nn.Module):
                device=None, x_T: torch.Tensor | None = None, model_kwargs: dict | None = None):
         """Draw samples of `shape` [B, C, H, W] from the reverse process.
 
-        sampler="ddpm": ancestral over all T steps with the model's variance, no noise at t = 0.
+        sampler="ddpm": ancestral over all T steps (or `steps` of them, respaced) with the model's variance,
+        no noise on the last step.
         sampler="ddim": over `steps` (None: all T) evenly spaced indices (both T-1 and 0 included), with `eta`
         (0 = deterministic DDIM, 1 = DDPM-like posterior variance). A `samplers.Sampler` instance works too.
         Randomness comes only from `generator` when given. `x_T` starts from given noise.

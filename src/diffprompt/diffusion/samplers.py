@@ -4,7 +4,8 @@ A `Sampler` says which timesteps it visits (`timesteps(T)`, high to low) and how
 (`step(...)` -> (x_prev, pred_x0)); `sample_loop` runs any sampler. Built in:
 
 - `DDPMSampler` ("ddpm"): Ho et al.'s ancestral sampler over all T steps,
-  x_{t-1} = mu_theta(x_t, t) + Sigma_t^{1/2} z, with no noise at t = 0.
+  x_{t-1} = mu_theta(x_t, t) + Sigma_t^{1/2} z, with no noise at t = 0; with `steps` < T, the same
+  over the chain respaced to `steps` indices (iDDPM sec. 4: beta'_t = 1 - ab_t / ab_prev).
 - `DDIMSampler` ("ddim", Song et al. 2021): `steps` indices spaced over [0, T-1] (see
   `spaced_timesteps`); its last step lands on x0 (alpha-bar = 1). Update:
   x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - s^2) eps_hat + s z,
@@ -70,26 +71,26 @@ def _check_eta(eta) -> float:
 
 
 class DDPMSampler(Sampler):
-    """Ancestral sampling over all T steps with the diffusion's (fixed or learned) variance."""
+    """Ancestral sampling with the diffusion's (fixed or learned) variance: over all T steps, or over
+    `steps` spaced indices of the chain respaced to them (Nichol & Dhariwal 2021, sec. 4;
+    `GaussianDiffusion.p_mean_variance_skip`), where learned variances keep the quality of fewer steps."""
 
     name = "ddpm"
 
-    def __init__(self, steps: int | None = None):
+    def __init__(self, steps: int | None = None, spacing: str = "linspace"):
         self.steps = steps
+        self.spacing = _check_spacing(spacing)
 
     def timesteps(self, num_timesteps: int) -> list[int]:
-        if self.steps is not None:
-            steps = _check_steps(self.steps, num_timesteps, "ddpm")
-            if steps != num_timesteps:
-                raise UserError(f"the ddpm sampler runs all T={num_timesteps} steps, got steps={steps}; "
-                                "use sampler='ddim' (eta=1 for stochastic) to sample with fewer steps")
-        return list(range(num_timesteps - 1, -1, -1))
+        steps = num_timesteps if self.steps is None else _check_steps(self.steps, num_timesteps, "ddpm")
+        if steps == num_timesteps:
+            return list(range(num_timesteps - 1, -1, -1))
+        return _distinct(spaced_timesteps(num_timesteps, steps, self.spacing), "ddpm", steps, self.spacing)
 
     def step(self, diffusion, model, x_t, t, t_prev, generator=None, clip_denoised=True, model_kwargs=None):
-        t_vec = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
-        out = diffusion.p_mean_variance(model, x_t, t_vec, clip_denoised, model_kwargs)
+        out = diffusion.p_mean_variance_skip(model, x_t, t, t_prev, clip_denoised, model_kwargs)
         x_prev = out["mean"]
-        if t > 0:
+        if t_prev >= 0:  # the step to x0 adds no noise
             noise = diffusion.randn(x_t.shape, generator, x_t.device, x_t.dtype)
             x_prev = x_prev + torch.exp(0.5 * out["log_variance"]) * noise
         return x_prev, out["pred_x0"]
@@ -240,7 +241,7 @@ def _check_spacing(spacing: str) -> str:
 
 
 SAMPLERS = {  # name -> how to build it from (steps, eta, spacing); eta is DDIM's only
-    "ddpm": lambda steps, eta, spacing: DDPMSampler(steps),
+    "ddpm": lambda steps, eta, spacing: DDPMSampler(steps, spacing),
     "ddim": lambda steps, eta, spacing: DDIMSampler(steps, eta, spacing),
     "dpm++2m": lambda steps, eta, spacing: DPMSolverPPSampler(steps, spacing, order=2),
     "dpm++3m": lambda steps, eta, spacing: DPMSolverPPSampler(steps, spacing, order=3),
@@ -252,8 +253,8 @@ assert tuple(SAMPLERS) == SAMPLER_NAMES
 def make_sampler(sampler="ddpm", steps: int | None = None, eta: float = 0.0, spacing: str = "linspace") -> Sampler:
     """A `Sampler` from its name (one of `SAMPLER_NAMES`); an instance is returned as is.
 
-    eta is checked (>= 0) for all and used by ddim only; spacing is used by all but ddpm. steps=None
-    is all T steps for ddpm and ddim, and `DEFAULT_STEPS` (20) for the DPM-Solver++ samplers.
+    eta is checked (>= 0) for all and used by ddim only; spacing is used by all (by ddpm when respaced).
+    steps=None is all T steps for ddpm and ddim, and `DEFAULT_STEPS` (20) for the DPM-Solver++ samplers.
     """
     if isinstance(sampler, Sampler):
         return sampler
