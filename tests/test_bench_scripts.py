@@ -88,6 +88,31 @@ def test_the_sampler_table_without_a_timing_pass_holds_each_evaluation(tmp_path)
     assert again["nll_exact"]["images"] == 3 and again["samplers"] == res["samplers"]
 
 
+def test_the_likelihood_table_pairs_two_models_on_the_same_images(tmp_path):
+    folder = write_folder(tmp_path / "bars")
+    runs = {"simple": [], "hybrid": ["--set", "loss_type=hybrid", "--set", "variance=learned_range"]}
+    for name, extra in runs.items():
+        assert main(["diffusion", "train", "--dataset", str(folder), "--steps", "3", "--batch-size", "8", "--device", "cpu",
+                     "--out", str(tmp_path / name), *TINY, *extra]) == 0
+    models = [a for name in runs for a in ("--model", name, str(tmp_path / name), str(tmp_path / f"w-{name}"))]
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_diffusion_likelihood.py"), *models,
+                           "--samplers", "ddpm:3", "--n", "8", "--images", "4", "--results", str(tmp_path / "results")],
+                          capture_output=True, text=True, timeout=300, env={**ENV, "DIFFPROMPT_CACHE": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads((tmp_path / "results" / "diffusion_likelihood_mnist5k.json").read_text())
+    md = (tmp_path / "results" / "diffusion_likelihood_mnist5k.md").read_text()
+    bounds = [json.loads((tmp_path / f"w-{name}" / "nll_exact-4-images" / "eval.json").read_text())["nll"] for name in runs]
+    diffs = np.array(bounds[1]["image_bpd"]) - np.array(bounds[0]["image_bpd"])
+    assert res["paired_difference"]["mean"] == pytest.approx(diffs.mean(), abs=1e-9)
+    assert res["paired_difference"]["stderr"] == pytest.approx(diffs.std(ddof=1) / 2, abs=1e-9)
+    assert f"**{diffs.mean():+.3f} ± {diffs.std(ddof=1) / 2:.3f} bits/dim**" in md
+    for name, b in zip(runs, bounds, strict=True):
+        assert b["images"] == 4 and b["timesteps"] == 20
+        assert f"| {name} | " in md and f"**{b['bpd']:.3f} ± {b['bpd_stderr']:.3f}** |" in md
+    assert "| simple | simple, Σ fixed_small | 3 |" in md and "| hybrid | hybrid (λ = 0.001), Σ learned_range | 3 |" in md
+    assert md.count("| DDPM-3 |") == 2 and "| t = 10–19 |" in md
+
+
 def _bench_module(name: str):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:

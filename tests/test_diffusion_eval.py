@@ -261,3 +261,27 @@ def test_visualizations_are_written(tiny_run, tmp_path):
     # 3 rows of 8x8 images (scale 2, padding 2, label band 12); reverse has 5 columns
     assert rev.height == (3 * 10 + 2) * 2 + 12 and rev.width == (5 * 10 + 2) * 2
     assert fwd.height == rev.height and Image.open(tmp_path / "pred_x0.png").width == rev.width
+
+
+def test_the_exact_bound_keeps_each_image_and_where_in_the_chain_its_bits_go():
+    """nll_on_images, exact: the per-image totals are nll_terms' on the same images and noise; prior +
+    decoder + the decade bands of the KL terms add up to the mean bound."""
+    from diffprompt.diffusion import GaussianDiffusion, NoiseSchedule
+    from diffprompt.diffusion.evaluation.bits_per_dim import nll_on_images, term_bands
+    from diffprompt.seeding import make_generator
+
+    diffusion = GaussianDiffusion(NoiseSchedule.linear(120, 1e-3, 0.1))
+
+    def model(x_t, t):
+        return 0.5 * torch.tanh(x_t) + 1e-3 * t.view(-1, 1, 1, 1)
+
+    x0 = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    out = nll_on_images(model, diffusion, x0, batch_size=5, seed=7, device="cpu")
+    terms = diffusion.nll_terms(model, x0, generator=make_generator(7, "cpu"), t_batch=256 // 5)
+    assert out["image_bpd"] == pytest.approx(terms["total_bpd"].tolist(), abs=1e-6)
+    assert out["bpd"] == pytest.approx(float(terms["total_bpd"].double().mean()), abs=1e-6)
+    bands = out["band_bpd"]
+    assert [(b["t_from"], b["t_to"]) for b in bands] == [(1, 9), (10, 99), (100, 119)]
+    assert out["prior_bpd"] + out["decoder_bpd"] + sum(b["bpd"] for b in bands) == pytest.approx(out["bpd"], rel=1e-6)
+    assert bands[1]["bpd"] == pytest.approx(float(terms["vb_bpd"][:, 10:100].double().sum(1).mean()), abs=1e-6)
+    assert [(b["t_from"], b["t_to"]) for b in term_bands(torch.zeros(10))] == [(1, 9)]

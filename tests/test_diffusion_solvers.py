@@ -399,7 +399,10 @@ def test_a_respaced_step_is_the_step_of_the_process_built_on_the_respaced_betas(
     respaced = GaussianDiffusion(NoiseSchedule(1 - ab / torch.cat([torch.ones(1, dtype=ab.dtype), ab[:-1]])),
                                  variance=variance)
     model = learned_toy_model if variance == "learned_range" else toy_model
-    on_original = lambda x_t, i: model(x_t, torch.tensor(visited)[i])  # noqa: E731
+
+    def on_original(x_t, i):
+        return model(x_t, torch.tensor(visited)[i])
+
     x = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(12), dtype=torch.float64)
     for i in range(1, len(visited)):
         ours = diffusion.p_mean_variance_skip(model, x, visited[i], visited[i - 1], clip_denoised=False)

@@ -82,6 +82,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         how = ("all T terms" if b.get("exact", True) else
                f"unbiased estimate from {b['timesteps']} stratified timesteps per image")
         terms = f"; prior L_T {b['prior_bpd']:.2e}, decoder L_0 {b['decoder_bpd']:.3f}" if "prior_bpd" in b else ""
+        terms += "".join(f", KL terms t = {d['t_from']}–{d['t_to']} {d['bpd']:.3f}" for d in b.get("band_bpd", []))
         how += f", given {b['given']}" if "given" in b else ""
         lines += ["", f"NLL (variational bound, {how}) on a stratified sample of {b['images']} test images: "
                   f"**{b['bpd']:.3f} ± {b['bpd_stderr']:.3f} bits/dim** (± one standard error{terms})."]
