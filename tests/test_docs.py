@@ -198,3 +198,22 @@ def test_a_changed_figure_is_caught():
     table = markdown_tables("| method | MR |\n| --- | ---: |\n| prompt-ft | 59.4 (0.3) |\n")[0]
     assert cells_by_row_and_column(table) == {("prompt-ft", "mr"): "59.4 (0.3)"}
     assert cells_by_row_and_column(table) != {("prompt-ft", "mr"): "59.5 (0.3)"}
+
+
+def readme_snippets() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
+
+
+def test_the_readme_snippets_run_as_written(monkeypatch):
+    """A user pastes them: each runs, and the prompt snippet predicts what its comment says."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    snippets = readme_snippets()
+    assert len(snippets) == 2
+    diffusion_ns: dict = {}
+    exec(compile(snippets[0], "README.md (diffusion)", "exec"), diffusion_ns)
+    assert diffusion_ns["samples"].shape == (4, 1, 28, 28) and diffusion_ns["bpd"].shape == (2,)
+    prompt_ns: dict = {}
+    exec(compile(snippets[1], "README.md (prompting)", "exec"), prompt_ns)
+    assert "tensor([1, 0])" in snippets[1]
+    assert prompt_ns["clf"].predict(["a gorgeous, witty, seductive movie .", "a boring mess ."]).tolist() == [1, 0]
