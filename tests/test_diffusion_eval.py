@@ -285,3 +285,49 @@ def test_the_exact_bound_keeps_each_image_and_where_in_the_chain_its_bits_go():
     assert out["prior_bpd"] + out["decoder_bpd"] + sum(b["bpd"] for b in bands) == pytest.approx(out["bpd"], rel=1e-6)
     assert bands[1]["bpd"] == pytest.approx(float(terms["vb_bpd"][:, 10:100].double().sum(1).mean()), abs=1e-6)
     assert [(b["t_from"], b["t_to"]) for b in term_bands(torch.zeros(10))] == [(1, 9)]
+
+
+class _Stopper(torch.nn.Module):
+    """A tiny model whose forward raises once `stop_after` calls are made (a run killed part-way)."""
+
+    def __init__(self, stop_after: int | None = None):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.tensor(0.5))
+        self.calls, self.stop_after = 0, stop_after
+
+    def forward(self, x_t, t):
+        self.calls += 1
+        if self.stop_after is not None and self.calls > self.stop_after:
+            raise KeyboardInterrupt
+        return self.weight * torch.tanh(x_t) + 1e-3 * t.view(-1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("num_t", [0, 4])
+def test_a_stopped_bound_resumes_at_its_first_missing_batch_with_the_same_numbers(tmp_path, num_t):
+    from diffprompt.diffusion import GaussianDiffusion, NoiseSchedule
+    from diffprompt.diffusion.evaluation.bits_per_dim import nll_on_images
+
+    diffusion = GaussianDiffusion(NoiseSchedule.linear(30, 1e-3, 0.1))
+    x0 = torch.rand(12, 1, 4, 4, generator=torch.Generator().manual_seed(4)) * 2 - 1
+
+    def run(model, folder=None):
+        return nll_on_images(model, diffusion, x0, batch_size=3, seed=5, device="cpu", num_t=num_t, resume_dir=folder)
+
+    whole = _Stopper()
+    expected = run(whole)
+    per_batch = whole.calls // 4  # 4 batches of 3 images, the same calls each
+    folder = tmp_path / "nll-batches"
+    with pytest.raises(KeyboardInterrupt):
+        run(_Stopper(stop_after=2 * per_batch), folder)  # dies in the third batch
+    assert sorted(p.name for p in folder.iterdir()) == ["batch-00000.safetensors", "batch-00001.safetensors", "job.json"]
+    resumed_model = _Stopper()
+    resumed = run(resumed_model, folder)
+    assert resumed_model.calls == 2 * per_batch and resumed["resumed_batches"] == 2 and not folder.exists()
+    for key in ("bpd", "bpd_stderr", "image_bpd", "prior_bpd", "band_bpd"):
+        assert resumed.get(key) == expected.get(key)
+    with pytest.raises(KeyboardInterrupt):
+        run(_Stopper(stop_after=per_batch), folder)  # keeps batch 0 of this model
+    other = _Stopper()
+    with torch.no_grad():
+        other.weight.fill_(0.4)  # other weights: nothing kept is reused
+    assert run(other, folder)["resumed_batches"] == 0 and other.calls == 4 * per_batch

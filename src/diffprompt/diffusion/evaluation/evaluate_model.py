@@ -29,7 +29,8 @@ bits/dim, sampling time.
   Ho & Salimans' fidelity-diversity trade-off. The bound is computed with w = 0 and each test
   image's true label, so it compares with an unconditional model's.
 
-Writes `eval.json` and `eval.md` into the run folder (or `out`).
+Writes `eval.json` and `eval.md` into the run folder (or `out`). The bits/dim batches are kept in its
+`nll-batches/` while they run, so the same command run again after a stop resumes the bound there.
 """
 
 from __future__ import annotations
@@ -114,10 +115,11 @@ def evaluate(path: str | Path, samplers: list[str] | str = DEFAULT_EVAL_SAMPLERS
     sampling = partial(generate, model, diffusion, n_samples, shape, seed=seed, batch_size=batch_size, device=dev,
                        class_labels=requested)
     results["samplers"], grids = _score_samplers(sampling, specs, scales, ref, requested, diffusion.num_timesteps, n_samples)
+    folder = Path(out) if out else output_folder(path)
     if nll_images:
         results["nll"] = _test_bits_per_dim(model, diffusion, data.split("test"), nll_images, requested is not None,
-                                            min(batch_size, 100), seed, dev, nll_timesteps)
-    return _write(results, grids if sample_grids else {}, Path(out) if out else output_folder(path))
+                                            min(batch_size, 100), seed, dev, nll_timesteps, folder / "nll-batches")
+    return _write(results, grids if sample_grids else {}, folder)
 
 
 def _parse_specs(samplers: list[str] | str, n_samples: int, nll_images: int) -> list[dict[str, Any]]:
@@ -178,12 +180,13 @@ def _score_samplers(sampling, specs: list[dict[str, Any]], scales: list[float | 
 
 
 def _test_bits_per_dim(model, diffusion, test: ImageDataset, n: int, conditional: bool, batch_size: int, seed: int,
-                       device, nll_timesteps: int) -> dict[str, Any]:
-    """Bits/dim on a stratified sample of n test images (a conditional model is given their true labels)."""
+                       device, nll_timesteps: int, resume_dir: Path) -> dict[str, Any]:
+    """Bits/dim on a stratified sample of n test images (a conditional model is given their true labels);
+    finished batches are kept in `resume_dir` until the end, so a stopped evaluation resumes there."""
     idx = stratified_sample(test.labels, n, seed=seed)  # the images stratified_subset gives
     labels = torch.as_tensor(test.labels[idx], dtype=torch.long) if conditional else None
     nll = nll_on_images(model, diffusion, images_to_tensor(test.images[idx]), batch_size=batch_size, seed=seed,
-                        device=device, num_t=nll_timesteps, class_labels=labels)
+                        device=device, num_t=nll_timesteps, class_labels=labels, resume_dir=resume_dir)
     if conditional:
         nll["given"] = "each image's true label, w = 0"
     log(f"NLL: {nll['bpd']:.3f} bits/dim on {nll['images']} test images")
