@@ -22,6 +22,7 @@ from diffprompt.diffusion.config import OLD_KEYS, TrainConfig, resolve_config
 from diffprompt.diffusion.ema import EMA
 from diffprompt.diffusion.training import train
 from diffprompt.errors import UserError
+from diffprompt.training_setup import lr_factor
 
 ROOT = Path(__file__).resolve().parents[1]
 # A very small U-Net for 8x8 images: widths 8/16/16, one block per level.
@@ -168,6 +169,17 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     assert not (tmp_path / "nan" / "DONE").exists()
     tensors, _ = load_checkpoint(tmp_path / "nan" / "last.safetensors")
     assert all(torch.isfinite(v).all() for k, v in tensors.items() if v.dtype.is_floating_point)
+
+
+@pytest.mark.parametrize("decay", ["linear", "cosine"])
+def test_the_learning_rate_of_every_step_follows_the_configured_decay(tmp_path, decay):
+    cfg = resolve_config(sets=[*TINY8, f"lr_decay={decay}"], steps=6, batch_size=8, seed=0)
+    out = train(cfg, out=tmp_path / "run", data=synthetic_data())
+    logged = [json.loads(line)["lr"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert logged == pytest.approx([2e-3 * lr_factor(step, 6, 2, decay) for step in range(6)], rel=1e-12)
+    assert logged[0] < logged[1] == logged[2] > logged[3] > logged[-1] and logged[1] == pytest.approx(2e-3)
+    with pytest.raises(UserError, match="unknown lr decay 'step'; choose one of: constant, linear, cosine"):
+        resolve_config(sets=["lr_decay=step"])
 
 
 def test_config_layers_toml_set_and_flags(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -98,5 +99,7 @@ def test_lr_factor_warms_up_linearly_then_holds_or_decays():
     assert [lr_factor(s, 10, 4, decay="linear") for s in (0, 3, 4, 7, 10, 12)] == [0.25, 1.0, 1.0, 0.5, 0.0, 0.0]
     assert lr_factor(0, 10, 0) == 1.0 and lr_factor(0, 10, 0, decay="linear") == 1.0
     assert lr_factor(5, 10, 0, decay="linear") == 0.5
+    cosine = [lr_factor(s, 10, 2, decay="cosine") for s in (0, 2, 4, 6, 8, 10)]
+    assert cosine == pytest.approx([0.5, 1.0, 0.5 + 0.5 * math.cos(math.pi / 4), 0.5, 0.5 - 0.5 * math.cos(math.pi / 4), 0.0])
     with pytest.raises(ValueError, match="decay"):
-        lr_factor(0, 10, 4, decay="cosine")
+        lr_factor(0, 10, 4, decay="exponential")

@@ -14,6 +14,7 @@ the generator's state goes into the checkpoint, so a resumed run draws what an u
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence, TypeVar
 
 import torch
@@ -22,7 +23,7 @@ from accelerate import Accelerator
 from .device import choose_device
 from .errors import UserError
 
-DECAYS = ("constant", "linear")  # what the learning rate does after the warm-up
+DECAYS = ("constant", "linear", "cosine")  # what the learning rate does after the warm-up
 
 _ACCELERATORS: dict[tuple[bool, str], Accelerator] = {}
 
@@ -107,12 +108,13 @@ def get_accelerator(device: str = "auto", mixed_precision: str = "no") -> Accele
 
 def lr_factor(step: int, total: int, warmup: int, decay: str = "constant") -> float:
     """The learning rate of step `step` (0-based) of `total`, as a share of the peak: linear warm-up
-    over `warmup` steps ((step + 1) / warmup), then `decay`: "constant" (1) or "linear" (down to 0
-    at `total`)."""
+    over `warmup` steps ((step + 1) / warmup), then `decay`: "constant" (1), "linear" (down to 0
+    at `total`) or "cosine" (half a cosine from 1 down to 0 at `total`, Loshchilov & Hutter 2017)."""
     if decay not in DECAYS:
         raise ValueError(f"decay must be one of {DECAYS}, got {decay!r}")
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
     if decay == "constant":
         return 1.0
-    return max(0.0, (total - step) / max(1, total - warmup))
+    left = max(0.0, (total - step) / max(1, total - warmup))  # the share of the decay still to go
+    return left if decay == "linear" else 0.5 * (1.0 - math.cos(math.pi * left))

@@ -67,6 +67,7 @@ class TrainConfig:
     batch_size: int = 32              # global batch (split across processes)
     lr: float = 1e-3
     warmup_steps: int = 50
+    lr_decay: str = "constant"        # after the warm-up: constant, or linear / cosine down to 0 at `steps`
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -89,6 +90,7 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         from .parameterization import Prediction
         from .process import LossType, LossWeighting, VarianceType
+        from ..training_setup import DECAYS
         from .schedule import SCHEDULES
 
         def choose(name: str, value: str, options) -> None:
@@ -103,6 +105,7 @@ class TrainConfig:
         choose("loss weighting", self.loss_weighting, LossWeighting)
         choose("mixed precision", self.mixed_precision, MIXED_PRECISION)
         choose("sampler", self.sample_sampler, SAMPLER_NAMES)
+        choose("lr decay", self.lr_decay, DECAYS)
         for name in ("steps", "batch_size", "num_timesteps"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -92,7 +92,7 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: str | Path | 
     model.train()
     for _ in bar:
         x0, cond = run.next_batch()  # x0 ~ q(x0), with its (dropped) class label when conditional
-        lr = set_learning_rate(optimizer, cfg.lr * lr_factor(run.step, cfg.steps, cfg.warmup_steps))
+        lr = set_learning_rate(optimizer, cfg.lr * lr_factor(run.step, cfg.steps, cfg.warmup_steps, cfg.lr_decay))
         with accelerator.autocast():  # t ~ Uniform({1..T}), eps ~ N(0, I), the configured loss (L_simple: eq. 14)
             loss = run.diffusion.training_loss(model, x0, model_kwargs=cond)["loss"].float().mean()
         window.add(gather_finite_loss(accelerator, loss, run))
