@@ -331,3 +331,4 @@ def test_end_of_run_samples_take_the_configured_sampler_and_steps(tmp_path, monk
     train(resolve_config(sets=TINY8 + [f"sample_sampler={sampler}"], steps=1, batch_size=8), out=tmp_path / "r",
           data=synthetic_data())
     assert evals == [4] * calls  # sample_n = 4 images, one call per step
+    assert json.loads((tmp_path / "r" / "train_summary.json").read_text())["samples"] == f"4 x {sampler}-{calls}"

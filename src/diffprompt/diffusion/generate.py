@@ -39,9 +39,9 @@ from .visualize import save_grid
 def parse_sampler_spec(spec: str) -> dict[str, Any]:
     """`NAME[:STEPS][:ETA][:SPACING]` -> dict(sampler, steps, eta, spacing, spec).
 
-    NAME is ddpm (all T steps, or STEPS of the respaced chain), ddim, dpm++2m, dpm++3m or dpm++2m-sde (all but
-    ddpm need STEPS); ETA
-    (a number) is DDIM's stochasticity; SPACING is linspace (the default), leading or trailing.
+    NAME is ddpm (all T steps, or STEPS of the respaced chain), ddim, dpm++2m, dpm++3m or dpm++2m-sde
+    (all but ddpm need STEPS); ETA (a number) is DDIM's stochasticity; SPACING is linspace (the
+    default), leading or trailing.
     Examples: `ddpm`, `ddpm:100`, `ddim:50`, `ddim:50:0.5`, `dpm++2m:20`, `dpm++3m:10:trailing`, `dpm++2m-sde:20`.
     """
     name, *rest = [p.strip() for p in spec.strip().split(":")]

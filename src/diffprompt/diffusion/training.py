@@ -377,7 +377,7 @@ def _sample_labels(run: TrainingRun) -> tuple[torch.Tensor | None, int | None]:
 def _summary(run: TrainingRun, seconds: float, stopped_early: bool, sample_seconds_per_image: float) -> None:
     cfg, step, derived = run.cfg, run.step, run.derived
     metrics = run.files.read_metrics()
-    steps_label = cfg.sample_steps if cfg.sample_sampler == "ddim" else cfg.num_timesteps
+    steps_label = cfg.num_timesteps if cfg.sample_sampler == "ddpm" else cfg.sample_steps
     labels, per_row = _sample_labels(run)
     run.files.save_json("train_summary.json", {
         "steps": step, "stopped_early_by_time_budget": stopped_early, "train_seconds": round(seconds, 2),
