@@ -18,8 +18,11 @@ benchmarks/results/diffusion_quality_<set>[_cond].{json,md,png} and the training
 --ship the EMA checkpoint to src/diffprompt/assets/ddpm-tiny-<set>[-cond].safetensors (+ .json),
 <set> being the data set's name (mnist5k, fashion-mnist, ...) and --tag's name for a recipe variant:
 
-    .venv/bin/python benchmarks/bench_diffusion_quality.py --tag hybrid --minutes 60 --set loss_type=hybrid \
-        --set variance=learned_range --set loss_weighting=none
+    .venv/bin/python benchmarks/bench_diffusion_quality.py --tag hybrid --minutes 80 --max-steps 6660 \
+        --set loss_type=hybrid --set variance=learned_range --set loss_weighting=none \
+        --samplers dpm++2m-sde:20,dpm++2m:20,ddpm:50,ddpm:100 --exact-nll-images 1000 --ship
+
+(--max-steps 6660 with a looser --minutes: the same optimiser steps as the shipped L_simple model's hour.)
 """
 
 from __future__ import annotations
