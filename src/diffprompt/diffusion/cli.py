@@ -60,7 +60,7 @@ numbers are the same on every machine; --feature-net FILE for your own; a set wi
 network trained on this machine and cached), the real-data floor (as many
 stratified train images, scored the same way), the share of confidently classified samples,
 class histograms, and sampling time per image; bits/dim (the full bound) on a stratified sample
-of test images. FID needs n >= 1000 to be trusted (below it is marked biased: read KID).
+of test images (its finished batches are kept, so the same command resumes a stopped bound). FID needs n >= 1000 to be trusted (below it is marked biased: read KID).
 Writes eval.json and eval.md into the run folder.
 
 Sampler specs: ddpm[:STEPS][:SPACING], ddim:STEPS[:ETA][:SPACING], dpm++2m|dpm++3m|dpm++2m-sde:STEPS[:SPACING].
