@@ -5,7 +5,7 @@ Read top to bottom:
 1. options (what the network predicts, its variance, the loss),
 2. constants derived from the schedule (float64, then cast to float32 buffers),
 3. the forward process q: `q_step`, `q_sample`, `q_posterior`,
-4. the reverse process p: `p_mean_variance`,
+4. the reverse process p: `p_mean_variance` (and `p_mean_variance_skip` for a respaced chain),
 5. the bound: `prior_bpd`, `vb_term_bpd`, `nll_terms`, `nll_bpd`,
 6. the training losses: `training_loss`,
 7. sampling: `sample` (the loops live in `samplers.py`).
