@@ -9,6 +9,7 @@ one file under key prefixes (`with_prefix` / `strip_prefix`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -58,6 +59,17 @@ def _umask() -> int:
 
 def _before_rename(tmp: str, final: Path) -> None:
     """Hook between writing and renaming; tests patch it to simulate a crash."""
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 over the names and bytes of a model's state dict (in sorted order)."""
+    import torch  # only here: this module is imported when the CLI starts
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def sidecar_path(path: str | Path) -> Path:

@@ -36,8 +36,8 @@ examples:
 SAMPLE_HELP = """\
 Draw samples from a trained model (EMA weights) as a PNG grid or an .npz of uint8 images.
 
-Samplers: ddpm (ancestral: all T steps, or --steps of the respaced chain, where a model trained
-with learned variances keeps its quality), ddim (Song et al. 2021; --eta 0 is deterministic) and
+Samplers: ddpm (ancestral: all T steps, or --steps of the chain respaced as in Nichol & Dhariwal
+2021), ddim (Song et al. 2021; --eta 0 is deterministic) and
 DPM-Solver++ (Lu et al. 2022) in 20-50 network calls: dpm++2m (second order), dpm++3m (third
 order) and dpm++2m-sde (the SDE variant: fresh noise at every step, like DDPM's).
 --spacing picks the visited timesteps as diffusers names them (linspace, leading, trailing).
@@ -60,14 +60,15 @@ numbers are the same on every machine; --feature-net FILE for your own; a set wi
 network trained on this machine and cached), the real-data floor (as many
 stratified train images, scored the same way), the share of confidently classified samples,
 class histograms, and sampling time per image; bits/dim (the full bound) on a stratified sample
-of test images (its finished batches are kept, so the same command resumes a stopped bound). FID needs n >= 1000 to be trusted (below it is marked biased: read KID).
+of test images (its finished batches are kept, so the same command resumes a stopped bound).
+FID needs n >= 1000 to be trusted (below it is marked biased: read KID).
 Writes eval.json and eval.md into the run folder.
 
 Sampler specs: ddpm[:STEPS][:SPACING], ddim:STEPS[:ETA][:SPACING], dpm++2m|dpm++3m|dpm++2m-sde:STEPS[:SPACING].
 
 A model trained with --conditional is sampled with the classes requested in the training split's
-proportions (evenly on a balanced set) at each --guidance scale w (default 0); each row adds the conditional accuracy (the share of samples the
-classifier assigns to the class asked for), and eval-guidance.png plots FID and conditional
+proportions (evenly on a balanced set) at each --guidance scale w (default 0); each row adds the
+conditional accuracy (the share of samples the classifier assigns to the class asked for), and eval-guidance.png plots FID and conditional
 accuracy against w. Its bits/dim is given each test image's true label (w = 0).
 
 examples:

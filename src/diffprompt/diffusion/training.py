@@ -28,7 +28,6 @@ a row per class.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 
+from ..checkpoint import weights_sha256
 from ..data import ImageDataset, load_images
 from ..data.images import stratified_subset
 from ..errors import UserError
@@ -318,15 +318,6 @@ def _resume(run: TrainingRun) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # The end of a run: replicas checked, pictures, summary
-
-
-def weights_sha256(model: torch.nn.Module) -> str:
-    """SHA-256 over the names and bytes of a model's state dict (in sorted order)."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def finish(run: TrainingRun, data: ImageDataset, seconds: float, stopped_early: bool) -> None:

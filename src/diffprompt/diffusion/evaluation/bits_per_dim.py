@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from safetensors.torch import load, save
 
-from ...checkpoint import atomic_write_bytes
+from ...checkpoint import atomic_write_bytes, weights_sha256
 from ...progress import progress
 from ...seeding import make_generator
 
@@ -83,14 +83,10 @@ def _job_key(model, diffusion, x0, batch_size, seed, num_t, class_labels) -> dic
     None (nothing kept) for a model whose weights cannot be read (a plain function)."""
     if not isinstance(model, torch.nn.Module):
         return None
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     images = hashlib.sha256(x0.detach().cpu().float().contiguous().numpy().tobytes())
     if class_labels is not None:
         images.update(class_labels.cpu().long().numpy().tobytes())
-    return {"weights_sha256": h.hexdigest(), "images_sha256": images.hexdigest(), "diffusion": diffusion.to_dict(),
+    return {"weights_sha256": weights_sha256(model), "images_sha256": images.hexdigest(), "diffusion": diffusion.to_dict(),
             "batch_size": batch_size, "seed": seed, "num_t": num_t}
 
 
