@@ -1,8 +1,9 @@
 """Benchmark scripts whose whole path runs on a CPU at toy size: the prepared GPU benchmark
 (benchmarks/gpu_paper_preset.py: the paper preset's settings for a short budget, training,
 evaluation, its results file), the quality-against-time curve (benchmarks/bench_diffusion_curve.py),
-the sampler table (benchmarks/bench_diffusion_samplers.py) and the horizontal-flip check
-(benchmarks/bench_hflip_symmetry.py)."""
+the sampler table (benchmarks/bench_diffusion_samplers.py), the horizontal-flip check
+(benchmarks/bench_hflip_symmetry.py), and the paired bounds of two checkpoints
+(benchmarks/bench_diffusion_likelihood.py, benchmarks/bench_diffusion_overfitting.py)."""
 
 from __future__ import annotations
 
@@ -185,3 +186,46 @@ def test_forgetting_survivors_clears_all_but_the_killed_and_the_coverage_stats(t
 def test_every_listed_equivalent_mutant_has_a_reason():
     ms = _mutation_scores()
     assert ms.EQUIVALENT and all(name.startswith("diffprompt.") and len(why) > 20 for name, why in ms.EQUIVALENT.items())
+
+
+def test_the_overfitting_table_pairs_models_on_each_split(tmp_path):
+    """Each model's bits/dim on the train and test splits, and the paired differences, as numpy gives them;
+    a model set against itself differs by exactly 0 (the same images, timesteps and noise for both)."""
+    import torch
+
+    from diffprompt.data import load_images
+    from diffprompt.data.splits import stratified_sample
+    from diffprompt.diffusion.checkpoints import load_model
+    from diffprompt.diffusion.evaluation.bits_per_dim import nll_on_images
+    from diffprompt.diffusion.pixels import images_to_tensor
+
+    folder = write_folder(tmp_path / "bars")
+    for name, steps in (("a", "2"), ("b", "4")):
+        assert main(["diffusion", "train", "--dataset", str(folder), "--steps", steps, "--batch-size", "8",
+                     "--device", "cpu", "--out", str(tmp_path / name), *TINY]) == 0
+
+    def bench(*models: str, name: str) -> tuple[dict, str]:
+        done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_diffusion_overfitting.py"), *models,
+                               "--images", "4", "--timesteps", "3", "--name", name, "--results", str(tmp_path / "res")],
+                              capture_output=True, text=True, timeout=300, env=ENV)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return (json.loads((tmp_path / "res" / f"{name}.json").read_text()),
+                (tmp_path / "res" / f"{name}.md").read_text())
+
+    res, md = bench("--model", "A", str(tmp_path / "a"), "--model", "B", str(tmp_path / "b"), name="ab")
+    a, b = res["models"]
+    for split in ("train", "test"):
+        diffs = np.array(b[split]["image_bpd"]) - np.array(a[split]["image_bpd"])
+        assert a[split]["images"] == 4 and a[split]["split"] == split and a[split]["timesteps"] == 3
+        assert res["paired_difference"][split]["mean"] == pytest.approx(diffs.mean(), abs=1e-9)
+        assert res["paired_difference"][split]["stderr"] == pytest.approx(diffs.std(ddof=1) / 2, abs=1e-9)
+        assert f"| {split} | {diffs.mean():+.4f} ± {diffs.std(ddof=1) / 2:.4f} |" in md
+    # the train row is the bound on the stratified training images, computed here independently
+    model, diffusion, _ = load_model(tmp_path / "a", "cpu")
+    train = load_images(str(folder)).split("train")
+    x0 = images_to_tensor(train.images[stratified_sample(train.labels, 4, seed=0)])
+    alone = nll_on_images(model, diffusion, x0, batch_size=100, seed=0, device=torch.device("cpu"), num_t=3)
+    assert a["train"]["bpd"] == pytest.approx(alone["bpd"], abs=1e-9)
+    assert f"| A | `{tmp_path / 'a'}` | 2 | {a['train']['bpd']:.3f} ± {a['train']['bpd_stderr']:.3f} |" in md
+    same, _ = bench("--model", "A", str(tmp_path / "a"), "--model", "A again", str(tmp_path / "a"), name="aa")
+    assert all(same["paired_difference"][s]["mean"] == 0.0 for s in ("train", "test"))

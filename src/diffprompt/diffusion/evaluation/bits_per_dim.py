@@ -27,11 +27,12 @@ from ...seeding import make_generator
 @torch.no_grad()
 def nll_on_images(model, diffusion, x0: torch.Tensor, batch_size: int, seed: int, device,
                   num_t: int = 0, class_labels: torch.Tensor | None = None,
-                  resume_dir: str | Path | None = None) -> dict[str, Any]:
+                  resume_dir: str | Path | None = None, split: str = "test") -> dict[str, Any]:
     """Bits/dim on images x0 [N, C, H, W] in [-1, 1]: the full bound (all T terms) when `num_t` is 0,
     else its unbiased stratified estimate from `num_t` + 1 model calls per image. A conditional
     model is given each image's label `class_labels` (no guidance: the bound of p(x | class)).
-    `resume_dir` keeps finished batches (removed once all are done; an `nn.Module` model only)."""
+    `resume_dir` keeps finished batches (removed once all are done; an `nn.Module` model only); `split`
+    names where x0 came from in the result."""
     g = make_generator(seed, device)
     store = _BatchStore.open(resume_dir, _job_key(model, diffusion, x0, batch_size, seed, num_t, class_labels))
     parts, t0 = [], time.perf_counter()
@@ -47,15 +48,15 @@ def nll_on_images(model, diffusion, x0: torch.Tensor, batch_size: int, seed: int
     total = torch.cat([p["total"] for p in parts])
     n = total.numel()
     out = {"bpd": float(total.mean()), "bpd_stderr": float(total.std() / math.sqrt(n)) if n > 1 else float("nan"),
-           "images": n, "split": "test", "timesteps": num_t or diffusion.num_timesteps, "exact": not num_t,
-           "seconds": time.perf_counter() - t0}
+           "images": n, "split": split, "timesteps": num_t or diffusion.num_timesteps, "exact": not num_t,
+           "seconds": time.perf_counter() - t0, "image_bpd": [round(v, 6) for v in total.tolist()]}
     if store:
         out["resumed_batches"] = store.resumed
         store.remove()
     if not num_t:
         mean_terms = sum(p["terms_sum"] for p in parts) / n
         out.update(prior_bpd=float(torch.cat([p["prior"] for p in parts]).mean()), decoder_bpd=float(mean_terms[0]),
-                   band_bpd=term_bands(mean_terms), image_bpd=[round(v, 6) for v in total.tolist()])
+                   band_bpd=term_bands(mean_terms))
     return out
 
 
