@@ -45,10 +45,9 @@ def score(name: str, checkpoint: str, work: str, args) -> dict:
     return {"name": name, "checkpoint": checkpoint, **evaluate_each(each)}
 
 
-def paired(first: dict, second: dict) -> dict:
-    """Mean and standard error of second - first over the images both bounds were computed on."""
-    a, b = first["nll_exact"]["image_bpd"], second["nll_exact"]["image_bpd"]
-    diffs = [y - x for x, y in zip(a, b, strict=True)]
+def paired(first: list[float], second: list[float]) -> dict:
+    """Mean and standard error of second - first, image by image (the same images and noise for both)."""
+    diffs = [y - x for x, y in zip(first, second, strict=True)]
     n = len(diffs)
     mean = sum(diffs) / n
     sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
@@ -118,7 +117,7 @@ def main() -> None:
 
     torch.set_num_threads(2)
     models = [score(*spec, args) for spec in specs]
-    diff = paired(*models)
+    diff = paired(*(m["nll_exact"]["image_bpd"] for m in models))
     command = ".venv/bin/python " + " ".join(["benchmarks/bench_diffusion_likelihood.py", *sys.argv[1:]])
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
+
+from bench_diffusion_likelihood import paired
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -52,15 +53,6 @@ def split_bounds(path: str, args) -> dict:
         out[split] = nll_on_images(model, diffusion, x0, batch_size=args.batch_size, seed=args.seed,
                                    device=torch.device("cpu"), num_t=args.timesteps, split=split)
     return out
-
-
-def paired(first: list[float], second: list[float]) -> dict:
-    """Mean and standard error of second - first, image by image."""
-    diffs = [b - a for a, b in zip(first, second, strict=True)]
-    n = len(diffs)
-    mean = sum(diffs) / n
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
-    return {"mean": mean, "stderr": sd / math.sqrt(n), "images": n, "second_lower": sum(d < 0 for d in diffs)}
 
 
 def markdown(models: list[dict], diffs: dict, machine: dict, command: str, args) -> str:
