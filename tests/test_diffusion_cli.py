@@ -148,6 +148,28 @@ def test_evaluate_writes_its_files(run, tmp_path, monkeypatch):
     assert f"**{res['nll']['bpd']:.3f} ± {res['nll']['bpd_stderr']:.3f} bits/dim**" in md
 
 
+def test_evaluate_raw_weights_scores_the_optimised_weights_not_their_ema(run, tmp_path, monkeypatch, capsys):
+    from diffprompt.checkpoint import load_checkpoint, strip_prefix
+    from diffprompt.diffusion.checkpoints import load_model
+
+    tensors, _ = load_checkpoint(run / "last.safetensors")
+    for weights, prefix in (("raw", "model."), ("ema", "ema.")):
+        model, _, _ = load_model(run / "last.safetensors", weights=weights)
+        assert all(torch.equal(v, tensors[prefix + k]) for k, v in model.state_dict().items())
+    assert any(not torch.equal(tensors["model." + k], tensors["ema." + k]) for k in strip_prefix(tensors, "ema."))
+    monkeypatch.setenv("DIFFPROMPT_CACHE", str(tmp_path / "cache"))
+    argv = ["diffusion", "evaluate", str(run / "last.safetensors"), "--samplers", "ddim:4", "--n-samples", "8",
+            "--nll-images", "2", "--nll-timesteps", "2", "--device", "cpu"]
+    assert main([*argv, "--weights", "raw", "--out", str(tmp_path / "raw")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "ema")]) == 0
+    raw, ema = (json.loads((tmp_path / w / "eval.json").read_text()) for w in ("raw", "ema"))
+    assert raw["weights"] == "raw" and ema["weights"] == "ema" and raw["nll"]["bpd"] != ema["nll"]["bpd"]
+    assert "its raw weights, not their EMA" in (tmp_path / "raw" / "eval.md").read_text()
+    capsys.readouterr()
+    err = _err(capsys, ["diffusion", "evaluate", str(run / "model.safetensors"), "--weights", "raw"])
+    assert "holds only the EMA weights" in err and "last.safetensors" in err
+
+
 def _err(capsys, argv) -> str:
     code = main(argv)
     err = capsys.readouterr().err.strip()

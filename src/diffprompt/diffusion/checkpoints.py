@@ -140,20 +140,31 @@ def _checkpoint_in(path: Path) -> Path:
     raise UserError(f"{path} holds no {MODEL} or {LAST}; pass a training run folder, a .safetensors checkpoint or a diffusers folder")
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, GaussianDiffusion, dict[str, Any]]:
+def load_model(path: str | Path, device: str | torch.device = "cpu",
+               weights: str = "ema") -> tuple[torch.nn.Module, GaussianDiffusion, dict[str, Any]]:
     """(EMA model, diffusion, sidecar + "path") from a run folder, `model.safetensors`, or a training checkpoint;
     or (model, diffusion, meta) from a diffusers folder or hub id (`interop.diffusers_import.load_diffusers`).
+    `weights="raw"`: a training checkpoint's optimised weights instead of their EMA (to measure what the EMA buys).
 
     meta["unet"] holds at least in_channels and image_size; meta.get("dataset") and meta.get("step") may be None.
     """
+    if weights not in ("ema", "raw"):
+        raise UserError(f"weights must be ema or raw, got {weights!r}")
     if diffusers_source(path):
+        if weights == "raw":
+            raise UserError(f"{path} is a diffusers model: it holds one set of weights; drop --weights raw")
         return load_diffusers(path, device)
     path = _checkpoint_in(Path(path))
     tensors, meta = load_checkpoint(path)
     if "unet" not in meta or "diffusion" not in meta:
         raise UserError(f"{path} has no U-Net/diffusion config in its JSON sidecar ({sidecar_path(path).name}); "
                         "pass a checkpoint written by `diffprompt diffusion train`")
-    if any(k.startswith("ema.") for k in tensors):
+    if weights == "raw":
+        if not any(k.startswith("model.") for k in tensors):
+            raise UserError(f"{path} holds only the EMA weights; for the raw ones pass a training checkpoint "
+                            "(last.safetensors or ckpt-STEP.safetensors in the run folder)")
+        tensors = strip_prefix(tensors, "model.")
+    elif any(k.startswith("ema.") for k in tensors):
         tensors = strip_prefix(tensors, "ema.")
     model = UNet(UNetConfig.from_dict(meta["unet"]))
     check_state_dict_compatible(model.state_dict(), tensors, what=f"checkpoint {path}")

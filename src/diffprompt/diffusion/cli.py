@@ -187,6 +187,8 @@ def _add_evaluate(group) -> None:
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--weights", choices=["ema", "raw"], default="ema",
+                   help="raw: a training checkpoint's optimised weights instead of their EMA (what the EMA buys)")
     p.add_argument("--out", help="folder for eval.json/eval.md (default: the run folder)")
     p.set_defaults(func=cmd_evaluate)
 
@@ -262,7 +264,8 @@ def cmd_evaluate(args) -> int:
 
     res = evaluate(args.path, samplers=args.samplers, n_samples=args.n_samples, nll_images=args.nll_images,
                    batch_size=args.batch_size, seed=args.seed, device=args.device, dataset=args.dataset, out=args.out,
-                   nll_timesteps=args.nll_timesteps, guidance=args.guidance, feature_net=args.feature_net)
+                   nll_timesteps=args.nll_timesteps, guidance=args.guidance, feature_net=args.feature_net,
+                   weights=args.weights)
     print(render_markdown(res))
     return 0
 

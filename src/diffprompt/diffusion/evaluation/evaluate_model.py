@@ -85,27 +85,28 @@ def evaluate(path: str | Path, samplers: list[str] | str = DEFAULT_EVAL_SAMPLERS
              dataset: str | None = None, out: str | Path | None = None, classifier_epochs: int = 8,
              data: ImageDataset | None = None, nll_timesteps: int = 0,
              guidance: list[float] | str | None = None, feature_net: str | Path | None = None,
-             sample_grids: bool = True) -> dict[str, Any]:
+             sample_grids: bool = True, weights: str = "ema") -> dict[str, Any]:
     """Evaluate a run folder or checkpoint; write eval.json and eval.md; return the results.
 
     `guidance`: the scales w a conditional model is sampled at (default [0]); an unconditional one takes none.
     `feature_net`: a feature network file to score with instead of the data set's (`feature_networks.py`).
     `sample_grids`: also write a grid of each row's first samples (eval-samples-*.png).
+    `weights`: "raw" scores a training checkpoint's optimised weights instead of their EMA.
     """
     specs = _parse_specs(samplers, n_samples, nll_images)
     dev = choose_device(device)
-    model, diffusion, meta = load_model(path, dev)
+    model, diffusion, meta = load_model(path, dev, weights=weights)
     for s in specs:  # fail fast on steps > T or a bad eta, before any sampling
         check_sampler(diffusion, s["sampler"], s["steps"], s["eta"], s["spacing"])
     scales = _guidance_scales(guidance, num_classes(model), meta.get("path"))
-    dataset = dataset or meta.get("dataset")
+    dataset = dataset or meta.get("dataset") or meta.get("config", {}).get("dataset")  # a training checkpoint's
     if not dataset:
         raise UserError("the checkpoint does not name its data set; pass --dataset NAME")
     data = data if data is not None else load_images(dataset)
     shape = _image_shape(meta, data.split("test").images, dataset)
     ref = _reference(data, dataset, dev, classifier_epochs, seed, feature_net)
     requested = _requested_classes(num_classes(model), data.split("train").labels, ref.num_classes, n_samples, dataset)
-    results = _header(meta, dataset, data, ref, n_samples, dev, seed)
+    results = {**_header(meta, dataset, data, ref, n_samples, dev, seed), "weights": weights}
     if requested is not None:
         results["conditional"] = {"num_classes": num_classes(model), "guidance": scales,
                                   "requested": "in the training split's class proportions",

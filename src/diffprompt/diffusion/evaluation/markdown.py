@@ -51,7 +51,8 @@ def render_markdown(r: dict[str, Any]) -> str:
     """The results as a Markdown table with the reference, floor and classifier stated."""
     n = r["n_samples"]
     lines = [
-        f"# Evaluation of {r.get('checkpoint')}" + (f" (step {r['step']})" if r.get("step") is not None else ""),
+        f"# Evaluation of {r.get('checkpoint')}" + (f" (step {r['step']})" if r.get("step") is not None else "")
+        + (" — its raw weights, not their EMA" if r.get("weights") == "raw" else ""),
         "",
         f"Data set `{r['dataset']}`; {n} samples per sampler and {r['real_floor']['n']} real images for the floor, "
         f"compared with the {r['reference']}. {feature_network_text(r['classifier'])} "
