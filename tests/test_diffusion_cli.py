@@ -154,8 +154,9 @@ def test_evaluate_raw_weights_scores_the_optimised_weights_not_their_ema(run, tm
 
     tensors, _ = load_checkpoint(run / "last.safetensors")
     for weights, prefix in (("raw", "model."), ("ema", "ema.")):
-        model, _, _ = load_model(run / "last.safetensors", weights=weights)
+        model, _, meta = load_model(run / "last.safetensors", weights=weights)
         assert all(torch.equal(v, tensors[prefix + k]) for k, v in model.state_dict().items())
+        assert meta["dataset"] == json.loads((run / "config.json").read_text())["dataset"]  # from its config
     assert any(not torch.equal(tensors["model." + k], tensors["ema." + k]) for k in strip_prefix(tensors, "ema."))
     monkeypatch.setenv("DIFFPROMPT_CACHE", str(tmp_path / "cache"))
     argv = ["diffusion", "evaluate", str(run / "last.safetensors"), "--samplers", "ddim:4", "--n-samples", "8",

@@ -171,4 +171,5 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
     model.load_state_dict(tensors)
     model.to(device).eval()
     diffusion = diffusion_from_spec(meta["diffusion"], meta.get("config")).to(device)
-    return model, diffusion, dict(meta, path=str(path))
+    dataset = meta.get("dataset") or meta.get("config", {}).get("dataset")  # a training checkpoint names it in its config
+    return model, diffusion, dict(meta, path=str(path), dataset=dataset)

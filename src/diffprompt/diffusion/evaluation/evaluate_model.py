@@ -99,7 +99,7 @@ def evaluate(path: str | Path, samplers: list[str] | str = DEFAULT_EVAL_SAMPLERS
     for s in specs:  # fail fast on steps > T or a bad eta, before any sampling
         check_sampler(diffusion, s["sampler"], s["steps"], s["eta"], s["spacing"])
     scales = _guidance_scales(guidance, num_classes(model), meta.get("path"))
-    dataset = dataset or meta.get("dataset") or meta.get("config", {}).get("dataset")  # a training checkpoint's
+    dataset = dataset or meta.get("dataset")
     if not dataset:
         raise UserError("the checkpoint does not name its data set; pass --dataset NAME")
     data = data if data is not None else load_images(dataset)
