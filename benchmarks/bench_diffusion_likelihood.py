@@ -113,17 +113,24 @@ def main() -> None:
         ap.error("give --model twice (a baseline and the model compared with it), or neither")
     import torch
 
-    from diffprompt.diffusion.evaluation.evaluate_model import machine_info
-
     torch.set_num_threads(2)
     models = [score(*spec, args) for spec in specs]
     diff = paired(*(m["nll_exact"]["image_bpd"] for m in models))
-    command = ".venv/bin/python " + " ".join(["benchmarks/bench_diffusion_likelihood.py", *sys.argv[1:]])
+    write_results(args, {"models": models, "paired_difference": diff},
+                  lambda r: markdown(models, diff, r["machine"], r["command"]))
+
+
+def write_results(args, result: dict, render) -> None:
+    """<--results>/<--name>.json (the result with the machine and the command line) and .md (render(result)),
+    then print the table."""
+    from diffprompt.diffusion.evaluation.evaluate_model import machine_info
+
+    command = ".venv/bin/python " + " ".join([f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+    result = {**result, "machine": machine_info(), "command": command}
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    result = {"models": models, "paired_difference": diff, "machine": machine_info(), "command": command}
     (results / f"{args.name}.json").write_text(json.dumps(result, indent=2))
-    (results / f"{args.name}.md").write_text(markdown(models, diff, result["machine"], command))
+    (results / f"{args.name}.md").write_text(render(result))
     print((results / f"{args.name}.md").read_text())
 
 

@@ -21,11 +21,9 @@ Writes benchmarks/results/diffusion_overfitting_mnist5k.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
-from bench_diffusion_likelihood import paired
+from bench_diffusion_likelihood import paired, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -94,19 +92,11 @@ def main() -> None:
         ap.error("give --model twice (a baseline and the model compared with it), or neither")
     import torch
 
-    from diffprompt.diffusion.evaluation.evaluate_model import machine_info
-
     torch.set_num_threads(2)
     models = [{"name": name, **split_bounds(path, args)} for name, path in specs]
     diffs = {s: paired(models[0][s]["image_bpd"], models[1][s]["image_bpd"]) for s in SPLITS}
-    command = ".venv/bin/python " + " ".join(["benchmarks/bench_diffusion_overfitting.py", *sys.argv[1:]])
-    results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    result = {"models": models, "paired_difference": diffs, "machine": machine_info(), "command": command}
-    (results / f"{args.name}.json").write_text(json.dumps(result, indent=2))
-    (results / f"{args.name}.md").write_text(markdown(models, diffs, result["machine"], command, args))
-    print((results / f"{args.name}.md").read_text())
-
+    write_results(args, {"models": models, "paired_difference": diffs},
+                  lambda r: markdown(models, diffs, r["machine"], r["command"], args))
 
 if __name__ == "__main__":
     main()
