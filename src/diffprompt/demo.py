@@ -211,7 +211,7 @@ def ddpm_config(cfg: DemoConfig, source: Path, why: str, meta: dict, num_timeste
     title = "Diffusion: the class-conditional model, with guidance" if k else "Diffusion: the DDPM (unconditional)"
     return {"kind": "diffusion-demo", "title": title, "checkpoint": str(source), "checkpoint_is": why,
             "model_step": meta.get("step"), "unet": meta.get("unet"), "diffusion": meta.get("diffusion"),
-            "dataset": meta.get("dataset", "mnist5k"), "eval_samplers": list(cfg.eval_samplers),
+            "dataset": meta.get("dataset") or "mnist5k", "eval_samplers": list(cfg.eval_samplers),
             **({"eval_guidance": list(cfg.eval_guidance)} if k else {}),
             "eval_samples": cfg.eval_samples, "nll_images": 0 if k else cfg.nll_images,
             "samples": samples, "real": real, **({} if k else {"chain": chain_facts}),
