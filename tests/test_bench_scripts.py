@@ -2,8 +2,9 @@
 (benchmarks/gpu_paper_preset.py: the paper preset's settings for a short budget, training,
 evaluation, its results file), the quality-against-time curve (benchmarks/bench_diffusion_curve.py),
 the sampler table (benchmarks/bench_diffusion_samplers.py), the horizontal-flip check
-(benchmarks/bench_hflip_symmetry.py), and the paired bounds of two checkpoints
-(benchmarks/bench_diffusion_likelihood.py, benchmarks/bench_diffusion_overfitting.py)."""
+(benchmarks/bench_hflip_symmetry.py), the paired bounds of two checkpoints
+(benchmarks/bench_diffusion_likelihood.py, benchmarks/bench_diffusion_overfitting.py), and the averages
+of one trajectory's weights (benchmarks/bench_diffusion_ema_length.py)."""
 
 from __future__ import annotations
 
@@ -229,3 +230,75 @@ def test_the_overfitting_table_pairs_models_on_each_split(tmp_path):
     assert f"| A | `{tmp_path / 'a'}` | 2 | {a['train']['bpd']:.3f} ± {a['train']['bpd_stderr']:.3f} |" in md
     same, _ = bench("--model", "A", str(tmp_path / "a"), "--model", "A again", str(tmp_path / "a"), name="aa")
     assert all(same["paired_difference"][s]["mean"] == 0.0 for s in ("train", "test"))
+
+
+def _ema_length():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_diffusion_ema_length
+
+    return bench_diffusion_ema_length
+
+
+def test_a_power_ema_weights_each_update_as_the_closed_form_says():
+    """After T updates starting from nothing, update t has weight (t^(g+1) - (t-1)^(g+1)) / T^(g+1); the width
+    of that profile is the sigma_rel asked for, and the exponents are the ones the EDM2 paper quotes."""
+    import torch
+
+    m = _ema_length()
+    rng = np.random.default_rng(0)
+    for sigma_rel, paper_gamma in ((0.05, 16.97), (0.10, 6.94)):
+        gamma = m.gamma_for(sigma_rel)
+        assert gamma == pytest.approx(paper_gamma, abs=0.01)
+        assert np.sqrt((gamma + 1) / ((gamma + 2) ** 2 * (gamma + 3))) == pytest.approx(sigma_rel, rel=1e-9)
+        net = torch.nn.Linear(1, 1, bias=False).double()
+        ema, xs = m.PowerEMA(net, gamma), rng.normal(size=200)
+        for x in xs:
+            net.weight.data.fill_(float(x))
+            ema.update(net)
+        t = np.arange(1, 201, dtype=np.float64)
+        weights = (t ** (gamma + 1) - (t - 1) ** (gamma + 1)) / 200.0 ** (gamma + 1)
+        assert float(ema.model.weight) == pytest.approx(float(weights @ xs), abs=1e-12)
+    with pytest.raises(ValueError, match="outside"):
+        m.gamma_for(0.3)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_ema_length_bench_resumes_the_same_trajectory_and_scores_each_average(tmp_path):
+    """The resumed run's own EMA equals the original's bitwise; a fixed-decay average is d^2 e_1 + d(1-d) w_2
+    + (1-d) w_3 of the kept weights; every saved average is scored and tabled."""
+    from diffprompt.checkpoint import load_checkpoint, strip_prefix
+
+    folder = write_folder(tmp_path / "bars")
+    run, env = tmp_path / "run", {**ENV, "DIFFPROMPT_CACHE": str(tmp_path / "cache")}
+    trained = subprocess.run([sys.executable, "-m", "diffprompt", "diffusion", "train", "--dataset", str(folder),
+                              "--steps", "3", "--batch-size", "8", "--ckpt-every", "1", "--device", "cpu",
+                              "--out", str(run), *TINY], capture_output=True, text=True, timeout=300, env=env)
+    assert trained.returncode == 0, trained.stderr[-2000:]  # with the bench's thread count: resume is bitwise
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_diffusion_ema_length.py"), "--run", str(run),
+                           "--from-step", "1", "--to-step", "3", "--sigma-rels", "0.2", "--decays", "0.5",
+                           "--samplers", "dpm++2m:2", "--n", "8", "--work", str(tmp_path / "work"),
+                           "--results", str(tmp_path / "res"), "--name", "ema"], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads((tmp_path / "res" / "ema.json").read_text())
+    assert res["check"]["max_abs_diff_to_shipped_ema"] == 0.0
+    assert [r["name"] for r in res["rows"]] == ["power sigma_rel=0.2", "fixed decay=0.5", "run's own EMA (warm-up, 0.999)"]
+    e1 = strip_prefix(load_checkpoint(run / "ckpt-0000001.safetensors")[0], "ema.")
+    w2 = strip_prefix(load_checkpoint(run / "ckpt-0000002.safetensors")[0], "model.")
+    w3 = strip_prefix(load_checkpoint(run / "last.safetensors")[0], "model.")
+    fixed, _ = load_checkpoint(res["rows"][1]["checkpoint"])
+    for k, v in fixed.items():
+        if v.is_floating_point():
+            expected = 0.25 * e1[k] + 0.25 * w2[k] + 0.5 * w3[k]
+            assert torch_allclose(v, expected), k
+    md = (tmp_path / "res" / "ema.md").read_text()
+    for row in res["rows"]:
+        ev = json.loads((Path(row["checkpoint"]).parent / "eval-seed0" / "eval.json").read_text())
+        fid = ev["samplers"][0]["fid"]
+        assert row["scores"]["rows"]["dpm++2m:2"]["fid"] == fid and f"| {row['name']} | {fid:.2f} |" in md
+
+
+def torch_allclose(a, b) -> bool:
+    import torch
+
+    return bool(torch.allclose(a.double(), b.double(), atol=1e-6, rtol=1e-5))

@@ -32,7 +32,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -76,10 +76,12 @@ class NonFiniteLoss(UserError):
 
 
 def train(cfg: TrainConfig, out: str | Path | None = None, resume: str | Path | None = None,
-          data: ImageDataset | None = None) -> Path:
+          data: ImageDataset | None = None, on_step: Callable[["TrainingRun"], None] | None = None) -> Path:
     """Train (or resume) a DDPM as configured; return the run folder.
 
-    `data` may pass an already loaded `ImageDataset`; otherwise `cfg.dataset` is loaded.
+    `data` may pass an already loaded `ImageDataset`; otherwise `cfg.dataset` is loaded. `on_step`, if
+    given, is called with the run after every optimizer step and EMA update (e.g. to track more averages
+    of the weights); it must not change the run.
     """
     cfg.validate()
     data = data if data is not None else load_images(cfg.dataset)
@@ -103,6 +105,8 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: str | Path | 
         optimizer.zero_grad(set_to_none=True)
         ema_decay = run.ema.update(model)
         run.step += 1
+        if on_step is not None:
+            on_step(run)
         if run.step % cfg.log_every == 0 or run.step == cfg.steps:
             run.log(window, bar, lr=lr, grad_norm=grad_norm, ema_decay=ema_decay)
         if cfg.ckpt_every and run.step % cfg.ckpt_every == 0 and run.step < cfg.steps:
