@@ -38,6 +38,8 @@ from diffprompt.diffusion.unet import UNet, UNetConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+PRESET = "ddpm-tiny-mnist"
+NEW_RUN_SETS = ["log_every=50", "sample_n=64", "sample_sampler=dpm++2m", "sample_steps=20", "ckpt_every=1000"]
 
 
 def gamma_for(sigma_rel: float) -> float:
@@ -75,7 +77,7 @@ def averages(model: torch.nn.Module, start_state: dict, start_step: int, sigma_r
     return out
 
 
-def train_with_averages(args) -> tuple[dict, dict]:
+def resume_with_averages(args) -> tuple[dict, dict]:
     """Resume the run from --from-step to its last step with the extra averages; return them and the check."""
     from diffprompt.checkpoint import load_checkpoint, strip_prefix
     from diffprompt.diffusion.checkpoints import LAST, resumable_run_config
@@ -101,6 +103,30 @@ def train_with_averages(args) -> tuple[dict, dict]:
     resumed, _ = load_checkpoint(work / "model.safetensors")
     diff = max(float((shipped[k] - resumed[k]).abs().max()) for k in shipped)
     return extra, {"max_abs_diff_to_shipped_ema": diff, "load_average_1m": [before, os.getloadavg()[0]]}
+
+
+def train_new_with_averages(args) -> tuple[dict, dict]:
+    """Train a new run of the preset changed by --set for --to-step steps, with the extra averages from step 1."""
+    from diffprompt.diffusion.config import resolve_config
+    from diffprompt.diffusion.ema import unwrap
+    from diffprompt.diffusion.training import train
+
+    work = Path(args.work) / "run"
+    if work.exists():
+        shutil.rmtree(work)
+    extra: dict[str, EMA] = {}
+
+    def track(run) -> None:
+        if not extra:  # the first update of every average copies the weights after step 1
+            bare = unwrap(run.model)
+            extra.update(averages(bare, bare.state_dict(), 0, args.sigma_rels, args.decays))
+        for ema in extra.values():
+            ema.update(run.model)
+
+    cfg = resolve_config(PRESET, [*NEW_RUN_SETS, *args.set], steps=args.to_step, seed=0, device="cpu", time_budget_s=0)
+    before = os.getloadavg()[0]
+    train(cfg, out=work, on_step=track)
+    return extra, {"new_run": args.set, "load_average_1m": [before, os.getloadavg()[0]]}
 
 
 def score(path: Path, args) -> dict:
@@ -130,13 +156,19 @@ def save_average(name: str, ema, meta: dict, folder: Path) -> Path:
 def markdown(result: dict) -> str:
     specs = list(result["rows"][0]["scores"]["rows"])
     floor = result["rows"][0]["scores"]["floor"]
+    check = result["check"]
+    if "new_run" in check:
+        what = (f"One trajectory: a new unconditional run of the `{PRESET}` preset with {', '.join(check['new_run'])}, "
+                f"{result['to_step']} steps; every average below starts at step 1.")
+    else:
+        what = (f"One trajectory: the shipped unconditional MNIST 5k run (constant learning rate), resumed bitwise from "
+                f"step {result['from_step']} to {result['to_step']}; every average below starts from the run's EMA at "
+                f"step {result['from_step']}. The run's own EMA came out with a largest difference of "
+                f"{check['max_abs_diff_to_shipped_ema']:.3g} to the shipped run's.")
     lines = ["# FID against the length of the weight average", "",
-             (f"One trajectory: the shipped unconditional MNIST 5k run (constant learning rate), resumed bitwise from "
-              f"step {result['from_step']} to {result['to_step']}; every average below starts from the run's EMA at step "
-              f"{result['from_step']}. The run's own EMA came out with a largest difference of "
-              f"{result['check']['max_abs_diff_to_shipped_ema']:.3g} to the shipped run's. n = {result['n']} samples per "
-              f"row, seed {result['seed']}, against the full test split; real-data floor FID {floor:.2f}; feature "
-              f"network `mnist` (sha256 `{result['rows'][0]['scores']['feature_net']}`)."), "",
+             (f"{what} n = {result['n']} samples per row, seed {result['seed']}, against the full test split; "
+              f"real-data floor FID {floor:.2f}; feature network `mnist` (sha256 "
+              f"`{result['rows'][0]['scores']['feature_net']}`)."), "",
              "| average | " + " | ".join(f"{s} FID" for s in specs) + " | " + " | ".join(f"{s} conf." for s in specs) + " |",
              "| --- | " + " | ".join("---:" for _ in specs * 2) + " |"]
     for row in result["rows"]:
@@ -155,19 +187,30 @@ def main() -> None:
     ap.add_argument("--sigma-rels", default="0.03,0.05,0.07,0.1,0.15,0.2,0.25",
                     help="relative widths of the power-function EMAs")
     ap.add_argument("--decays", default="0.995,0.998", help="decays of the fixed EMAs")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="train a new run of the preset changed by these settings (e.g. lr=2e-3) for --to-step "
+                         "steps, the averages tracked from step 1, instead of resuming --run")
     ap.add_argument("--samplers", default="dpm++2m-sde:20,dpm++2m:20")
     ap.add_argument("--n", type=int, default=1000, help="samples per row")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--work", default=str(ROOT / "runs" / "bench-ema-length"))
+    ap.add_argument("--tag", default="", help="a name for the new run of --set: it goes into the work folder and "
+                                               "the results' name")
+    ap.add_argument("--work", default=None, help="folder of the run and its averages (default runs/bench-ema-length[-TAG])")
     ap.add_argument("--results", default=str(RESULTS))
-    ap.add_argument("--name", default="diffusion_ema_length_mnist5k")
+    ap.add_argument("--name", default=None, help="results' name (default diffusion_ema_length_mnist5k[_TAG][_seedN])")
     args = ap.parse_args()
+    if args.set and not args.tag:
+        ap.error("a new run (--set) needs a --tag, so its folder and results do not overwrite the shipped run's")
+    suffix = f"-{args.tag}" if args.tag else ""
+    args.work = args.work or str(ROOT / "runs" / f"bench-ema-length{suffix}")
+    args.name = args.name or (f"diffusion_ema_length_mnist5k{suffix}".replace("-", "_")
+                              + (f"_seed{args.seed}" if args.seed else ""))
     args.sigma_rels = [float(s) for s in args.sigma_rels.split(",") if s]
     args.decays = [float(d) for d in args.decays.split(",") if d]
     work = Path(args.work)
     done = work / "averages.json"
     if not done.exists():
-        extra, check = train_with_averages(args)
+        extra, check = train_new_with_averages(args) if args.set else resume_with_averages(args)
         meta = json.loads((work / "run" / "model.json").read_text())
         names = {name: str(save_average(name, ema, meta, work)) for name, ema in extra.items()}
         names["run's own EMA (warm-up, 0.999)"] = str(work / "run" / "model.safetensors")

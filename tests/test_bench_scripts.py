@@ -302,3 +302,25 @@ def torch_allclose(a, b) -> bool:
     import torch
 
     return bool(torch.allclose(a.double(), b.double(), atol=1e-6, rtol=1e-5))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_ema_length_bench_tracks_averages_along_a_new_run_of_changed_settings(tmp_path):
+    """With --set: a new run of the preset so changed; an average of decay 0 is the last step's weights."""
+    from diffprompt.checkpoint import load_checkpoint, strip_prefix
+
+    folder = write_folder(tmp_path / "bars")
+    settings = [f"--set={kv}" for kv in [f"dataset={folder}", "batch_size=8", "lr=2e-3", *TINY[1::2]]]
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_diffusion_ema_length.py"), *settings,
+                           "--tag", "toy", "--to-step", "3", "--sigma-rels", "0.2", "--decays", "0", "--samplers",
+                           "dpm++2m:2", "--n", "8", "--work", str(tmp_path / "work"), "--results", str(tmp_path / "res")],
+                          capture_output=True, text=True, timeout=300, env={**ENV, "DIFFPROMPT_CACHE": str(tmp_path / "c")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads((tmp_path / "res" / "diffusion_ema_length_mnist5k_toy.json").read_text())
+    config = json.loads((tmp_path / "work" / "run" / "config.json").read_text())
+    assert config["lr"] == 2e-3 and config["steps"] == 3 and config["dataset"] == str(folder)
+    last = strip_prefix(load_checkpoint(tmp_path / "work" / "run" / "last.safetensors")[0], "model.")
+    zero, _ = load_checkpoint(res["rows"][1]["checkpoint"])
+    assert res["rows"][1]["name"] == "fixed decay=0" and all(torch_allclose(v, last[k]) for k, v in zero.items())
+    assert "a new unconditional run of the `ddpm-tiny-mnist` preset with dataset=" in (
+        tmp_path / "res" / "diffusion_ema_length_mnist5k_toy.md").read_text()
