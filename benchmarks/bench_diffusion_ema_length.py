@@ -130,15 +130,19 @@ def train_new_with_averages(args) -> tuple[dict, dict]:
 
 
 def score(path: Path, args) -> dict:
-    """The samplers' scores of one checkpoint (cached in its folder)."""
+    """The samplers' scores of one checkpoint and the load average around them (cached in its folder)."""
     from diffprompt.diffusion.evaluation.evaluate_model import evaluate
 
-    out = path.parent / f"eval-seed{args.seed}"
+    out = path.parent / f"eval-seed{args.seed}-batch{args.batch_size}"
     if not (out / "eval.json").exists():
-        evaluate(path, samplers=args.samplers, n_samples=args.n, nll_images=0, batch_size=250, seed=args.seed,
-                 device="cpu", out=out, sample_grids=False)
+        before = os.getloadavg()[0]
+        evaluate(path, samplers=args.samplers, n_samples=args.n, nll_images=0, batch_size=args.batch_size,
+                 seed=args.seed, device="cpu", out=out, sample_grids=False)
+        r = json.loads((out / "eval.json").read_text())
+        (out / "eval.json").write_text(json.dumps({**r, "load_average_1m": [before, os.getloadavg()[0]]}, indent=2))
     r = json.loads((out / "eval.json").read_text())
     return {"floor": r["real_floor"]["fid"], "feature_net": r["classifier"]["sha256"][:12],
+            "load_average_1m": r["load_average_1m"],
             "rows": {s["spec"]: {k: s[k] for k in ("fid", "kid", "precision", "recall", "confident_share")}
                      for s in r["samplers"]}}
 
@@ -166,7 +170,8 @@ def markdown(result: dict) -> str:
                 f"step {result['from_step']}. The run's own EMA came out with a largest difference of "
                 f"{check['max_abs_diff_to_shipped_ema']:.3g} to the shipped run's.")
     lines = ["# FID against the length of the weight average", "",
-             (f"{what} n = {result['n']} samples per row, seed {result['seed']}, against the full test split; "
+             (f"{what} n = {result['n']} samples per row, seed {result['seed']}, sampling batch {result['batch_size']}, "
+              f"against the full test split; "
               f"real-data floor FID {floor:.2f}; feature network `mnist` (sha256 "
               f"`{result['rows'][0]['scores']['feature_net']}`)."), "",
              "| average | " + " | ".join(f"{s} FID" for s in specs) + " | " + " | ".join(f"{s} conf." for s in specs) + " |",
@@ -193,6 +198,8 @@ def main() -> None:
     ap.add_argument("--samplers", default="dpm++2m-sde:20,dpm++2m:20")
     ap.add_argument("--n", type=int, default=1000, help="samples per row")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=250,
+                    help="sampling batch: a stochastic sampler's noise, drawn batch after batch, depends on it")
     ap.add_argument("--tag", default="", help="a name for the new run of --set: it goes into the work folder and "
                                                "the results' name")
     ap.add_argument("--work", default=None, help="folder of the run and its averages (default runs/bench-ema-length[-TAG])")
@@ -218,13 +225,12 @@ def main() -> None:
     saved = json.loads(done.read_text())
     rows = []
     for name, path in saved["paths"].items():
-        before = os.getloadavg()[0]
-        rows.append({"name": name, "checkpoint": path, "scores": score(Path(path), args),
-                     "load_average_1m": [before, os.getloadavg()[0]]})
+        rows.append({"name": name, "checkpoint": path, "scores": score(Path(path), args)})
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_diffusion_likelihood import write_results
 
     write_results(args, {"from_step": args.from_step, "to_step": args.to_step, "n": args.n, "seed": args.seed,
+                         "batch_size": args.batch_size,
                          "check": saved["check"], "rows": rows}, markdown)
 
 
