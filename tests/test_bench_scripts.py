@@ -3,8 +3,9 @@
 evaluation, its results file), the quality-against-time curve (benchmarks/bench_diffusion_curve.py),
 the sampler table (benchmarks/bench_diffusion_samplers.py), the horizontal-flip check
 (benchmarks/bench_hflip_symmetry.py), the paired bounds of two checkpoints
-(benchmarks/bench_diffusion_likelihood.py, benchmarks/bench_diffusion_overfitting.py), and the averages
-of one trajectory's weights (benchmarks/bench_diffusion_ema_length.py)."""
+(benchmarks/bench_diffusion_likelihood.py, benchmarks/bench_diffusion_overfitting.py), the averages
+of one trajectory's weights (benchmarks/bench_diffusion_ema_length.py), and the spread of FID over
+sampling seeds (benchmarks/bench_diffusion_fid_draws.py)."""
 
 from __future__ import annotations
 
@@ -324,3 +325,29 @@ def test_the_ema_length_bench_tracks_averages_along_a_new_run_of_changed_setting
     assert res["rows"][1]["name"] == "fixed decay=0" and all(torch_allclose(v, last[k]) for k, v in zero.items())
     assert "a new unconditional run of the `ddpm-tiny-mnist` preset with dataset=" in (
         tmp_path / "res" / "diffusion_ema_length_mnist5k_toy.md").read_text()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_fid_draws_table_summarises_each_seeds_evaluation(tmp_path):
+    """Per seed the FIDs and floors that evaluate wrote; per sampler mean, sd (n - 1) and range as numpy gives them."""
+    folder = write_folder(tmp_path / "bars")
+    run = tmp_path / "run"
+    assert main(["diffusion", "train", "--dataset", str(folder), "--steps", "2", "--batch-size", "8",
+                 "--device", "cpu", "--out", str(run), *TINY]) == 0
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_diffusion_fid_draws.py"), "--checkpoint",
+                           str(run), "--samplers", "dpm++2m-sde:2,dpm++2m:2", "--seeds", "0,1,2", "--n", "8",
+                           "--work", str(tmp_path / "work"), "--results", str(tmp_path / "res"), "--name", "draws"],
+                          capture_output=True, text=True, timeout=300, env={**ENV, "DIFFPROMPT_CACHE": str(tmp_path / "c")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads((tmp_path / "res" / "draws.json").read_text())
+    md = (tmp_path / "res" / "draws.md").read_text()
+    evals = [json.loads((tmp_path / "work" / f"seed{s}" / "eval.json").read_text()) for s in range(3)]
+    assert [e["seed"] for e in evals] == [0, 1, 2] and res["batch_size"] == 100
+    for spec in ("dpm++2m-sde:2", "dpm++2m:2"):
+        fids = np.array([next(r["fid"] for r in e["samplers"] if r["spec"] == spec) for e in evals])
+        ratios = fids / np.array([e["real_floor"]["fid"] for e in evals])
+        stats = res["summary"][spec]
+        assert stats["fid"]["mean"] == pytest.approx(fids.mean()) and stats["fid"]["sd"] == pytest.approx(fids.std(ddof=1))
+        assert stats["ratio"]["min"] == pytest.approx(ratios.min()) and stats["ratio"]["max"] == pytest.approx(ratios.max())
+    floor0, fid0 = evals[0]["real_floor"]["fid"], evals[0]["samplers"][0]["fid"]
+    assert f"| 0 | {floor0:.2f} | {fid0:.2f} | {fid0 / floor0:.2f} |" in md
