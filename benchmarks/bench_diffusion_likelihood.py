@@ -103,21 +103,28 @@ def main() -> None:
     ap.add_argument("--samplers", default="dpm++2m-sde:20,dpm++2m:20,ddpm:50,ddpm:100")
     ap.add_argument("--images", type=int, default=1000, help="stratified test images of the exact bound")
     ap.add_argument("--n", type=int, default=1000, help="samples per sampler, and floor images")
+    args, specs = parse_pair(ap, "diffusion_likelihood_mnist5k", DEFAULT_MODELS)
+    models = [score(*spec, args) for spec in specs]
+    diff = paired(*(m["nll_exact"]["image_bpd"] for m in models))
+    write_results(args, {"models": models, "paired_difference": diff},
+                  lambda r: markdown(models, diff, r["machine"], r["command"]))
+
+
+def parse_pair(ap: argparse.ArgumentParser, name: str, default_models: list) -> tuple[argparse.Namespace, list]:
+    """The options every paired-checkpoint benchmark shares, parsed; the two models (--model twice, or the
+    defaults); torch on 2 threads."""
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--name", default="diffusion_likelihood_mnist5k")
+    ap.add_argument("--name", default=name)
     ap.add_argument("--results", default=str(RESULTS), help="folder of the results files")
     args = ap.parse_args()
-    specs = args.model or DEFAULT_MODELS
+    specs = args.model or default_models
     if len(specs) != 2:
         ap.error("give --model twice (a baseline and the model compared with it), or neither")
     import torch
 
     torch.set_num_threads(2)
-    models = [score(*spec, args) for spec in specs]
-    diff = paired(*(m["nll_exact"]["image_bpd"] for m in models))
-    write_results(args, {"models": models, "paired_difference": diff},
-                  lambda r: markdown(models, diff, r["machine"], r["command"]))
+    return args, specs
 
 
 def write_results(args, result: dict, render) -> None:

@@ -23,10 +23,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench_diffusion_likelihood import paired, write_results
+from bench_diffusion_likelihood import paired, parse_pair, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_MODELS = [["constant lr", "src/diffprompt/assets/ddpm-tiny-mnist5k.safetensors"],
                   ["cosine lr decay", "runs/bench-ddpm-mnist5k-cosine"]]
 SPLITS = ("train", "test")
@@ -82,17 +81,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=500, help="stratified images of each split")
     ap.add_argument("--timesteps", type=int, default=50, help="timesteps of the estimate (0: the exact bound)")
     ap.add_argument("--dataset", default=None, help="the image set (default: the first checkpoint's)")
-    ap.add_argument("--batch-size", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--name", default="diffusion_overfitting_mnist5k")
-    ap.add_argument("--results", default=str(RESULTS), help="folder of the results files")
-    args = ap.parse_args()
-    specs = args.model or DEFAULT_MODELS
-    if len(specs) != 2:
-        ap.error("give --model twice (a baseline and the model compared with it), or neither")
-    import torch
-
-    torch.set_num_threads(2)
+    args, specs = parse_pair(ap, "diffusion_overfitting_mnist5k", DEFAULT_MODELS)
     models = [{"name": name, **split_bounds(path, args)} for name, path in specs]
     diffs = {s: paired(models[0][s]["image_bpd"], models[1][s]["image_bpd"]) for s in SPLITS}
     write_results(args, {"models": models, "paired_difference": diffs},
