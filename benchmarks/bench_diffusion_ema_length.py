@@ -45,7 +45,9 @@ NEW_RUN_SETS = ["log_every=50", "sample_n=64", "sample_sampler=dpm++2m", "sample
 def gamma_for(sigma_rel: float) -> float:
     """The power-EMA exponent gamma whose profile has relative width sigma_rel (Karras et al. 2024),
     by bisection: the width falls as gamma grows from 0."""
-    width = lambda g: math.sqrt((g + 1) / ((g + 2) ** 2 * (g + 3)))  # noqa: E731
+    def width(g: float) -> float:
+        return math.sqrt((g + 1) / ((g + 2) ** 2 * (g + 3)))
+
     lo, hi = 0.0, 1e4  # gamma >= 0: sigma_rel up to 1/sqrt(12)
     if not width(hi) < sigma_rel < width(lo):
         raise ValueError(f"sigma_rel {sigma_rel} is outside ({width(hi):.4f}, {width(lo):.4f})")

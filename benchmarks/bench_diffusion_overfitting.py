@@ -21,11 +21,9 @@ Writes benchmarks/results/diffusion_overfitting_mnist5k.{json,md}.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from bench_diffusion_likelihood import paired, parse_pair, write_results
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = [["constant lr", "src/diffprompt/assets/ddpm-tiny-mnist5k.safetensors"],
                   ["cosine lr decay", "runs/bench-ddpm-mnist5k-cosine"]]
 SPLITS = ("train", "test")
