@@ -30,7 +30,7 @@ from diffprompt.diffusion.guidance import drop_labels, guided
 from diffprompt.diffusion.samplers import make_sampler
 from diffprompt.diffusion.training import train
 from diffprompt.errors import UserError
-from diffprompt.seeding import make_generator
+from diffprompt.seeding import make_generator, per_sample_generators
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "src" / "diffprompt" / "assets" / "ddpm-tiny-mnist5k.safetensors"
@@ -241,7 +241,8 @@ def test_guidance_zero_is_the_plain_conditional_model(sampler, steps):
     ours, _ = generate(counting, diffusion, 4, (1, 8, 8), sampler, steps, 0.0, 7, 4, "cpu", class_labels=labels)
     assert all(batch == 4 for batch, _ in counting.calls)  # w = 0: no unconditional half
     plain = diffusion.sample(lambda x, t: model(x, t, class_labels=labels), (4, 1, 8, 8),
-                             sampler=make_sampler(sampler, steps=steps), generator=make_generator(7))
+                             sampler=make_sampler(sampler, steps=steps),
+                             x_T=torch.randn((4, 1, 8, 8), generator=make_generator(7)), generator=per_sample_generators(7, 4))
     assert torch.equal(ours, plain)
 
 

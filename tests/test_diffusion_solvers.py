@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from diffprompt.diffusion.generate import generate, parse_sampler_spec
 from diffprompt.diffusion.process import GaussianDiffusion
 from diffprompt.diffusion.samplers import (
     DDIMSampler,
@@ -19,6 +20,7 @@ from diffprompt.diffusion.samplers import (
 )
 from diffprompt.diffusion.schedule import NoiseSchedule
 from diffprompt.errors import UserError
+from diffprompt.seeding import make_generator, per_sample_generators
 
 
 
@@ -428,3 +430,55 @@ def test_respaced_ddpm_with_the_posterior_variance_is_ddim_with_eta_one():
         assert len(chains[0]) == 13
         for a, b in zip(*chains, strict=True):
             torch.testing.assert_close(a, b, atol=1e-7, rtol=0)
+
+
+
+# --- generate: the samples do not depend on how they are batched ----------------------------------
+
+
+@pytest.mark.parametrize("spec", ["ddpm:6", "ddim:5:1", "dpm++2m-sde:5", "dpm++2m:5"])
+def test_samples_do_not_depend_on_the_batch_size_or_on_n(spec):
+    """Sample i is a function of the seed and i: batches of 7, 3 or 1 give the same 7 samples, the
+    first 4 are what n = 4 gives, and another seed gives other samples. (5 x 5 images: torch draws
+    a tensor of fewer than 16 numbers otherwise than a larger one, so only drawing row by row agrees.)"""
+    diffusion = GaussianDiffusion(NoiseSchedule.linear(50))
+    s = parse_sampler_spec(spec)
+
+    def draw(n, batch, seed=3):
+        return generate(toy_model, diffusion, n, (1, 5, 5), s["sampler"], s["steps"], s["eta"], seed=seed,
+                        batch_size=batch, device="cpu")[0]
+
+    whole = draw(7, 7)
+    assert torch.equal(draw(7, 3), whole) and torch.equal(draw(7, 1), whole)
+    assert torch.equal(draw(4, 2), whole[:4])
+    assert (draw(7, 7, seed=4) - whole).abs().amax(dim=(1, 2, 3)).min() > 0.1  # every sample
+
+
+@pytest.mark.parametrize("sampler, steps", [("dpm++2m", 5), ("ddpm", None), ("dpm++2m-sde", 5)])
+def test_x_T_is_the_seeds_stream_and_the_step_noise_each_samples_own(sampler, steps):
+    """x_T: the first n x C x H x W numbers of the generator seeded with `seed` (so a deterministic
+    sampler gives what one generator feeding the batches gave); the noise of every later step: sample
+    i's generator from `per_sample_generators`."""
+    diffusion = GaussianDiffusion(NoiseSchedule.linear(30))
+    ours, _ = generate(toy_model, diffusion, 5, (1, 8, 8), sampler, steps, 0.0, seed=11, batch_size=2, device="cpu")
+    x_T = torch.randn((5, 1, 8, 8), generator=make_generator(11))
+    expected = diffusion.sample(toy_model, (5, 1, 8, 8), make_sampler(sampler, steps=steps), x_T=x_T,
+                                generator=per_sample_generators(11, 5))
+    assert torch.equal(ours, expected)
+
+
+def test_per_sample_generators_are_distinct_streams_fixed_by_seed_and_index():
+    first = [torch.randn(3, generator=g) for g in per_sample_generators(5, 4)]
+    again = [torch.randn(3, generator=g) for g in per_sample_generators(5, 6)][:4]
+    other = [torch.randn(3, generator=g) for g in per_sample_generators(6, 4)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert len({tuple(x.tolist()) for x in first + other}) == 8
+
+
+def test_one_generator_per_row_or_a_clear_error():
+    diffusion = GaussianDiffusion(NoiseSchedule.linear(10))
+    gens = per_sample_generators(0, 3)
+    rows = diffusion.randn((3, 2, 4), gens)
+    assert torch.equal(rows[1], torch.randn((2, 4), generator=per_sample_generators(0, 3)[1]))
+    with pytest.raises(ValueError, match="2 generators for a batch of 3: give one per sample"):
+        diffusion.randn((3, 2, 4), gens[:2])

@@ -32,6 +32,15 @@ def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Gener
     return g
 
 
+def per_sample_generators(seed: int, n: int, device: str | torch.device = "cpu") -> list[torch.Generator]:
+    """n generators on `device`, the i-th seeded from (seed, i) through numpy's `SeedSequence`:
+    independent streams, so what sample i draws depends on the seed and i only, not on n or on how
+    the samples are split into batches."""
+    entropy = int(seed) % 2**64
+    return [make_generator(int(np.random.SeedSequence([entropy, i]).generate_state(1, np.uint64)[0]), device)
+            for i in range(n)]
+
+
 def get_rng_state(cuda: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The global RNG states as (tensors, JSON-able dict).
 

@@ -1,4 +1,4 @@
-"""Drawing samples from a trained model: sampler specs, checks, batches from one seeded generator.
+"""Drawing samples from a trained model: sampler specs, checks, batches that do not change the samples.
 
     model, diffusion, meta = load_model("runs/ddpm-mnist")
     spec = parse_sampler_spec("ddim:50")
@@ -27,7 +27,7 @@ from ..checkpoint import atomic_write_bytes
 from ..device import choose_device
 from ..errors import UserError
 from ..progress import log
-from ..seeding import make_generator
+from ..seeding import make_generator, per_sample_generators
 from .checkpoints import load_model
 from .choices import default_steps
 from .guidance import guided
@@ -150,7 +150,10 @@ def generate(model, diffusion, n: int, shape: tuple[int, int, int], sampler: str
              guidance: float = 0.0) -> tuple[torch.Tensor, float]:
     """n samples (float NCHW in [-1, 1], on the CPU) in batches, and the wall time in seconds.
 
-    All noise comes from one generator seeded with `seed`: the same call gives the same samples.
+    The same call gives the same samples, whatever `batch_size`: x_T is drawn from one generator
+    seeded with `seed`, one sample after another, and the noise a stochastic sampler adds at each step from
+    the sample's own generator (`per_sample_generators`). So sample i depends on the seed and i only,
+    and the first k of n samples are the k samples a call with n = k draws.
     `class_labels` (n of them) asks a conditional model for those classes with guidance scale
     `guidance` (0: the plain conditional model); without them a conditional model samples its null
     class, unconditionally.
@@ -164,13 +167,16 @@ def generate(model, diffusion, n: int, shape: tuple[int, int, int], sampler: str
     if labels is not None and labels.numel() != n:
         raise UserError(f"{labels.numel()} class labels for {n} samples: give one label per sample")
     g = make_generator(seed, device)
+    noise = per_sample_generators(seed, n, device)
     out = []
     t0 = time.perf_counter()
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
         net = model if labels is None else guided(model, labels[start:start + b], guidance)
         loop = make_sampler(sampler, steps=steps, eta=eta, spacing=spacing)
-        out.append(diffusion.sample(net, (b, *shape), sampler=loop, generator=g, device=device, progress=True).cpu())
+        x_T = diffusion.randn((b, *shape), [g] * b, device)  # row by row: the same stream for any batching
+        out.append(diffusion.sample(net, (b, *shape), sampler=loop, generator=noise[start:start + b], x_T=x_T,
+                                    device=device, progress=True).cpu())
     return torch.cat(out), time.perf_counter() - t0
 
 

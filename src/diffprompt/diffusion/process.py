@@ -19,6 +19,7 @@ interpolation value v: v = -1 gives beta-tilde_t, v = +1 gives beta_t).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from enum import Enum
 
 import torch
@@ -187,9 +188,15 @@ class GaussianDiffusion(nn.Module):
         """(alpha, sigma) = (sqrt(alpha-bar_t), sqrt(1 - alpha-bar_t)) shaped to broadcast."""
         return extract(self.sqrt_alphas_cumprod, t, ndim), extract(self.sqrt_one_minus_alphas_cumprod, t, ndim)
 
-    def randn(self, shape, generator: torch.Generator | None = None, device=None, dtype=torch.float32):
-        """Standard normal noise, drawn from `generator` when given (on its device, then moved)."""
+    def randn(self, shape, generator: torch.Generator | Sequence[torch.Generator] | None = None, device=None,
+              dtype=torch.float32):
+        """Standard normal noise, drawn from `generator` when given (on its device, then moved); a list
+        of generators draws row i of the batch from the i-th (as diffusers' `randn_tensor` does)."""
         device = torch.device(device) if device is not None else self.betas.device
+        if isinstance(generator, list | tuple):
+            if len(generator) != shape[0]:
+                raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}: give one per sample")
+            return torch.cat([self.randn((1, *shape[1:]), g, device, dtype) for g in generator])
         gen_device = generator.device if generator is not None else device
         return torch.randn(tuple(shape), generator=generator, device=gen_device, dtype=dtype).to(device)
 
@@ -494,7 +501,7 @@ class GaussianDiffusion(nn.Module):
 
     @torch.no_grad()
     def sample(self, model, shape, sampler="ddpm", steps: int | None = None, eta: float = 0.0,
-               generator: torch.Generator | None = None, return_chain: bool = False,
+               generator: torch.Generator | Sequence[torch.Generator] | None = None, return_chain: bool = False,
                return_pred_x0: bool = False, clip_denoised: bool = True, progress: bool = False,
                device=None, x_T: torch.Tensor | None = None, model_kwargs: dict | None = None):
         """Draw samples of `shape` [B, C, H, W] from the reverse process.
@@ -503,7 +510,8 @@ class GaussianDiffusion(nn.Module):
         no noise on the last step.
         sampler="ddim": over `steps` (None: all T) evenly spaced indices (both T-1 and 0 included), with `eta`
         (0 = deterministic DDIM, 1 = DDPM-like posterior variance). A `samplers.Sampler` instance works too.
-        Randomness comes only from `generator` when given. `x_T` starts from given noise.
+        Randomness comes only from `generator` when given (one, or a list of one per sample). `x_T` starts
+        from given noise.
 
         Returns the final x_0; or (x_0, chain) with chain = [x_T, ..., x_0] when return_chain;
         or (x_0, chain, pred_x0s) when return_pred_x0 (chain is then filled as well).
