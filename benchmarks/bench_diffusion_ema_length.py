@@ -135,7 +135,7 @@ def score(path: Path, args) -> dict:
     """The samplers' scores of one checkpoint and the load average around them (cached in its folder)."""
     from diffprompt.diffusion.evaluation.evaluate_model import evaluate
 
-    out = path.parent / f"eval-seed{args.seed}-batch{args.batch_size}"
+    out = path.parent / f"eval-seed{args.seed}"
     if not (out / "eval.json").exists():
         before = os.getloadavg()[0]
         evaluate(path, samplers=args.samplers, n_samples=args.n, nll_images=0, batch_size=args.batch_size,
@@ -201,7 +201,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000, help="samples per row")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=250,
-                    help="sampling batch: a stochastic sampler's noise, drawn batch after batch, depends on it")
+                    help="sampling batch (memory and speed only: the samples do not depend on it)")
     ap.add_argument("--tag", default="", help="a name for the new run of --set: it goes into the work folder and "
                                                "the results' name")
     ap.add_argument("--work", default=None, help="folder of the run and its averages (default runs/bench-ema-length[-TAG])")

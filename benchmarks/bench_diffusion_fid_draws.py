@@ -6,9 +6,8 @@ training images. This evaluates one checkpoint (by default the shipped unconditi
 model) with the same samplers at --seeds, and reports per seed each sampler's FID and its ratio to
 that seed's floor, then per sampler the mean, the standard deviation over seeds and the range.
 
-A stochastic sampler's noise comes from one generator that feeds the batches in turn, so its
-samples also depend on --batch-size; 100 is the sampler table's (`bench_diffusion_samplers.py`), so
-seeds 0 and 1 reproduce its rows.
+The samples depend on the seed only, not on --batch-size, so seed 0 reproduces the sampler table's
+rows (`bench_diffusion_samplers.py`).
 
     .venv/bin/python benchmarks/bench_diffusion_fid_draws.py      # ~2.3 min per seed on 2 cores
 
@@ -53,12 +52,12 @@ def markdown(result: dict) -> str:
               f"full test split, sampling batch {result['batch_size']}; each seed draws other samples and scores "
               f"other stratified train images for the floor. Feature network `mnist` (sha256 "
               f"`{draws[0]['feature_net']}`)."), "",
-             "| seed | floor | " + " | ".join(f"{s} FID | × floor" for s in specs) + " |",
+             "| seed | floor | " + " | ".join(f"{s} FID | {s} × floor" for s in specs) + " |",
              "| ---: | ---: | " + " | ".join("---: | ---:" for _ in specs) + " |"]
     for d in draws:
         lines.append(f"| {d['seed']} | {d['floor']:.2f} | "
                      + " | ".join(f"{d['fid'][s]:.2f} | {d['fid'][s] / d['floor']:.2f}" for s in specs) + " |")
-    lines += ["", "| | floor | " + " | ".join(f"{s} FID | × floor" for s in specs) + " |",
+    lines += ["", "| | floor | " + " | ".join(f"{s} FID | {s} × floor" for s in specs) + " |",
               "| --- | ---: | " + " | ".join("---: | ---:" for _ in specs) + " |"]
     stats = result["summary"]
     for key in ("mean", "sd", "min", "max"):
@@ -74,7 +73,7 @@ def main() -> None:
     ap.add_argument("--samplers", default="dpm++2m-sde:20,dpm++2m:20")
     ap.add_argument("--seeds", default="0,1,2,3,4,5,6,7")
     ap.add_argument("--n", type=int, default=1000, help="samples per row")
-    ap.add_argument("--batch-size", type=int, default=100, help="sampling batch (the sampler table's)")
+    ap.add_argument("--batch-size", type=int, default=100, help="sampling batch (memory and speed only)")
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench-fid-draws"))
     ap.add_argument("--results", default=str(RESULTS))
     ap.add_argument("--name", default="diffusion_fid_draws_mnist5k")

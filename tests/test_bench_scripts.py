@@ -294,7 +294,7 @@ def test_the_ema_length_bench_resumes_the_same_trajectory_and_scores_each_averag
             assert torch_allclose(v, expected), k
     md = (tmp_path / "res" / "ema.md").read_text()
     for row in res["rows"]:
-        ev = json.loads((Path(row["checkpoint"]).parent / "eval-seed0-batch250" / "eval.json").read_text())
+        ev = json.loads((Path(row["checkpoint"]).parent / "eval-seed0" / "eval.json").read_text())
         fid = ev["samplers"][0]["fid"]
         assert row["scores"]["rows"]["dpm++2m:2"]["fid"] == fid and f"| {row['name']} | {fid:.2f} |" in md
 

@@ -155,7 +155,7 @@ def test_every_import_line_in_the_docs_imports():
             assert hasattr(imported, name) or importlib.util.find_spec(f"{module}.{name}"), (module, name)
 
 
-FIGURES_MARK = re.compile(r"<!-- figures: (benchmarks/results/[\w.-]+\.md) -->")
+FIGURES_MARK = re.compile(r"<!-- figures: ((?:benchmarks/)?results/[\w.-]+\.md) -->")  # from the root or the page
 
 
 def markdown_tables(text: str) -> list[list[list[str]]]:
@@ -174,6 +174,7 @@ def markdown_tables(text: str) -> list[list[list[str]]]:
 
 def cells_by_row_and_column(table: list[list[str]]) -> dict[tuple[str, str], str]:
     header = [h.lower() for h in table[0]]
+    assert len(set(header)) == len(header), f"two columns share a name, so a cell cannot be found by it: {header}"
     return {(row[0].lower().strip("*"), header[j]): cell.strip("*") for row in table[1:] for j, cell in enumerate(row) if j}
 
 
@@ -186,7 +187,8 @@ def test_every_marked_table_quotes_its_results_file():
         for mark in FIGURES_MARK.finditer(text):
             quoted = markdown_tables(text[mark.end():])[0]
             source = {}
-            for table in markdown_tables((ROOT / mark.group(1)).read_text(encoding="utf-8")):
+            results = ROOT / mark.group(1) if mark.group(1).startswith("benchmarks/") else page.parent / mark.group(1)
+            for table in markdown_tables(results.read_text(encoding="utf-8")):
                 source.update(cells_by_row_and_column(table))
             for key, cell in cells_by_row_and_column(quoted).items():
                 assert source.get(key) == cell, (page.name, mark.group(1), key, cell, source.get(key))
