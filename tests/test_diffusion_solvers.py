@@ -432,7 +432,6 @@ def test_respaced_ddpm_with_the_posterior_variance_is_ddim_with_eta_one():
             torch.testing.assert_close(a, b, atol=1e-7, rtol=0)
 
 
-
 # --- generate: the samples do not depend on how they are batched ----------------------------------
 
 
