@@ -701,15 +701,31 @@ def test_vlb_loss_is_T_times_the_bound_term():
     assert torch.allclose(out["loss"], 20 * d.vb_term_bpd(x0, x_t, t, p["mean"], p["log_variance"]))
 
 
-def test_min_snr_weighting():
+def test_min_snr_and_p2_weightings_match_their_papers_formulas():
     sched = NoiseSchedule.linear(100)
     snr = sched.snr
-    for prediction, want in [("eps", lambda s: min(s, 5) / s), ("x0", lambda s: min(s, 5)),
-                             ("v", lambda s: min(s, 5) / (s + 1))]:
-        d = GaussianDiffusion(sched, prediction=prediction, loss_weighting="min_snr", min_snr_gamma=5)
+    p2 = lambda s: 1 / (1 + s) ** 0.5  # Choi et al.'s weight on the eps-MSE, k = 1, gamma = 0.5
+    for weighting, prediction, want in [("min_snr", "eps", lambda s: min(s, 5) / s), ("min_snr", "x0", lambda s: min(s, 5)),
+                                        ("min_snr", "v", lambda s: min(s, 5) / (s + 1)), ("p2", "eps", p2),
+                                        ("p2", "x0", lambda s: s * p2(s)), ("p2", "v", lambda s: s * p2(s) / (s + 1))]:
+        d = GaussianDiffusion(sched, prediction=prediction, loss_weighting=weighting, min_snr_gamma=5, p2_gamma=0.5)
         t = torch.tensor([0, 50, 99])
         got = d.mse_weight(t).flatten()
         assert torch.allclose(got.double(), torch.tensor([want(snr[i].item()) for i in t], dtype=torch.float64), rtol=1e-5)
+
+
+def test_p2_with_gamma_0_is_plain_l_simple_and_its_options_round_trip():
+    sched = NoiseSchedule.linear(50)
+    t = torch.arange(50)
+    flat = GaussianDiffusion(sched, loss_weighting="p2", p2_gamma=0.0).mse_weight(t)
+    assert torch.allclose(flat, torch.ones(50), rtol=1e-6)
+    d = GaussianDiffusion(sched, loss_weighting="p2", p2_gamma=0.5, p2_k=2.0)
+    back = GaussianDiffusion.from_dict(d.to_dict())
+    assert (back.p2_gamma, back.p2_k) == (0.5, 2.0) and torch.equal(back.mse_weight(t), d.mse_weight(t))
+    w = d.mse_weight(t)  # turned down most where the image is nearly clean (small t)
+    assert bool((w[1:] > w[:-1]).all()) and w[0] < 0.02 < 0.5 < w[-1]
+    with pytest.raises(UserError, match="p2_k > 0"):
+        GaussianDiffusion(sched, loss_weighting="p2", p2_k=0.0)
 
 
 # --- samplers -----------------------------------------------------------------------------------
@@ -788,8 +804,8 @@ def test_bad_options_raise_user_errors_that_list_the_choices():
         GaussianDiffusion(sched, prediction="score")
     with pytest.raises(UserError, match="fixed_small, fixed_large, learned_range"):
         GaussianDiffusion(sched, variance="learned")
-    with pytest.raises(UserError, match="none, min_snr"):
-        GaussianDiffusion(sched, loss_weighting="p2")
+    with pytest.raises(UserError, match="none, min_snr, p2"):
+        GaussianDiffusion(sched, loss_weighting="snr")
     d = GaussianDiffusion(sched)
     model = smooth_model()
     with pytest.raises(UserError, match=r"^unknown loss type 'l1'; choose one of: simple, vlb, hybrid$"):

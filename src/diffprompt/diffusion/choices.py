@@ -13,6 +13,7 @@ UNET_PRESETS = ("tiny", "cifar10")  # the names of unet.PRESETS (`UNetConfig.pre
 MIXED_PRECISION = ("no", "fp16", "bf16")
 COND_DROP_PROB = 0.1  # classifier-free guidance's label dropout; Ho & Salimans: p_uncond = 0.1 or 0.2
 MIN_SNR_GAMMA = 5.0  # Hang et al.'s gamma of the min-SNR loss weighting
+P2_GAMMA, P2_K = 1.0, 1.0  # Choi et al.'s gamma and k of the P2 loss weighting 1 / (k + SNR)^gamma
 VLB_WEIGHT = 0.001  # Nichol & Dhariwal's lambda of the hybrid loss
 
 

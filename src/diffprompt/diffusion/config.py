@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ..tracking import NO_TRACKER, check_tracker
-from .choices import COND_DROP_PROB, MIN_SNR_GAMMA, MIXED_PRECISION, SAMPLER_NAMES, VLB_WEIGHT
+from .choices import COND_DROP_PROB, MIN_SNR_GAMMA, MIXED_PRECISION, P2_GAMMA, P2_K, SAMPLER_NAMES, VLB_WEIGHT
 
 if TYPE_CHECKING:  # the methods that build the process and the U-Net import torch when they run
     from .process import GaussianDiffusion
@@ -59,8 +59,10 @@ class TrainConfig:
     prediction: str = "eps"
     variance: str = "fixed_small"
     loss_type: str = "simple"         # simple, vlb or hybrid
-    loss_weighting: str = "none"      # none or min_snr
+    loss_weighting: str = "none"      # none, min_snr or p2
     min_snr_gamma: float = MIN_SNR_GAMMA
+    p2_gamma: float = P2_GAMMA        # P2's weight 1 / (p2_k + SNR)^p2_gamma on the eps-MSE
+    p2_k: float = P2_K
     vlb_weight: float = VLB_WEIGHT    # lambda of the hybrid loss
     # optimisation
     steps: int = 200
@@ -122,7 +124,7 @@ class TrainConfig:
         if self.sample_steps < 1 or self.sample_steps > self.num_timesteps:
             raise UserError(f"sample_steps must be in 1..{self.num_timesteps} (num_timesteps, the number of diffusion "
                             f"steps T), got {self.sample_steps}")
-        self.make_diffusion()  # the process checks its own numbers (min_snr_gamma, vlb_weight, T)
+        self.make_diffusion()  # the process checks its own numbers (min_snr_gamma, p2_gamma, p2_k, vlb_weight, T)
         check_tracker(self.log_with)
         return self
 
@@ -133,7 +135,8 @@ class TrainConfig:
 
         return GaussianDiffusion(NoiseSchedule.from_name(self.schedule, self.num_timesteps), prediction=self.prediction,
                                  variance=self.variance, loss_type=self.loss_type, loss_weighting=self.loss_weighting,
-                                 min_snr_gamma=self.min_snr_gamma, vlb_weight=self.vlb_weight)
+                                 min_snr_gamma=self.min_snr_gamma, vlb_weight=self.vlb_weight,
+                                 p2_gamma=self.p2_gamma, p2_k=self.p2_k)
 
     def make_unet_config(self, channels: int, size: int, num_classes: int = 0) -> UNetConfig:
         """The U-Net for images of `channels` x `size` x `size`: the preset, then the `model` overrides;

@@ -28,7 +28,7 @@ from torch import nn
 from diffprompt.errors import UserError
 from diffprompt.progress import progress as progress_bar
 
-from .choices import MIN_SNR_GAMMA, VLB_WEIGHT
+from .choices import MIN_SNR_GAMMA, P2_GAMMA, P2_K, VLB_WEIGHT
 from .gaussian import discretized_gaussian_log_likelihood, mean_flat, normal_kl
 from .parameterization import Prediction, check_prediction, predict_eps_from_x0, training_target, x0_from_model_output
 from .samplers import make_sampler, sample_loop
@@ -61,10 +61,12 @@ class LossType(str, Enum):
 
 
 class LossWeighting(str, Enum):
-    """Weight of the MSE per timestep: none (plain L_simple) or min_snr (Hang et al. 2023's Min-SNR-gamma)."""
+    """Weight of the MSE per timestep: none (plain L_simple), min_snr (Hang et al. 2023's Min-SNR-gamma) or
+    p2 (Choi et al. 2022's perception-prioritised weighting)."""
 
     NONE = "none"
     MIN_SNR = "min_snr"
+    P2 = "p2"
 
 
 def _parse_option(enum_cls, value, what: str):
@@ -126,15 +128,18 @@ class GaussianDiffusion(nn.Module):
         prediction: "eps" | "x0" | "v", what the network outputs.
         variance: "fixed_small" | "fixed_large" | "learned_range".
         loss_type: "simple" | "vlb" | "hybrid", the training loss `training_loss` computes by default.
-        loss_weighting: "none" (plain MSE on the prediction target: Ho et al.'s L_simple for eps) or
-            "min_snr" (Hang et al. 2023: the MSE weighted so that, in x0 terms, the weight is min(SNR, gamma)).
+        loss_weighting: "none" (plain MSE on the prediction target: Ho et al.'s L_simple for eps),
+            "min_snr" (Hang et al. 2023: the MSE weighted so that, in x0 terms, the weight is min(SNR, gamma)) or
+            "p2" (Choi et al. 2022: the eps-MSE weighted by 1 / (k + SNR)^gamma, which leaves the noisiest steps,
+            where a sample's content is decided, at weight ~1 and turns down the nearly clean ones).
         min_snr_gamma: gamma for "min_snr".
+        p2_gamma, p2_k: gamma and k for "p2" (Choi et al. use k = 1 and gamma = 1 or 0.5).
         vlb_weight: lambda of the hybrid loss (Nichol & Dhariwal use 0.001).
     """
 
     def __init__(self, schedule: NoiseSchedule, prediction: str = "eps", variance: str = "fixed_small",
                  loss_type: str = "simple", loss_weighting: str = "none", min_snr_gamma: float = MIN_SNR_GAMMA,
-                 vlb_weight: float = VLB_WEIGHT):
+                 vlb_weight: float = VLB_WEIGHT, p2_gamma: float = P2_GAMMA, p2_k: float = P2_K):
         super().__init__()
         if not isinstance(schedule, NoiseSchedule):
             raise UserError(f"GaussianDiffusion needs a NoiseSchedule, got {type(schedule).__name__}; "
@@ -147,6 +152,10 @@ class GaussianDiffusion(nn.Module):
         if not min_snr_gamma > 0:
             raise UserError(f"min_snr_gamma must be > 0, got {min_snr_gamma}; Hang et al. use {MIN_SNR_GAMMA:g}")
         self.min_snr_gamma = float(min_snr_gamma)
+        if not (p2_gamma >= 0 and p2_k > 0):
+            raise UserError(f"p2_gamma must be >= 0 and p2_k > 0, got {p2_gamma} and {p2_k}; "
+                            f"Choi et al. use gamma = {P2_GAMMA:g}, k = {P2_K:g}")
+        self.p2_gamma, self.p2_k = float(p2_gamma), float(p2_k)
         if not vlb_weight >= 0:
             raise UserError(f"vlb_weight must be >= 0, got {vlb_weight}; Nichol & Dhariwal use {VLB_WEIGHT}")
         self.vlb_weight = float(vlb_weight)
@@ -172,7 +181,7 @@ class GaussianDiffusion(nn.Module):
         return {"schedule": self.schedule.to_dict(), "prediction": self.prediction.value,
                 "variance": self.variance.value, "loss_type": self.loss_type.value,
                 "loss_weighting": self.loss_weighting.value, "min_snr_gamma": self.min_snr_gamma,
-                "vlb_weight": self.vlb_weight}
+                "vlb_weight": self.vlb_weight, "p2_gamma": self.p2_gamma, "p2_k": self.p2_k}
 
     @classmethod
     def from_dict(cls, d: dict) -> "GaussianDiffusion":
@@ -438,16 +447,21 @@ class GaussianDiffusion(nn.Module):
 
     # --- 6. training losses --------------------------------------------------------------------
     def mse_weight(self, t: torch.Tensor, ndim: int = 1) -> torch.Tensor:
-        """Per-example weight of the MSE term: 1, or Min-SNR-gamma for the prediction type."""
+        """Per-example weight of the MSE term on the prediction target: 1, or the weighting's weight in x0
+        terms (min(SNR, gamma) for min_snr, SNR / (k + SNR)^gamma for p2) turned into the target's terms
+        (the eps-MSE is SNR times the x0-MSE, the v-MSE SNR + 1 times)."""
         if self.loss_weighting is LossWeighting.NONE:
             return torch.ones_like(t, dtype=torch.float32).reshape(-1, *([1] * (ndim - 1)))
         snr = extract(self.snr, t, ndim)
-        clipped = snr.clamp(max=self.min_snr_gamma)
+        if self.loss_weighting is LossWeighting.MIN_SNR:
+            x0_weight = snr.clamp(max=self.min_snr_gamma)
+        else:
+            x0_weight = snr / (self.p2_k + snr) ** self.p2_gamma
         if self.prediction is Prediction.EPS:
-            return clipped / snr
+            return x0_weight / snr
         if self.prediction is Prediction.X0:
-            return clipped
-        return clipped / (snr + 1.0)
+            return x0_weight
+        return x0_weight / (snr + 1.0)
 
     def training_loss(self, model, x0: torch.Tensor, loss_type: str | None = None, t: torch.Tensor | None = None,
                       noise: torch.Tensor | None = None, vlb_weight: float | None = None,
