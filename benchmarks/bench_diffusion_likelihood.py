@@ -58,6 +58,7 @@ def recipe(r: dict) -> str:
     d = r["diffusion"]
     weighting = f", {d['loss_weighting']}" if d["loss_weighting"] != "none" else ""
     weighting += f"-{d['min_snr_gamma']:g}" if d["loss_weighting"] == "min_snr" else ""
+    weighting += f" (γ = {d['p2_gamma']:g}, k = {d['p2_k']:g})" if d["loss_weighting"] == "p2" else ""
     lam = f" (λ = {d['vlb_weight']:g})" if d["loss_type"] == "hybrid" else ""
     return f"{d['loss_type']}{lam}{weighting}, Σ {d['variance']}"
 

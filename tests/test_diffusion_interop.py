@@ -171,7 +171,8 @@ def test_ddim_pipeline_samples_what_ours_samples(tmp_path, eta, diffusers):
 @pytest.mark.usefixtures("diffusers")  # loading the export back imports diffusers
 def test_round_trip_keeps_every_weight_bit_and_the_process(tmp_path):
     model = random_unet(CONFIGS["rgb-learned-variance"])
-    diffusion = GaussianDiffusion(NoiseSchedule.cosine(30), prediction="v", variance="learned_range", loss_type="hybrid")
+    diffusion = GaussianDiffusion(NoiseSchedule.cosine(30), prediction="v", variance="learned_range", loss_type="hybrid",
+                                  loss_weighting="p2", p2_gamma=0.5, p2_k=2.0)
     out = export_diffusers(save_ours(tmp_path, model, diffusion), tmp_path / "pipe")
     scheduler = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
     assert scheduler["trained_betas"] == diffusion.schedule.betas.tolist()  # float64, exactly

@@ -125,6 +125,16 @@ def test_checkpoints_keep_the_full_diffusion_spec(tmp_path):
     assert shipped.num_timesteps == 1000 and shipped.to_dict()["loss_weighting"] == "min_snr" and shipped.loss_type.value == "simple"
 
 
+def test_a_p2_run_keeps_its_weighting_in_the_checkpoint(tmp_path):
+    sets = TINY8 + ["loss_weighting=p2", "p2_gamma=0.5", "p2_k=2"]
+    run = train(resolve_config(sets=sets, steps=2, batch_size=8), out=tmp_path / "p2", data=synthetic_data())
+    _, diffusion, meta = load_model(run)
+    assert (meta["diffusion"]["loss_weighting"], meta["diffusion"]["p2_gamma"], meta["diffusion"]["p2_k"]) == ("p2", 0.5, 2.0)
+    t = torch.tensor([0, 10, 19])
+    snr = diffusion.snr[t]
+    assert torch.allclose(diffusion.mse_weight(t), 1 / (2 + snr) ** 0.5, rtol=1e-5)
+
+
 def renamed_back(config: dict) -> dict:
     """A config as it was saved before `loss` and `timesteps` were renamed."""
     old = {new: old for old, new in OLD_KEYS.items()}

@@ -28,7 +28,7 @@ PREDICTION_TYPES = {"eps": "epsilon", "v": "v_prediction", "x0": "sample"}
 VARIANCE_TYPES = {"fixed_small": "fixed_small", "fixed_large": "fixed_large", "learned_range": "learned_range"}
 PREDICTIONS_READ = {theirs: ours for ours, theirs in PREDICTION_TYPES.items()}
 VARIANCES_READ = {**VARIANCE_TYPES, "fixed_small_log": "fixed_small", "fixed_large_log": "fixed_large"}
-LOSS_SETTINGS = ("loss_type", "loss_weighting", "min_snr_gamma", "vlb_weight")  # ours only: training, not sampling
+LOSS_SETTINGS = ("loss_type", "loss_weighting", "min_snr_gamma", "vlb_weight", "p2_gamma", "p2_k")  # ours only: training, not sampling
 
 
 def scheduler_config(diffusion: GaussianDiffusion) -> dict:
